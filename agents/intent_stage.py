@@ -1,0 +1,37 @@
+"""The intent stage: classify, then pick the route from the routing table."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Protocol
+
+from pipeline.context import RunContext
+from pipeline.stage import Update
+from pipeline.state import RequestState
+
+
+class IntentClassifier(Protocol):
+    def classify(self, query: str) -> tuple[str | None, float]: ...
+
+
+class IntentRouter:
+    name: ClassVar[str] = "intent"
+    fallbacks: ClassVar[frozenset[str]] = frozenset({"default"})
+
+    def __init__(self, classifier: IntentClassifier) -> None:
+        self.classifier = classifier
+
+    async def __call__(self, state: RequestState, ctx: RunContext) -> Update:
+        routing = ctx.settings.routing
+        intent, confidence = self.classifier.classify(state["query"])
+        low = intent is None or confidence < routing.min_confidence
+        route = routing.default_route if low else routing.intents.get(intent, routing.default_route)  # type: ignore[arg-type]
+        return {
+            "intent": intent,
+            "intent_confidence": round(confidence, 4),
+            "low_confidence": low,
+            "route": route,
+        }
+
+    def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
+        return {"route": ctx.settings.routing.default_route, "intent": None,
+                "intent_confidence": 0.0, "low_confidence": True}

@@ -1,0 +1,52 @@
+"""Per-stage budgets: how much of the remaining deadline a stage may use."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from pipeline.deadline import Deadline
+
+
+class LatencyWindow:
+    """Recent durations of one stage, for the 'can it still finish?' check before it starts."""
+
+    __slots__ = ("_p95", "_samples", "_since_sort", "min_samples")
+
+    def __init__(self, size: int = 200, min_samples: int = 20) -> None:
+        self._samples: deque[float] = deque(maxlen=size)
+        self._p95: float | None = None
+        self._since_sort = 0
+        self.min_samples = min_samples
+
+    def add(self, ms: float) -> None:
+        self._samples.append(ms)
+        self._since_sort += 1
+        # Re-sorting 200 floats costs ~10 us: do it every 16 samples, not per request.
+        if self._since_sort >= 16 or self._p95 is None:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        self._since_sort = 0
+        if len(self._samples) < self.min_samples:
+            self._p95 = None
+            return
+        ordered = sorted(self._samples)
+        self._p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+    def p95(self) -> float | None:
+        """The running p95 in ms, or None until enough samples exist."""
+        return self._p95
+
+
+@dataclass(frozen=True, slots=True)
+class Allotment:
+    budget_ms: float
+    deadline: Deadline
+
+
+def allot(deadline: Deadline, budget_ms: float, reserve_ms: float) -> Allotment:
+    """A stage runs under min(its budget, remaining - reserve for the stages still to run)."""
+    remaining = deadline.remaining_ms()
+    ms = min(budget_ms, remaining - reserve_ms)
+    return Allotment(budget_ms=ms, deadline=deadline.sooner(max(ms, 0.0)))

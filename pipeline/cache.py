@@ -1,0 +1,100 @@
+"""Response cache: exact match on the normalised query and its scope, checked before the graph.
+
+The in-process LRU is the embedded default; a Redis backend plugs in behind the same protocol.
+Writes never run on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import time
+from collections import OrderedDict
+from typing import Any, ClassVar, Protocol
+
+from pipeline.context import RunContext
+from pipeline.stage import Update
+from pipeline.state import RequestState
+
+_SPACE = re.compile(r"\s+")
+_TRAILING = re.compile(r"[\s?!.]+$")
+
+
+def normalise_query(query: str) -> str:
+    return _TRAILING.sub("", _SPACE.sub(" ", query.strip().lower()))
+
+
+def cache_key(query: str, filters: dict[str, Any], version: str) -> str:
+    scope = json.dumps(filters, sort_keys=True, separators=(",", ":"))
+    raw = f"{version}\x1f{scope}\x1f{normalise_query(query)}"
+    # Hashed: the key may reach Redis and must not carry the query's text.
+    return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
+
+
+class ResponseCache(Protocol):
+    async def get(self, key: str) -> dict[str, Any] | None: ...
+    async def set(self, key: str, value: dict[str, Any], ttl_s: float) -> None: ...
+
+
+class MemoryCache:
+    """An LRU with per-entry expiry, for one process."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._data: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self.max_entries = max_entries
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        expires, value = item
+        if expires < time.monotonic():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
+        self._data[key] = (time.monotonic() + ttl_s, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.max_entries:
+            self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+class CacheLookup:
+    """Runs before the graph, under the runner like every stage; a miss or a timeout is free."""
+
+    name: ClassVar[str] = "cache"
+    fallbacks: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, cache: ResponseCache) -> None:
+        self.cache = cache
+
+    async def __call__(self, state: RequestState, ctx: RunContext) -> Update:
+        hit = await self.cache.get(state["cache_key"])
+        return {"cached": hit} if hit is not None else {}
+
+    def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
+        raise NotImplementedError(kind)
+
+
+class CacheWriter:
+    """Schedules writes as background tasks and keeps them referenced until done."""
+
+    def __init__(self, cache: ResponseCache) -> None:
+        self.cache = cache
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def schedule(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
+        task = asyncio.get_running_loop().create_task(self.cache.set(key, value, ttl_s))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

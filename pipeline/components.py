@@ -1,0 +1,57 @@
+"""The default stages built from settings: what ``Pipeline.from_config`` plugs into the graph."""
+
+from __future__ import annotations
+
+import hashlib
+
+from agents.intent_stage import IntentRouter
+from agents.lexical import LexicalIntentClassifier, demo_intents, read_intents
+from pipeline.errors import ConfigError, InvalidFiltersError
+from pipeline.generation import Generation
+from pipeline.guardrails import InputGuardrails, OutputGuardrails
+from pipeline.llm import LLMClient
+from pipeline.settings import Settings
+from pipeline.stage import Stage
+from retrieval.bm25 import BM25Index
+from retrieval.corpus import demo_knowledge_base, load_jsonl
+from retrieval.filters import Filters, normalise_filters
+from retrieval.stage import Retrieval
+
+
+def route_filters(settings: Settings) -> dict[str, Filters]:
+    """Route filters validated at startup, so a typo fails now and not at the first request."""
+    out: dict[str, Filters] = {}
+    for name, route in settings.routing.routes.items():
+        try:
+            out[name] = normalise_filters(route.filters, settings.retrieval.filter_fields)
+        except InvalidFiltersError as exc:
+            raise ConfigError(str(exc), field=f"routing.routes.{name}.filters") from exc
+    return out
+
+
+def load_index(settings: Settings) -> BM25Index:
+    path = settings.retrieval.knowledge_base or demo_knowledge_base()
+    return BM25Index(load_jsonl(path))
+
+
+def config_version(settings: Settings) -> str:
+    return hashlib.blake2b(settings.model_dump_json().encode(), digest_size=4).hexdigest()
+
+
+def index_version(index: BM25Index) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for d in index.documents:
+        h.update(d.id.encode())
+        h.update(d.text.encode())
+    return h.hexdigest()
+
+
+def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict[str, Stage]:
+    examples = read_intents(settings.routing.examples or demo_intents())
+    return {
+        "input_guardrails": InputGuardrails(),
+        "intent": IntentRouter(LexicalIntentClassifier(examples)),
+        "retrieval": Retrieval(index, route_filters(settings)),
+        "generation": Generation(llm),
+        "output_guardrails": OutputGuardrails(),
+    }

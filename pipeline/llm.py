@@ -1,0 +1,194 @@
+"""Async client for any OpenAI-compatible chat server, cut by the deadline.
+
+One pooled ``httpx.AsyncClient`` per process. Every call streams, so that at the deadline the
+client can close the connection (the server then aborts the request) and still return what was
+generated, marked truncated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from pipeline.deadline import Deadline
+from pipeline.errors import LLMError, LLMTimeout, LLMUnavailable
+from pipeline.settings import ModelSettings
+
+# Stop reading this long before the cut-off, so the runner's hard timeout never races us.
+CUT_MARGIN_S = 0.002
+MIN_TOKENS = 8
+
+
+@dataclass(slots=True)
+class Completion:
+    model: str
+    text: str
+    finish_reason: str | None
+    truncated: bool
+    ttft_ms: float | None
+    elapsed_ms: float
+    completion_tokens: int
+    prompt_tokens: int = 0
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        if self.ttft_ms is None or self.completion_tokens < 2:
+            return None
+        decode_s = (self.elapsed_ms - self.ttft_ms) / 1000.0
+        return (self.completion_tokens - 1) / decode_s if decode_s > 0 else None
+
+
+class _Rates:
+    """Measured TTFT and decode speed per model (EWMA), seeded from the config."""
+
+    def __init__(self, model: ModelSettings) -> None:
+        self.ttft_ms = model.ttft_ms
+        self.tokens_per_s = model.decode_tokens_per_s
+
+    def update(self, c: Completion, alpha: float = 0.2) -> None:
+        if c.ttft_ms is not None:
+            self.ttft_ms += alpha * (c.ttft_ms - self.ttft_ms)
+        tps = c.tokens_per_s
+        if tps is not None:
+            self.tokens_per_s += alpha * (tps - self.tokens_per_s)
+
+
+class LLMClient:
+    def __init__(self, *, max_connections: int = 64) -> None:
+        self._http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=32),
+            timeout=httpx.Timeout(30.0, connect=1.0),
+        )
+        self._rates: dict[str, _Rates] = {}
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def rates(self, model: ModelSettings) -> _Rates:
+        r = self._rates.get(model.name)
+        if r is None:
+            r = self._rates[model.name] = _Rates(model)
+        return r
+
+    def max_tokens_for(self, model: ModelSettings, deadline: Deadline) -> int:
+        """How many tokens fit in the time left at the measured speed."""
+        r = self.rates(model)
+        left_s = (deadline.remaining_ms() - r.ttft_ms) / 1000.0
+        return min(model.max_tokens, max(0, math.floor(left_s * r.tokens_per_s)))
+
+    async def complete(
+        self,
+        model: ModelSettings,
+        messages: list[dict[str, Any]],
+        *,
+        deadline: Deadline,
+        on_token: Callable[[str], None] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Completion:
+        max_tokens = self.max_tokens_for(model, deadline)
+        if max_tokens < MIN_TOKENS:
+            raise LLMTimeout(
+                f"{deadline.remaining_ms():.0f} ms left: not enough for {MIN_TOKENS} tokens "
+                f"from {model.name}"
+            )
+        body: dict[str, Any] = {
+            "model": model.name,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": model.temperature,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **(extra or {}),
+        }
+        headers = {}
+        if model.api_key is not None:
+            headers["Authorization"] = f"Bearer {model.api_key.get_secret_value()}"
+        remaining_s = max(deadline.remaining_ms() / 1000.0, 0.001)
+        timeout = httpx.Timeout(remaining_s, connect=min(remaining_s, 1.0))
+        completion = Completion(model.name, "", None, False, None, 0.0, 0)
+        t0 = time.monotonic()
+        try:
+            async with asyncio.timeout_at(deadline.at - CUT_MARGIN_S):
+                await self._stream(model, body, headers, timeout, completion, t0, on_token)
+        except TimeoutError:
+            # The `async with client.stream` block has exited: the connection is closed and
+            # the server aborts the request.
+            if completion.ttft_ms is None:
+                raise LLMTimeout(f"{model.name}: no token before the deadline") from None
+            completion.truncated = True
+            completion.finish_reason = "deadline"
+        completion.elapsed_ms = (time.monotonic() - t0) * 1000.0
+        self.rates(model).update(completion)
+        return completion
+
+    async def _stream(
+        self,
+        model: ModelSettings,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        timeout: httpx.Timeout,  # noqa: ASYNC109 - httpx's own per-phase timeout
+        c: Completion,
+        t0: float,
+        on_token: Callable[[str], None] | None,
+    ) -> None:
+        url = model.url.rstrip("/") + "/chat/completions"
+        parts: list[str] = []
+        try:
+            async with self._http.stream(
+                "POST", url, json=body, headers=headers, timeout=timeout
+            ) as resp:
+                if resp.status_code >= 400:
+                    detail = (await resp.aread())[:300].decode("utf-8", "replace")
+                    cls = LLMUnavailable if resp.status_code >= 500 else LLMError
+                    raise cls(f"{model.name} at {url}: HTTP {resp.status_code}: {detail}")
+                try:
+                    async for line in resp.aiter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            break
+                        self._take_chunk(json.loads(data), c, parts, t0, on_token)
+                finally:
+                    c.text = "".join(parts)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+            raise LLMUnavailable(f"{model.name} at {url}: {type(exc).__name__}: {exc}") from exc
+        except httpx.ReadTimeout as exc:
+            raise TimeoutError from exc
+        except (httpx.HTTPError, json.JSONDecodeError) as exc:
+            raise LLMError(f"{model.name} at {url}: {type(exc).__name__}: {exc}") from exc
+
+    @staticmethod
+    def _take_chunk(
+        chunk: dict[str, Any],
+        c: Completion,
+        parts: list[str],
+        t0: float,
+        on_token: Callable[[str], None] | None,
+    ) -> None:
+        usage = chunk.get("usage")
+        if usage:
+            c.prompt_tokens = usage.get("prompt_tokens", 0)
+            c.completion_tokens = usage.get("completion_tokens", c.completion_tokens)
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if text:
+                if c.ttft_ms is None:
+                    c.ttft_ms = (time.monotonic() - t0) * 1000.0
+                parts.append(text)
+                c.completion_tokens += 1
+                if on_token is not None:
+                    on_token(text)
+            if delta.get("tool_calls"):
+                c.tool_calls.extend(delta["tool_calls"])
+            if choice.get("finish_reason"):
+                c.finish_reason = choice["finish_reason"]

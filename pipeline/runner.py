@@ -1,0 +1,141 @@
+"""The one place that applies deadline, fallback and observation to every stage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pipeline.budget import LatencyWindow, allot
+from pipeline.context import RunContext
+from pipeline.errors import InputError, StageFailed
+from pipeline.plan import ANY_ROUTE, StagePlan
+from pipeline.stage import Degraded, Outcome, Stage, StageRecord, Update
+from pipeline.state import RequestState
+
+log = logging.getLogger("ragpacer.runner")
+Observer = Callable[[StageRecord, RequestState, RunContext], None]
+
+
+class StageRunner:
+    def __init__(
+        self,
+        plans: dict[str, dict[str, StagePlan]],
+        observers: Sequence[Observer] = (),
+    ) -> None:
+        self._plans = plans
+        self._windows: dict[str, LatencyWindow] = {}
+        self.observers = list(observers)
+
+    def window(self, name: str) -> LatencyWindow:
+        w = self._windows.get(name)
+        if w is None:
+            w = self._windows[name] = LatencyWindow()
+        return w
+
+    def plan_for(self, stage: str, route: str | None) -> StagePlan:
+        plan = self._plans.get(route or ANY_ROUTE) or self._plans[ANY_ROUTE]
+        return plan.get(stage) or self._plans[ANY_ROUTE][stage]
+
+    async def run(
+        self, stage: Stage, state: RequestState, ctx: RunContext
+    ) -> tuple[Update, StageRecord]:
+        t0 = time.monotonic()
+        plan = self.plan_for(stage.name, state.get("route"))
+        allotment = allot(ctx.deadline, plan.budget_ms, plan.reserve_ms)
+        window = self.window(stage.name)
+        p95 = window.p95()
+        if allotment.budget_ms <= 0 or (p95 is not None and p95 > allotment.budget_ms):
+            why = f"{allotment.budget_ms:.1f} ms left, p95 {p95 or 0:.1f} ms"
+            return self._fallback(
+                stage, plan, state, ctx, Outcome.SKIPPED, why, t0, 0.0, allotment.budget_ms
+            )
+
+        b0 = time.monotonic()
+        try:
+            async with asyncio.timeout_at(allotment.deadline.at):
+                out = await stage(state, ctx.for_stage(allotment.deadline))
+        except TimeoutError:
+            body = (time.monotonic() - b0) * 1000.0
+            window.add(body)
+            detail = f"cut at {allotment.budget_ms:.1f} ms"
+            return self._fallback(
+                stage, plan, state, ctx, Outcome.TIMEOUT, detail, t0, body, allotment.budget_ms
+            )
+        except InputError:
+            raise
+        except Exception as exc:  # a stage's own failure must never fail the request
+            body = (time.monotonic() - b0) * 1000.0
+            log.warning("stage %s failed: %r", stage.name, exc)
+            detail = f"{type(exc).__name__}: {exc}"[:300]
+            return self._fallback(
+                stage, plan, state, ctx, Outcome.ERROR, detail, t0, body, allotment.budget_ms
+            )
+        body = (time.monotonic() - b0) * 1000.0
+        window.add(body)
+
+        outcome, detail = Outcome.OK, None
+        if isinstance(out, Degraded):
+            outcome, detail, out = Outcome.DEGRADED, out.reason, out.update
+        record = StageRecord(
+            name=stage.name,
+            budget_ms=allotment.budget_ms,
+            elapsed_ms=(time.monotonic() - t0) * 1000.0,
+            outcome=outcome,
+            detail=detail,
+            body_ms=body,
+        )
+        self._observe(record, state, ctx)
+        return out, record
+
+    def _fallback(
+        self,
+        stage: Stage,
+        plan: StagePlan,
+        state: RequestState,
+        ctx: RunContext,
+        outcome: Outcome,
+        detail: str,
+        t0: float,
+        body_ms: float,
+        budget_ms: float,
+    ) -> tuple[Update, StageRecord]:
+        kind = plan.fallback
+        if kind == "fail":
+            raise StageFailed(stage.name, detail)
+        update: Update = {}
+        if kind != "skip":
+            try:
+                update = stage.fallback(kind, state, ctx)
+            except Exception as exc:
+                raise StageFailed(stage.name, f"{detail}; fallback failed: {exc!r}") from exc
+        record = StageRecord(
+            name=stage.name,
+            budget_ms=max(budget_ms, 0.0),
+            elapsed_ms=(time.monotonic() - t0) * 1000.0,
+            outcome=outcome,
+            fallback=kind,
+            detail=detail,
+            body_ms=body_ms,
+        )
+        self._observe(record, state, ctx)
+        return update, record
+
+    def _observe(self, record: StageRecord, state: RequestState, ctx: RunContext) -> None:
+        for observer in self.observers:
+            try:
+                observer(record, state, ctx)
+            except Exception:  # observation must never fail a request
+                log.exception("stage observer failed")
+
+    def node(self, stage: Stage) -> Callable[..., Any]:
+        """Wrap a stage as a LangGraph node: state in, partial state out, plus its record."""
+
+        async def run_node(state: RequestState, runtime: Any) -> Update:
+            update, record = await self.run(stage, state, runtime.context)
+            return {**update, "records": [record]}
+
+        run_node.__name__ = f"run_{stage.name}"
+        return run_node

@@ -1,0 +1,249 @@
+"""The Python SDK: ``Pipeline.from_config(path)`` then ``await pipeline.arun(query)``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pipeline.cache import CacheLookup, CacheWriter, MemoryCache, ResponseCache, cache_key
+from pipeline.components import default_stages, index_version, load_index
+from pipeline.context import RunContext
+from pipeline.deadline import Deadline
+from pipeline.errors import InputError
+from pipeline.graph import build_graph
+from pipeline.guardrails import StreamRedactor, validate_query
+from pipeline.llm import LLMClient
+from pipeline.plan import build_plan, check_fallbacks
+from pipeline.result import Result
+from pipeline.runner import Observer, StageRunner
+from pipeline.settings import Settings, load_settings
+from pipeline.stage import Stage, StageRecord
+from pipeline.state import RequestState
+from retrieval.filters import normalise_filters
+from retrieval.types import Hit
+
+T = TypeVar("T")
+
+
+class Pipeline:
+    """One configured pipeline. Cheap to call concurrently; build one per process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        stages: Mapping[str, Stage] | None = None,
+        cache: ResponseCache | None = None,
+        llm: LLMClient | None = None,
+        observers: Sequence[Observer] = (),
+    ) -> None:
+        self.settings = settings
+        self.llm = llm or LLMClient()
+        self.index = load_index(settings)
+        built: dict[str, Stage] = default_stages(settings, self.llm, self.index)
+        built.update(stages or {})
+        supported = {name: s.fallbacks for name, s in built.items()}
+        supported["cache"] = CacheLookup.fallbacks
+        check_fallbacks(settings, supported)
+        self.stages = built
+        self.runner = StageRunner(build_plan(settings), observers)
+        self.graph = build_graph(settings, built, self.runner)
+        self.cache: ResponseCache | None = None
+        if settings.cache.enabled:
+            self.cache = cache or MemoryCache(settings.cache.max_entries)
+            self._cache_lookup = CacheLookup(self.cache)
+            self._cache_writer = CacheWriter(self.cache)
+        # Any change to config or index makes every earlier cache entry unreachable.
+        self.version = (
+            f"{hash(settings.model_dump_json()) & 0xFFFFFFFF:08x}-{index_version(self.index)}"
+        )
+        self._portal: _LoopThread | None = None
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None, **kwargs: Any) -> Pipeline:
+        return cls(load_settings(path), **kwargs)
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def arun(
+        self,
+        query: str,
+        *,
+        user_id: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        deadline_ms: float | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> Result:
+        deadline = self._deadline(deadline_ms)
+        query = validate_query(query, self.settings.guardrails.max_query_chars)
+        scope = normalise_filters(filters, self.settings.retrieval.filter_fields)
+        ctx = RunContext(
+            deadline, self.settings, self, trace_id=os.urandom(16).hex(), on_token=on_token
+        )
+        records: list[StageRecord] = []
+        key = None
+        if self.cache is not None:
+            key = cache_key(query, scope, self.version)
+            update, record = await self.runner.run(
+                self._cache_lookup, {"query": query, "cache_key": key}, ctx
+            )
+            records.append(record)
+            if "cached" in update:
+                return self._from_cache(update["cached"], records, ctx, on_token)
+        state: RequestState = {
+            "query": query,
+            "user_id": user_id,
+            "filters": scope,
+            "records": records,
+            "flags": [],
+        }
+        final = await self.graph.ainvoke(state, context=ctx)
+        result = self._result(final, ctx)
+        if key is not None and self._cacheable(result):
+            self._cache_writer.schedule(key, result.cache_payload(), self.settings.cache.ttl_s)
+        return result
+
+    def run(self, query: str, **kwargs: Any) -> Result:
+        """Synchronous ``arun`` for scripts and notebooks (runs on a private event loop)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("Pipeline.run() called inside an event loop: use await arun()")
+        if self._portal is None:
+            self._portal = _LoopThread()
+        return self._portal.call(self.arun(query, **kwargs))
+
+    async def astream(self, query: str, **kwargs: Any) -> AsyncIterator[str | Result]:
+        """Yield answer text as it is generated (redacted a sentence at a time), then the Result."""
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        redactor = StreamRedactor(self.settings.guardrails)
+        task = asyncio.create_task(self.arun(query, on_token=queue.put_nowait, **kwargs))
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    if text := redactor.feed(getter.result()):
+                        yield text
+                    continue
+                getter.cancel()
+                break
+            result = task.result()
+            while not queue.empty():
+                redactor.feed(queue.get_nowait())
+            streamed = redactor.flush()
+            if result.answer_kind == "llm" and not result.cached:
+                if streamed:
+                    yield streamed
+            elif result.answer:
+                yield result.answer  # template, extractive or cached: one chunk
+            yield result
+        finally:
+            if not task.done():
+                task.cancel()
+
+    async def aclose(self) -> None:
+        if self.cache is not None:
+            await self._cache_writer.drain()
+        await self.llm.aclose()
+
+    def close(self) -> None:
+        if self._portal is not None:
+            self._portal.call(self.aclose())
+            self._portal.stop()
+            self._portal = None
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _deadline(self, deadline_ms: float | None) -> Deadline:
+        if deadline_ms is None:
+            return Deadline.after_ms(self.settings.deadline_ms)
+        if isinstance(deadline_ms, bool) or not isinstance(deadline_ms, int | float):
+            raise InputError(f"deadline_ms must be a number, got {type(deadline_ms).__name__}")
+        if not 0 < deadline_ms <= self.settings.max_deadline_ms:
+            raise InputError(
+                f"deadline_ms must be in (0, {self.settings.max_deadline_ms:g}], got {deadline_ms}"
+            )
+        return Deadline.after_ms(deadline_ms)
+
+    def _cacheable(self, result: Result) -> bool:
+        route = self.settings.routing.routes.get(result.route or "")
+        personal = route is None or bool({"features", "tools"} & set(route.stages))
+        return bool(
+            route
+            and route.cacheable
+            and not personal
+            and not result.degraded
+            and not result.truncated
+            and not result.flags
+            and result.answer
+        )
+
+    def _result(self, final: RequestState, ctx: RunContext) -> Result:
+        records = final.get("records", [])
+        return Result(
+            answer=final.get("answer", ""),
+            sources=list(final.get("sources", [])),
+            route=final.get("route"),
+            intent=final.get("intent"),
+            intent_confidence=final.get("intent_confidence", 0.0),
+            low_confidence=final.get("low_confidence", False),
+            stages=records,
+            degraded=Result.degraded_of(records),
+            elapsed_ms=ctx.deadline.elapsed_ms(),
+            trace_id=ctx.trace_id,
+            answer_kind=final.get("answer_kind", "llm"),
+            model=final.get("model"),
+            truncated=final.get("truncated", False),
+            flags=final.get("flags", []),
+            usage=final.get("usage", {}),
+        )
+
+    @staticmethod
+    def _from_cache(
+        hit: dict[str, Any],
+        records: list[StageRecord],
+        ctx: RunContext,
+        on_token: Callable[[str], None] | None,
+    ) -> Result:
+        return Result(
+            answer=hit["answer"],
+            sources=[Hit(**s) for s in hit.get("sources", [])],
+            route=hit.get("route"),
+            intent=hit.get("intent"),
+            intent_confidence=hit.get("intent_confidence", 0.0),
+            low_confidence=False,
+            stages=records,
+            degraded=[],
+            elapsed_ms=ctx.deadline.elapsed_ms(),
+            trace_id=ctx.trace_id,
+            answer_kind=hit.get("answer_kind", "llm"),
+            model=hit.get("model"),
+            cached=True,
+        )
+
+
+class _LoopThread:
+    """A private event loop in a daemon thread, so sync callers reuse pooled connections."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, daemon=True, name="ragpacer-loop"
+        )
+        self.thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return fut.result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)

@@ -1,0 +1,74 @@
+"""The stage protocol: one async call, state in, partial state out.
+
+A stage holds no timers, spans or budget arithmetic: the runner applies those to every stage.
+It declares which fallbacks it can provide; the config picks one and is checked at startup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from pipeline.context import RunContext
+    from pipeline.state import RequestState
+
+Update = dict[str, Any]
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    SKIPPED = "skipped"
+    DEGRADED = "degraded"
+
+
+@dataclass(slots=True)
+class Degraded:
+    """Returned by a stage that finished but with a lesser result (defaults, partial text)."""
+
+    update: Update
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StageRecord:
+    name: str
+    budget_ms: float
+    elapsed_ms: float
+    outcome: Outcome
+    fallback: str | None = None
+    detail: str | None = None
+    # Time spent inside the stage body; the rest of elapsed_ms is the runner's own overhead.
+    body_ms: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def slack_ms(self) -> float:
+        return self.budget_ms - self.elapsed_ms
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "budget_ms": round(self.budget_ms, 3),
+            "elapsed_ms": round(self.elapsed_ms, 3),
+            "slack_ms": round(self.slack_ms, 3),
+            "outcome": self.outcome.value,
+            "fallback": self.fallback,
+            "detail": self.detail,
+        }
+
+
+@runtime_checkable
+class Stage(Protocol):
+    name: ClassVar[str]
+    # Fallback kinds this stage implements besides "skip" and "fail", which the runner provides.
+    fallbacks: ClassVar[frozenset[str]]
+
+    async def __call__(self, state: RequestState, ctx: RunContext) -> Update | Degraded: ...
+
+    def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
+        """A cheap, bounded, synchronous replacement for the stage's output."""
+        ...

@@ -1,0 +1,31 @@
+"""The graph's state: what one request carries from stage to stage. Clients live in RunContext."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, TypedDict
+
+from pipeline.stage import StageRecord
+
+
+class RequestState(TypedDict, total=False):
+    query: str
+    cache_key: str
+    cached: dict[str, Any]
+    user_id: str | None
+    filters: dict[str, Any]
+    route: str
+    intent: str | None
+    intent_confidence: float
+    low_confidence: bool
+    features: dict[str, Any]
+    sources: list[Any]  # retrieval.Hit
+    tool_results: list[dict[str, Any]]
+    answer: str
+    answer_kind: str  # llm | extractive | template
+    truncated: bool
+    model: str | None
+    usage: dict[str, int]
+    # Keys that parallel branches write need a reducer.
+    flags: Annotated[list[str], operator.add]
+    records: Annotated[list[StageRecord], operator.add]

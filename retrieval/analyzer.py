@@ -1,0 +1,183 @@
+"""Text analysis shared by the BM25 index, its oracle in tests, and the query side."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+
+STOPWORDS = frozenset(
+    [
+        "a",
+        "about",
+        "above",
+        "after",
+        "again",
+        "against",
+        "all",
+        "am",
+        "an",
+        "and",
+        "any",
+        "are",
+        "as",
+        "at",
+        "be",
+        "because",
+        "been",
+        "before",
+        "being",
+        "below",
+        "between",
+        "both",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "doing",
+        "down",
+        "during",
+        "each",
+        "few",
+        "for",
+        "from",
+        "further",
+        "had",
+        "has",
+        "have",
+        "having",
+        "he",
+        "her",
+        "here",
+        "hers",
+        "herself",
+        "him",
+        "himself",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "itself",
+        "just",
+        "me",
+        "more",
+        "most",
+        "my",
+        "myself",
+        "no",
+        "nor",
+        "not",
+        "of",
+        "off",
+        "on",
+        "once",
+        "only",
+        "or",
+        "other",
+        "our",
+        "ours",
+        "ourselves",
+        "out",
+        "over",
+        "own",
+        "same",
+        "she",
+        "should",
+        "so",
+        "some",
+        "such",
+        "than",
+        "that",
+        "the",
+        "their",
+        "theirs",
+        "them",
+        "themselves",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "through",
+        "to",
+        "too",
+        "under",
+        "until",
+        "up",
+        "very",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "yours",
+        "yourself",
+        "yourselves",
+    ]
+)
+# Negations carry meaning in a help centre ("not received"): keep them out of the stoplist.
+STOPWORDS = STOPWORDS - {"no", "nor", "not"}
+
+
+@lru_cache(maxsize=65536)
+def stem(word: str) -> str:
+    """A light suffix stripper: cheap, predictable, good enough for English help text."""
+    for suffix, keep in (
+        ("ational", 3),
+        ("ization", 3),
+        ("ingly", 3),
+        ("ments", 3),
+        ("ement", 3),
+        ("ness", 3),
+        ("ing", 3),
+        ("ies", 3),
+        ("ied", 3),
+        ("ed", 3),
+        ("ly", 3),
+        ("es", 3),
+        ("s", 3),
+    ):
+        if word.endswith(suffix) and len(word) - len(suffix) >= keep:
+            base = word[: -len(suffix)]
+            if suffix in ("ies", "ied"):
+                return base + "y"
+            if suffix == "s" and word.endswith("ss"):
+                return word
+            return base
+    return word
+
+
+class Analyzer:
+    """Lowercase, split on non-letters/digits, drop stopwords, optionally stem."""
+
+    def __init__(self, *, stemming: bool = True, stopwords: frozenset[str] = STOPWORDS) -> None:
+        self.stemming = stemming
+        self.stopwords = stopwords
+
+    def __call__(self, text: str) -> list[str]:
+        tokens = (t for t in _TOKEN.findall(text.lower()) if t not in self.stopwords)
+        return [stem(t) for t in tokens] if self.stemming else list(tokens)
+
+    def __repr__(self) -> str:
+        return f"Analyzer(stemming={self.stemming})"

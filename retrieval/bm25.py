@@ -1,0 +1,99 @@
+"""An in-process BM25 index: document-side weights precomputed, IDF applied at query time.
+
+This is the same split Qdrant uses for sparse vectors with the IDF modifier, so the weights
+here can be upserted to Qdrant unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+from retrieval.analyzer import Analyzer
+from retrieval.filters import Filters
+from retrieval.types import Document, Hit
+
+
+class BM25Index:
+    def __init__(
+        self,
+        documents: Sequence[Document],
+        *,
+        analyzer: Analyzer | None = None,
+        k1: float = 1.2,
+        b: float = 0.75,
+    ) -> None:
+        self.analyzer = analyzer or Analyzer()
+        self.documents = list(documents)
+        self.k1, self.b = k1, b
+        n = len(self.documents)
+        tokenised = [self.analyzer(f"{d.title}\n{d.text}") for d in self.documents]
+        lengths = np.array([len(t) for t in tokenised], dtype=np.float32)
+        avgdl = float(lengths.mean()) if n else 1.0
+        postings: dict[str, tuple[list[int], list[float]]] = {}
+        for i, tokens in enumerate(tokenised):
+            norm = k1 * (1 - b + b * lengths[i] / avgdl)
+            for term, tf in Counter(tokens).items():
+                ids, ws = postings.setdefault(term, ([], []))
+                ids.append(i)
+                ws.append(tf * (k1 + 1) / (tf + norm))
+        self._postings = {
+            t: (np.array(ids, dtype=np.int32), np.array(ws, dtype=np.float32))
+            for t, (ids, ws) in postings.items()
+        }
+        self._idf = {
+            t: math.log(1 + (n - len(ids) + 0.5) / (len(ids) + 0.5))
+            for t, (ids, _) in self._postings.items()
+        }
+        self._facets: dict[str, dict[str, np.ndarray]] = {}
+        for i, d in enumerate(self.documents):
+            for key, value in d.metadata.items():
+                col = self._facets.setdefault(key, {})
+                mask = col.get(str(value))
+                if mask is None:
+                    mask = col[str(value)] = np.zeros(n, dtype=bool)
+                mask[i] = True
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    def mask(self, filters: Filters) -> np.ndarray | None:
+        if not filters:
+            return None
+        n = len(self.documents)
+        mask = np.ones(n, dtype=bool)
+        for key, values in filters.items():
+            col = self._facets.get(key, {})
+            any_of = np.zeros(n, dtype=bool)
+            for v in values:
+                if v in col:
+                    any_of |= col[v]
+            mask &= any_of
+        return mask
+
+    def scores(self, query: str) -> np.ndarray:
+        scores = np.zeros(len(self.documents), dtype=np.float32)
+        for term in set(self.analyzer(query)):
+            posting = self._postings.get(term)
+            if posting is not None:
+                ids, ws = posting
+                scores[ids] += self._idf[term] * ws
+        return scores
+
+    def search(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
+        scores = self.scores(query)
+        mask = self.mask(filters or {})
+        if mask is not None:
+            scores[~mask] = 0.0
+        nonzero = np.flatnonzero(scores > 0)
+        if nonzero.size == 0:
+            return []
+        top = nonzero[np.argsort(-scores[nonzero], kind="stable")[:k]]
+        return [self._hit(int(i), float(scores[i])) for i in top]
+
+    def _hit(self, i: int, score: float) -> Hit:
+        d = self.documents[i]
+        return Hit(id=d.id, score=score, title=d.title, text=d.text, metadata=d.metadata)

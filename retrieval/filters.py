@@ -1,0 +1,51 @@
+"""Metadata filters: validated once at the edge, then applied by every backend the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pipeline.errors import InvalidFiltersError
+
+Filters = dict[str, tuple[str, ...]]
+
+
+def normalise_filters(raw: Mapping[str, Any] | None, allowed: Iterable[str]) -> Filters:
+    """``{"product": "cards"}`` or ``{"product": ["cards", "loans"]}`` -> field -> values."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise InvalidFiltersError(f"filters must be an object, got {type(raw).__name__}")
+    allowed = set(allowed)
+    out: Filters = {}
+    for key, value in raw.items():
+        if key not in allowed:
+            raise InvalidFiltersError(
+                f"unknown filter field {key!r}; filterable fields: {sorted(allowed)}"
+            )
+        values = value if isinstance(value, list | tuple) else [value]
+        if not values:
+            raise InvalidFiltersError(f"filter {key!r} has an empty list of values")
+        for v in values:
+            if not isinstance(v, str | int | bool) or isinstance(v, float):
+                raise InvalidFiltersError(
+                    f"filter {key!r} values must be strings, numbers or booleans, got {v!r}"
+                )
+        out[key] = tuple(str(v) for v in values)
+    return out
+
+
+def merge_filters(route: Filters, request: Filters) -> Filters:
+    """Route filters narrow what the request may see: both must hold."""
+    merged = dict(request)
+    for key, values in route.items():
+        if key in merged:
+            both = tuple(v for v in merged[key] if v in values)
+            merged[key] = both  # an empty tuple matches nothing, on purpose
+        else:
+            merged[key] = values
+    return merged
+
+
+def matches(metadata: Mapping[str, Any], filters: Filters) -> bool:
+    return all(str(metadata.get(k)) in values for k, values in filters.items())
