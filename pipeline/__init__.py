@@ -1,0 +1,50 @@
+"""ragpacer's pipeline: configuration, budgets, the graph, the SDK."""
+
+from pipeline.budget import LatencyWindow, allot
+from pipeline.context import RunContext
+from pipeline.deadline import Deadline
+from pipeline.errors import (
+    BlockedInputError,
+    ConfigError,
+    DeadlineExceeded,
+    EmptyQueryError,
+    InputError,
+    InvalidFiltersError,
+    LLMError,
+    LLMTimeout,
+    LLMUnavailable,
+    QueryTooLongError,
+    RagpacerError,
+    StageFailed,
+)
+from pipeline.result import Result
+from pipeline.sdk import Pipeline
+from pipeline.settings import Settings, load_settings
+from pipeline.stage import Degraded, Outcome, Stage, StageRecord
+
+__all__ = [
+    "BlockedInputError",
+    "ConfigError",
+    "Deadline",
+    "DeadlineExceeded",
+    "Degraded",
+    "EmptyQueryError",
+    "InputError",
+    "InvalidFiltersError",
+    "LLMError",
+    "LLMTimeout",
+    "LLMUnavailable",
+    "LatencyWindow",
+    "Outcome",
+    "Pipeline",
+    "QueryTooLongError",
+    "RagpacerError",
+    "Result",
+    "RunContext",
+    "Settings",
+    "Stage",
+    "StageFailed",
+    "StageRecord",
+    "allot",
+    "load_settings",
+]

@@ -44,8 +44,11 @@ def find_pii(text: str, allow: frozenset[str] = frozenset()) -> list[tuple[str, 
 
     ``allow`` holds the organisation's own public contacts, which are not personal data.
     """
-    found = [f for f in _find_all(text) if text[f[1] : f[2]].strip() not in allow]
-    return found
+    found = _find_all(text)
+    if not found or not allow:
+        return found
+    public = [(m.start(), m.end()) for a in allow for m in re.finditer(re.escape(a), text)]
+    return [f for f in found if not any(s < f[2] and f[1] < e for s, e in public)]
 
 
 def _find_all(text: str) -> list[tuple[str, int, int]]:

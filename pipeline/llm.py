@@ -54,6 +54,8 @@ class _Rates:
         self.tokens_per_s = model.decode_tokens_per_s
 
     def update(self, c: Completion, alpha: float = 0.2) -> None:
+        if c.completion_tokens < 16:
+            return  # a handful of tokens says little about sustained speed
         if c.ttft_ms is not None:
             self.ttft_ms += alpha * (c.ttft_ms - self.ttft_ms)
         tps = c.tokens_per_s

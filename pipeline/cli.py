@@ -1,0 +1,100 @@
+"""The ``ragpacer`` command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.errors import RagpacerError
+from pipeline.result import Result
+from pipeline.settings import load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+config_app = typer.Typer(no_args_is_help=True, help="Validate and inspect configuration.")
+app.add_typer(config_app, name="config")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="ragpacer.yaml (default: $RAGPACER_CONFIG or defaults)"),
+]
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(2)
+
+
+def timing_table(result: Result) -> Table:
+    table = Table(title=f"stages (total {result.elapsed_ms:.1f} ms)", title_justify="left")
+    for col in ("stage", "budget ms", "elapsed ms", "slack ms", "outcome", "fallback"):
+        table.add_column(col, justify="right" if "ms" in col else "left")
+    for r in result.stages:
+        style = "" if r.outcome.value == "ok" else "yellow"
+        table.add_row(r.name, f"{r.budget_ms:.1f}", f"{r.elapsed_ms:.2f}", f"{r.slack_ms:.1f}",
+                      r.outcome.value, r.fallback or "", style=style)
+    return table
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question to answer.")],
+    config: ConfigOpt = None,
+    user: Annotated[str | None, typer.Option(help="Customer id.")] = None,
+    filters: Annotated[str | None, typer.Option(help='JSON, e.g. {"product": "cards"}')] = None,
+    deadline_ms: Annotated[float | None, typer.Option(help="End-to-end deadline.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+) -> None:
+    """Answer one question and show its sources and per-stage timings."""
+    from pipeline.sdk import Pipeline
+
+    try:
+        parsed = json.loads(filters) if filters else None
+    except json.JSONDecodeError as exc:
+        raise _fail(ValueError(f"--filters is not valid JSON: {exc.msg}")) from None
+    try:
+        pipeline = Pipeline.from_config(config)
+        try:
+            result = pipeline.run(question, user_id=user, filters=parsed, deadline_ms=deadline_ms)
+        finally:
+            pipeline.close()
+    except RagpacerError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        console.print_json(json.dumps(result.as_dict()))
+        return
+    console.print(result.answer, markup=False, highlight=False)
+    console.print()
+    for i, hit in enumerate(result.sources, 1):
+        console.print(f"[dim][{i}] {hit.title} ({hit.id}, score {hit.score:.2f})[/]")
+    console.print(
+        f"[dim]route={result.route} intent={result.intent} "
+        f"({result.intent_confidence:.2f}{', low' if result.low_confidence else ''}) "
+        f"answer={result.answer_kind} model={result.model} cached={result.cached} "
+        f"degraded={result.degraded or '-'} trace={result.trace_id}[/]"
+    )
+    console.print(timing_table(result))
+
+
+@config_app.command("check")
+def config_check(path: Annotated[Path, typer.Argument(help="The YAML file to validate.")]) -> None:
+    """Validate a config file (and the RAGPACER_* environment) the way startup does."""
+    from pipeline.sdk import Pipeline
+
+    try:
+        settings = load_settings(path)
+        Pipeline(settings).close()  # builds the graph: catches routes, stages and filters
+    except RagpacerError as exc:
+        raise _fail(exc) from None
+    routes = ", ".join(settings.routing.routes)
+    console.print(f"[green]ok[/] {path}: deadline {settings.deadline_ms:g} ms; routes: {routes}")
+
+
+if __name__ == "__main__":
+    app()

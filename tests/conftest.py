@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.sdk import Pipeline
+from pipeline.settings import Settings, load_settings
+from tests.scripted_llm import Script, ScriptedLLM
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Settings are the only reader of the environment; tests start from none of it.
+    for key in list(os.environ):
+        if key.startswith("RAGPACER_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedLLM]:
+    with ScriptedLLM(Script()) as server:
+        yield server
+
+
+def make_settings(llm_url: str, **overrides: Any) -> Settings:
+    """The shipped example config pointed at a given LLM server."""
+    base: dict[str, Any] = {
+        "llm": {"models": [{"name": "smollm2", "url": llm_url, "decode_tokens_per_s": 50,
+                            "ttft_ms": 20}]},
+    }
+    base.update(overrides)
+    return load_settings(ROOT / "ragpacer.yaml", environ={}, overrides=base)
+
+
+@pytest.fixture
+async def make_pipeline():  # type: ignore[no-untyped-def]
+    made: list[Pipeline] = []
+
+    def factory(llm_url: str, **overrides: Any) -> Pipeline:
+        p = Pipeline(make_settings(llm_url, **overrides))
+        made.append(p)
+        return p
+
+    yield factory
+    for p in made:
+        await p.aclose()

@@ -1,0 +1,117 @@
+"""Budget logic end to end against a scripted OpenAI-compatible server on loopback."""
+
+import pytest
+
+from pipeline.sdk import Pipeline
+from pipeline.stage import Outcome
+from tests.conftest import make_settings
+from tests.scripted_llm import Script, ScriptedLLM
+
+QUESTION = "what does an overdraft cost"  # fees route: retrieval then the LLM
+
+
+def gen_record(result):  # type: ignore[no-untyped-def]
+    return next(r for r in result.stages if r.name == "generation")
+
+
+async def test_answer_streams_from_the_llm_with_sources(make_pipeline, scripted) -> None:
+    p = make_pipeline(scripted.url)
+    result = await p.arun(QUESTION)
+    assert result.answer == "Freeze your card now. [1]"
+    assert result.answer_kind == "llm" and result.model == "smollm2"
+    assert result.sources and not result.degraded and not result.truncated
+    assert result.usage == {"prompt_tokens": 42, "completion_tokens": 4, "total_tokens": 46}
+    body = scripted.requests[0]
+    assert body["stream"] is True and body["model"] == "smollm2"
+    assert 0 < body["max_tokens"] <= 200
+
+
+async def test_max_tokens_shrinks_with_the_remaining_budget(make_pipeline, scripted) -> None:
+    p = make_pipeline(scripted.url)
+    await p.arun(QUESTION, deadline_ms=5000)
+    await p.arun("what does a paper statement cost", deadline_ms=700)
+    roomy, tight = (r["max_tokens"] for r in scripted.requests)
+    # (time left for the stage - expected TTFT) * measured tokens/s, capped at max_tokens.
+    assert tight < roomy <= 200
+
+
+async def test_slow_first_token_is_cut_and_falls_back_to_extractive() -> None:
+    with ScriptedLLM(Script(ttft_s=10.0)) as server:
+        p = Pipeline(make_settings(server.url))
+        result = await p.arun(QUESTION, deadline_ms=600)
+        rec = gen_record(result)
+        assert rec.outcome in (Outcome.TIMEOUT, Outcome.ERROR)
+        assert rec.fallback == "cheaper" and result.answer_kind == "extractive"
+        assert "generation" in result.degraded and result.answer
+        # The end-to-end deadline held: far below the server's 10 s first token.
+        assert result.elapsed_ms < 3000
+        assert server.wait_for_disconnect(), "the server must see the request abandoned"
+        await p.aclose()
+
+
+async def test_stream_cut_at_deadline_returns_partial_text_marked_truncated() -> None:
+    script = Script(tokens=[f"word{i} " for i in range(400)], token_delay_s=0.01)
+    with ScriptedLLM(script) as server:
+        p = Pipeline(make_settings(server.url, llm={"models": [
+            {"name": "smollm2", "url": server.url, "max_tokens": 400,
+             "decode_tokens_per_s": 1000, "ttft_ms": 5}]}))
+        result = await p.arun(QUESTION, deadline_ms=800)
+        assert result.truncated and result.answer.startswith("word0 word1")
+        assert len(result.answer.split()) < 400
+        rec = gen_record(result)
+        assert rec.outcome is Outcome.DEGRADED and "truncated" in (rec.detail or "")
+        assert "generation" in result.degraded
+        assert server.wait_for_disconnect(), "closing the stream must reach the server"
+        assert server.completed == 0
+        await p.aclose()
+
+
+async def test_llm_down_falls_back_and_says_so(make_pipeline) -> None:
+    p = make_pipeline("http://127.0.0.1:9/v1")
+    result = await p.arun(QUESTION)
+    rec = gen_record(result)
+    assert rec.outcome is Outcome.ERROR and "ConnectError" in (rec.detail or "")
+    assert result.answer_kind == "extractive" and "[1]" in result.answer
+
+
+async def test_model_fallback_chain_uses_the_next_model(scripted) -> None:
+    p = Pipeline(make_settings(scripted.url, llm={"default_model": "big", "models": [
+        {"name": "big", "url": "http://127.0.0.1:9/v1", "fallback": "smollm2"},
+        {"name": "smollm2", "url": scripted.url}]}))
+    result = await p.arun(QUESTION)
+    assert result.model == "smollm2" and result.answer_kind == "llm"
+    assert "generation" in result.degraded  # visibly degraded: the first choice was down
+    await p.aclose()
+
+
+@pytest.mark.parametrize("status", [500, 503])
+async def test_server_errors_fall_back(status: int) -> None:
+    with ScriptedLLM(Script(status=status)) as server:
+        p = Pipeline(make_settings(server.url))
+        result = await p.arun(QUESTION)
+        assert result.answer_kind == "extractive" and "generation" in result.degraded
+        await p.aclose()
+
+
+async def test_astream_yields_text_then_the_result(make_pipeline, scripted) -> None:
+    p = make_pipeline(scripted.url)
+    chunks = [c async for c in p.astream(QUESTION)]
+    *texts, final = chunks
+    assert "".join(texts) == final.answer == "Freeze your card now. [1]"
+    assert final.answer_kind == "llm"
+
+
+async def test_sync_run_works_outside_an_event_loop(scripted) -> None:
+    import asyncio
+
+    p = Pipeline(make_settings(scripted.url))
+
+    def call():  # type: ignore[no-untyped-def]
+        return p.run(QUESTION), p.run(QUESTION)
+
+    first, second = await asyncio.to_thread(call)
+    assert first.answer == "Freeze your card now. [1]"
+    assert second.cached and second.answer == first.answer  # same loop, same pooled client
+    with pytest.raises(RuntimeError, match="arun"):
+        p.run(QUESTION)
+    await asyncio.to_thread(p.close)

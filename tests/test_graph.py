@@ -1,0 +1,77 @@
+"""The graph: routing by intent, parallel branches, cache before the graph."""
+
+from pipeline.sdk import Pipeline
+from tests.conftest import make_settings
+from tests.stages import Probe
+
+
+def branchy_pipeline(url: str, delay_s: float = 0.05):
+    features = Probe("features", delay_s=delay_s, output={"features": {"tier": "gold"}})
+    tools = Probe("tools", delay_s=delay_s,
+                  output={"tool_results": [{"name": "balance", "result": {"eur": 12}}]})
+    settings = make_settings(url, stages={"features": {"budget_ms": 2000},
+                                          "tools": {"budget_ms": 2000}},
+                             routing={"routes": {
+        "rag": {"stages": ["features", "retrieval", "tools"], "model": "default"},
+        "smalltalk": {"stages": [], "model": None, "template": "Hi!"},
+    }, "intents": {"greeting": "smalltalk"}})
+    return Pipeline(settings, stages={"features": features, "tools": tools}), features, tools
+
+
+async def test_independent_branches_run_concurrently(scripted) -> None:
+    p, features, tools = branchy_pipeline(scripted.url)
+    result = await p.arun("can I open a joint account", user_id="c1")
+    (f0, f1), (t0, t1) = features.spans[0], tools.spans[0]
+    assert f0 < t1 and t0 < f1, "features and tools should overlap in time"
+    names = [r.name for r in result.stages]
+    assert names[:3] == ["cache", "input_guardrails", "intent"]
+    assert {"features", "retrieval", "tools"} <= set(names)
+    assert names[-2:] == ["generation", "output_guardrails"]
+    # What the branches produced reached the model's prompt.
+    prompt = scripted.requests[-1]["messages"][-1]["content"]
+    assert "tier=gold" in prompt and '<tool name="balance">' in prompt and "<source" in prompt
+    await p.aclose()
+
+
+async def test_route_without_branches_skips_them_and_the_llm(scripted) -> None:
+    p, features, tools = branchy_pipeline(scripted.url)
+    result = await p.arun("hello")
+    assert result.route == "smalltalk" and result.answer == "Hi!"
+    assert result.answer_kind == "template" and result.model is None
+    assert features.calls == tools.calls == 0
+    assert scripted.requests == []
+    assert [r.name for r in result.stages] == [
+        "cache", "input_guardrails", "intent", "generation", "output_guardrails"]
+    await p.aclose()
+
+
+async def test_low_confidence_goes_to_the_default_route(scripted) -> None:
+    p, _, _ = branchy_pipeline(scripted.url)
+    result = await p.arun("what is the capital of mongolia")
+    assert result.low_confidence and result.route == "rag"
+    await p.aclose()
+
+
+async def test_cache_hit_does_not_run_the_graph(make_pipeline, scripted) -> None:
+    p = make_pipeline(scripted.url)
+    first = await p.arun("how do I turn on two factor authentication")
+    assert not first.cached and not first.degraded
+    await p._cache_writer.drain()
+    second = await p.arun("How do I turn on two-factor  authentication?".replace("-", " "))
+    assert second.cached and second.answer == first.answer
+    assert [r.name for r in second.stages] == ["cache"]
+    assert len(scripted.requests) == 1, "a hit must not reach the LLM"
+    # A different filter scope is a different cache entry.
+    third = await p.arun("how do I turn on two factor authentication",
+                         filters={"product": "security"})
+    assert not third.cached
+    await p.aclose()
+
+
+async def test_degraded_answers_are_not_cached(make_pipeline) -> None:
+    p = make_pipeline("http://127.0.0.1:9/v1")  # nothing listens: generation falls back
+    first = await p.arun("what does an overdraft cost")
+    assert "generation" in first.degraded and first.answer_kind == "extractive"
+    await p._cache_writer.drain()
+    assert not (await p.arun("what does an overdraft cost")).cached
+    await p.aclose()

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.sdk import Pipeline
+from pipeline.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_example_config_is_valid_and_builds() -> None:
+    settings = load_settings(ROOT / "ragpacer.yaml", environ={})
+    assert settings.routing.intents["greeting"] == "smalltalk"
+    Pipeline(settings)
+
+
+def test_environment_overrides_nested_keys() -> None:
+    env = {"RAGPACER_DEADLINE_MS": "800", "RAGPACER_STAGES__RETRIEVAL__BUDGET_MS": "42",
+           "RAGPACER_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    s = load_settings(ROOT / "ragpacer.yaml", environ=env)
+    assert s.deadline_ms == 800
+    assert s.stages["retrieval"].budget_ms == 42
+    assert s.stages["retrieval"].fallback == "skip"  # the file's other fields survive
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "field"),
+    [
+        ("deadline_ms: -5\n", "deadline_ms"),
+        ("stages:\n  generation: {fallback: explode}\n", "stages.generation.fallback"),
+        ("llm:\n  default_model: nope\n", "llm"),
+        ("routing:\n  intents: {greeting: nowhere}\n", "routing"),
+        ("guardrails:\n  pii_action: shout\n", "guardrails.pii_action"),
+        ("surprise: 1\n", "surprise"),
+    ],
+)
+def test_bad_config_names_the_field(tmp_path: Path, yaml_text: str, field: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert info.value.field is not None and info.value.field.startswith(field)
+
+
+def test_unparseable_and_missing_files(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("stages: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(broken, environ={})
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "absent.yaml", environ={})
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings(listed, environ={})
+
+
+def test_bad_values_fail_at_startup_not_at_first_request(tmp_path: Path) -> None:
+    # A fallback the stage cannot provide, an unknown filter field on a route, a route
+    # that needs a stage nobody installed: all are caught when the pipeline is built.
+    cases = {
+        "stages:\n  retrieval: {fallback: cheaper}\n": "stages.retrieval.fallback",
+        "routing:\n  routes:\n    rag: {filters: {colour: red}}\n": "routing.routes.rag.filters",
+        "routing:\n  routes:\n    rag: {stages: [features]}\n": "routing.routes.rag.stages",
+    }
+    for text, field in cases.items():
+        path = tmp_path / "c.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as info:
+            Pipeline(load_settings(path, environ={}))
+        assert info.value.field == field
