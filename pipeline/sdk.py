@@ -30,6 +30,10 @@ from retrieval.types import Hit
 T = TypeVar("T")
 
 
+def _quiet(message: str) -> None:
+    pass
+
+
 class Pipeline:
     """One configured pipeline. Cheap to call concurrently; build one per process."""
 
@@ -63,10 +67,32 @@ class Pipeline:
             f"{hash(settings.model_dump_json()) & 0xFFFFFFFF:08x}-{index_version(self.index)}"
         )
         self._portal: _LoopThread | None = None
+        self.engine: Any = None  # pipeline.engine.ManagedEngine once astart() ran
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, **kwargs: Any) -> Pipeline:
         return cls(load_settings(path), **kwargs)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def astart(self, say: Callable[[str], None] = _quiet) -> None:
+        """Start what the config asks ragpacer to manage (the LLM engine); idempotent."""
+        if self.settings.llm.engine != "managed" or self.engine is not None:
+            return
+        from pipeline.engine_manager import managed_engine
+
+        engine = await asyncio.to_thread(managed_engine, self.settings, say)
+        engine.start()  # from the loop's own thread: the parent-death signal follows it
+        self.engine = engine
+        seconds = await asyncio.to_thread(engine.wait_healthy, None, say)
+        say(f"{engine.cfg.kind} healthy at {engine.base_url} after {seconds:.1f} s")
+
+    async def __aenter__(self) -> Pipeline:
+        await self.astart()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     # -- requests -------------------------------------------------------------------------
 
@@ -118,6 +144,7 @@ class Pipeline:
             raise RuntimeError("Pipeline.run() called inside an event loop: use await arun()")
         if self._portal is None:
             self._portal = _LoopThread()
+        self._portal.call(self.astart())
         return self._portal.call(self.arun(query, **kwargs))
 
     async def astream(self, query: str, **kwargs: Any) -> AsyncIterator[str | Result]:
@@ -153,6 +180,9 @@ class Pipeline:
         if self.cache is not None:
             await self._cache_writer.drain()
         await self.llm.aclose()
+        if self.engine is not None:
+            engine, self.engine = self.engine, None
+            await asyncio.to_thread(engine.stop)
 
     def close(self) -> None:
         if self._portal is not None:

