@@ -105,6 +105,53 @@ def config_check(path: Annotated[Path, typer.Argument(help="The YAML file to val
     console.print(f"[green]ok[/] {path}: deadline {settings.deadline_ms:g} ms; routes: {routes}")
 
 
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default from config).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from config).")] = None,
+) -> None:
+    """Serve the OpenAI-compatible endpoint (starts the managed LLM engine if configured)."""
+    import uvicorn
+
+    from pipeline.http import create_app
+    from pipeline.sdk import Pipeline
+
+    try:
+        settings = load_settings(config)
+        pipeline = Pipeline(settings)
+    except RagpacerError as exc:
+        raise _fail(exc) from None
+    bind_host = host or settings.server.host
+    bind_port = port or settings.server.port
+    _say(f"knowledge base: {len(pipeline.index)} documents; routes: "
+         f"{', '.join(settings.routing.routes)}; LLM engine: {settings.llm.engine}")
+
+    async def start_then_log() -> None:
+        await pipeline.astart(_say)
+        _say(f"serving http://{bind_host}:{bind_port}/v1 (model {settings.server.model_name!r})")
+
+    app = create_app(pipeline, manage_lifecycle=False)
+
+    async def main() -> None:
+        await start_then_log()
+        server = uvicorn.Server(uvicorn.Config(app, host=bind_host, port=bind_port,
+                                               log_level="warning", lifespan="off"))
+        try:
+            await server.serve()
+        finally:
+            await pipeline.aclose()
+
+    import asyncio
+
+    try:
+        asyncio.run(main())
+    except RagpacerError as exc:
+        raise _fail(exc) from None
+    except KeyboardInterrupt:
+        pass
+
+
 EngineOpt = Annotated[
     str | None, typer.Option("--engine", help="vllm or llamacpp (default: from the config)")
 ]

@@ -73,6 +73,7 @@ class ManagedEngine:
         self.home = home.resolve()
         self.served_name = served_name
         self.proc: subprocess.Popen[bytes] | None = None
+        self.adopted = False  # True when an engine we did not start already served the model
         self.log_path = self.home / "engine" / f"{cfg.kind}-{cfg.port}.log"
 
     @property
@@ -105,9 +106,12 @@ class ManagedEngine:
         if self.proc is not None and self.proc.poll() is None:
             return
         if self._healthy():
+            if self._serves_model():
+                self.adopted = True  # e.g. `ragpacer llm serve` runs it: use it, never stop it
+                return
             raise EngineError(
-                f"something already answers on {self.base_url}: stop it or choose another "
-                "llm.managed.port"
+                f"something else already answers on {self.base_url}: stop it or choose "
+                "another llm.managed.port"
             )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
@@ -122,6 +126,13 @@ class ManagedEngine:
         )
         log.close()
 
+    def _serves_model(self) -> bool:
+        try:
+            r = httpx.get(f"{self.base_url}/v1/models", timeout=2.0)
+            return any(m.get("id") == self.served_name for m in r.json().get("data", []))
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return False
+
     def _healthy(self) -> bool:
         try:
             return httpx.get(f"{self.base_url}/health", timeout=1.0).status_code == 200
@@ -131,6 +142,8 @@ class ManagedEngine:
     def wait_healthy(self, timeout_s: float | None = None, say=None) -> float:  # type: ignore[no-untyped-def]
         """Block until /health answers; return the startup time in seconds."""
         t0 = time.monotonic()
+        if self.adopted:
+            return 0.0
         limit = timeout_s or self.cfg.startup_timeout_s
         next_note = 10.0
         while True:

@@ -105,9 +105,7 @@ class Pipeline:
         deadline_ms: float | None = None,
         on_token: Callable[[str], None] | None = None,
     ) -> Result:
-        deadline = self._deadline(deadline_ms)
-        query = validate_query(query, self.settings.guardrails.max_query_chars)
-        scope = normalise_filters(filters, self.settings.retrieval.filter_fields)
+        deadline, query, scope = self.check_input(query, filters, deadline_ms)
         ctx = RunContext(
             deadline, self.settings, self, trace_id=os.urandom(16).hex(), on_token=on_token
         )
@@ -189,6 +187,15 @@ class Pipeline:
             self._portal.call(self.aclose())
             self._portal.stop()
             self._portal = None
+
+    def check_input(
+        self, query: object, filters: Mapping[str, Any] | None, deadline_ms: float | None
+    ) -> tuple[Deadline, str, dict[str, tuple[str, ...]]]:
+        """Validate a request's arguments; raise a typed InputError before any work starts."""
+        deadline = self._deadline(deadline_ms)
+        cleaned = validate_query(query, self.settings.guardrails.max_query_chars)
+        scope = normalise_filters(filters, self.settings.retrieval.filter_fields)
+        return deadline, cleaned, scope
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -197,6 +197,14 @@ class RetrievalSettings(_Model):
     )
 
 
+class ServerSettings(_Model):
+    host: str = "127.0.0.1"  # loopback by default: expose deliberately
+    port: int = Field(default=8080, ge=1, le=65535)
+    # The model id clients send; GET /v1/models lists it.
+    model_name: str = "ragpacer"
+    max_body_bytes: PositiveInt = 256 * 1024
+
+
 class LangfuseSettings(_Model):
     host: str | None = None
     public_key: str | None = None
@@ -217,6 +225,7 @@ class Settings(_Model):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     langfuse: LangfuseSettings = Field(default_factory=LangfuseSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -139,8 +139,9 @@ async def test_deadline_abort_frees_the_request_on_the_server(vllm) -> None:  # 
 
 
 async def test_sdk_end_to_end_against_vllm(vllm) -> None:  # type: ignore[no-untyped-def]
-    p = Pipeline(make_settings(URL, deadline_ms=20_000, stages={"generation": {"budget_ms": 15_000}},
-                               llm={"models": [{"name": "smollm2", "url": URL}]}))
+    p = Pipeline(make_settings(
+        URL, deadline_ms=20_000, stages={"generation": {"budget_ms": 15_000}},
+        llm={"models": [{"name": "smollm2", "url": URL}]}))
     result = await p.arun("what does an overdraft cost", deadline_ms=20_000)
     assert result.answer_kind == "llm" and result.answer and result.model == "smollm2"
     assert result.sources and result.usage["completion_tokens"] > 0

@@ -1,0 +1,123 @@
+"""The FastAPI application: thin handlers over the Pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from pipeline.http import errors
+from pipeline.http.errors import APIError, to_api_error
+from pipeline.http.limits import BodySizeLimit
+from pipeline.http.protocol import (
+    ChatCompletionRequest,
+    chunk_body,
+    completion_body,
+    finish_reason,
+    ragpacer_block,
+    server_timing,
+    usage_of,
+)
+from pipeline.result import Result
+from pipeline.sdk import Pipeline
+
+
+def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
+    settings = pipeline.settings
+    model_name = settings.server.model_name
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await pipeline.astart()
+        yield
+        if manage_lifecycle:
+            await pipeline.aclose()
+
+    app = FastAPI(title="ragpacer", version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    for exc_type in (Exception, RequestValidationError, HTTPException, APIError):
+        app.add_exception_handler(exc_type, errors.handle)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest) -> Any:
+        if body.model != model_name:
+            raise APIError(404, f"model {body.model!r} does not exist; use {model_name!r}",
+                           code="model_not_found", param="model")
+        if not body.messages:
+            raise APIError(400, "messages must not be empty", param="messages",
+                           code="invalid_value")
+        call = body.to_call()
+        pipeline.check_input(call["query"], call["filters"], call["deadline_ms"])
+        if body.stream:
+            return StreamingResponse(_stream(pipeline, call, model_name),
+                                     media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        result = await pipeline.arun(call.pop("query"), **call)
+        return JSONResponse(completion_body(result, model_name),
+                            headers={"Server-Timing": server_timing(result)})
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": model_name, "object": "model",
+                                            "created": 0, "owned_by": "ragpacer"}]}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        checks = {"index": "ok" if len(pipeline.index) else "empty",
+                  "llm": await _llm_check(pipeline)}
+        ready = checks["index"] == "ok"
+        status = "ok" if ready and checks["llm"] == "ok" else ("degraded" if ready else "down")
+        return JSONResponse({"status": status, "checks": checks},
+                            status_code=200 if ready else 503)
+
+    return BodySizeLimit(app, settings.server.max_body_bytes)
+
+
+async def _llm_check(pipeline: Pipeline) -> str:
+    model = pipeline.settings.llm.model("default")
+    try:
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            r = await client.get(model.url.rstrip("/") + "/models")
+        return "ok" if r.status_code == 200 else f"http {r.status_code}"
+    except httpx.HTTPError as exc:
+        return f"down ({type(exc).__name__})"
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+async def _stream(pipeline: Pipeline, call: dict[str, Any], model: str) -> AsyncIterator[str]:
+    """Chunks as generated; timings and usage in the last chunk; errors in-band once started."""
+    cid = "chatcmpl-stream"
+    query = call.pop("query")
+    first = True
+    try:
+        async for item in pipeline.astream(query, **call):
+            if isinstance(item, Result):
+                cid = f"chatcmpl-{item.trace_id[:24]}"
+                yield _sse(chunk_body(cid, model, {}, finish_reason(item), usage=usage_of(item),
+                                      ragpacer=ragpacer_block(item)))
+                break
+            delta = {"role": "assistant", "content": item} if first else {"content": item}
+            first = False
+            yield _sse(chunk_body(cid, model, delta))
+    except asyncio.CancelledError:
+        raise  # the client went away: astream's finally cancels the pipeline's work
+    except Exception as exc:
+        err = to_api_error(exc)
+        yield _sse(errors.error_body(err.message, err.type, err.code, err.param))
+    yield "data: [DONE]\n\n"

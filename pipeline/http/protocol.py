@@ -1,0 +1,111 @@
+"""Wire schemas: OpenAI's chat-completion shapes, our extras in a marked block.
+
+The request converts to pipeline arguments in exactly one method, ``to_call``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.errors import InputError
+from pipeline.result import Result
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text or "" for p in self.content or [] if p.type == "text")
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we do not use
+    model: str
+    messages: list[ChatMessage]
+    stream: bool = False
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_completion_tokens: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    user: str | None = Field(default=None, max_length=256)  # the customer id
+    # --- ragpacer extras ------------------------------------------------------------------
+    metadata: dict[str, Any] | None = None  # retrieval filters
+    deadline_ms: float | None = Field(default=None, gt=0)
+
+    def to_call(self) -> dict[str, Any]:
+        """The pipeline's arguments: the last user message is the query."""
+        users = [m for m in self.messages if m.role == "user"]
+        if not users:
+            raise InputError("messages must contain at least one user message")
+        return {"query": users[-1].text(), "user_id": self.user, "filters": self.metadata,
+                "deadline_ms": self.deadline_ms}
+
+
+def ragpacer_block(result: Result) -> dict[str, Any]:
+    return {
+        "route": result.route,
+        "intent": result.intent,
+        "intent_confidence": result.intent_confidence,
+        "low_confidence": result.low_confidence,
+        "answer_kind": result.answer_kind,
+        "model": result.model,
+        "cached": result.cached,
+        "truncated": result.truncated,
+        "degraded": result.degraded,
+        "flags": result.flags,
+        "stages": [r.as_dict() for r in result.stages],
+        "sources": [{"id": s.id, "title": s.title, "score": round(s.score, 4)}
+                    for s in result.sources],
+        "elapsed_ms": round(result.elapsed_ms, 3),
+        "trace_id": result.trace_id,
+    }
+
+
+def usage_of(result: Result) -> dict[str, int]:
+    u = result.usage or {}
+    return {"prompt_tokens": u.get("prompt_tokens", 0),
+            "completion_tokens": u.get("completion_tokens", 0),
+            "total_tokens": u.get("total_tokens", 0)}
+
+
+def finish_reason(result: Result) -> str:
+    return "length" if result.truncated else "stop"
+
+
+def completion_body(result: Result, model: str) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{result.trace_id[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.answer},
+                     "finish_reason": finish_reason(result)}],
+        "usage": usage_of(result),
+        "ragpacer": ragpacer_block(result),
+    }
+
+
+def chunk_body(cid: str, model: str, delta: dict[str, Any], finish: str | None = None,
+               **extra: Any) -> dict[str, Any]:
+    return {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra}
+
+
+def server_timing(result: Result) -> str:
+    """Every stage's duration, as browsers and proxies read them."""
+    parts = [f"{r.name};dur={r.elapsed_ms:.2f};desc=\"{r.outcome.value}\"" for r in result.stages]
+    parts.append(f"total;dur={result.elapsed_ms:.2f}")
+    return ", ".join(parts)

@@ -1,0 +1,127 @@
+"""The OpenAI-compatible endpoint over real HTTP, with the official openai client."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from pipeline.http import create_app
+from pipeline.sdk import Pipeline
+from tests.conftest import make_settings
+from tests.scripted_llm import Script, ScriptedLLM
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    with ScriptedLLM(Script()) as llm:
+        pipeline = Pipeline(make_settings(llm.url, server={"max_body_bytes": 20_000}))
+        port = free_port()
+        srv = uvicorn.Server(uvicorn.Config(create_app(pipeline), host="127.0.0.1", port=port,
+                                            log_level="warning"))
+        thread = threading.Thread(target=srv.run, daemon=True)
+        thread.start()
+        while not srv.started:
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+        srv.should_exit = True
+        thread.join(10)
+
+
+def client(base: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+
+
+def test_openai_client_non_streaming(server: str) -> None:
+    raw = client(server).chat.completions.with_raw_response.create(
+        model="ragpacer", messages=[{"role": "user", "content": "what does an overdraft cost"}])
+    r = raw.parse()
+    assert r.choices[0].message.content == "Freeze your card now. [1]"
+    assert r.usage.total_tokens == 46
+    extra = r.model_extra["ragpacer"]
+    assert extra["route"] == "fees" and extra["answer_kind"] == "llm" and extra["trace_id"]
+    assert [s["name"] for s in extra["stages"]][-1] == "output_guardrails"
+    timing = raw.headers["server-timing"]
+    assert "retrieval;dur=" in timing and "total;dur=" in timing
+
+
+async def test_openai_client_async_and_streaming(server: str) -> None:
+    aclient = openai.AsyncOpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+    msgs = [{"role": "user", "content": "what does a paper statement cost"}]
+    r = await aclient.chat.completions.create(model="ragpacer", messages=msgs)
+    assert r.choices[0].finish_reason == "stop"
+    chunks = [c async for c in await aclient.chat.completions.create(
+        model="ragpacer", messages=msgs, stream=True)]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text == "Freeze your card now. [1]"
+    last = chunks[-1]
+    assert last.choices[0].finish_reason == "stop" and "stages" in last.model_extra["ragpacer"]
+    await aclient.close()
+
+
+def test_user_metadata_and_deadline_reach_the_pipeline(server: str) -> None:
+    r = httpx.post(f"{server}/v1/chat/completions", json={
+        "model": "ragpacer", "user": "cust-1", "deadline_ms": 5000,
+        "metadata": {"product": "loans"},
+        "messages": [{"role": "system", "content": "x"},
+                     {"role": "user", "content": [{"type": "text", "text": "repay early fee"}]}]})
+    assert r.status_code == 200, r.text
+    sources = r.json()["ragpacer"]["sources"]
+    assert sources and all(s["id"].startswith("loans-") for s in sources)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code"),
+    [
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400,
+         "invalid_json"),
+        ({"json": {"model": "ragpacer", "messages": "hi"}}, 400, "invalid_value"),
+        ({"json": {"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}}, 404,
+         "model_not_found"),
+        ({"json": {"model": "ragpacer", "messages": []}}, 400, "invalid_value"),
+        ({"json": {"model": "ragpacer", "messages": [{"role": "user", "content": "  "}]}}, 400,
+         "empty_query"),
+        ({"json": {"model": "ragpacer", "messages": [{"role": "system", "content": "x"}]}}, 400,
+         "invalid_request"),
+        ({"json": {"model": "ragpacer", "metadata": {"colour": "red"},
+                   "messages": [{"role": "user", "content": "hi"}]}}, 400, "invalid_filters"),
+        ({"json": {"model": "ragpacer", "deadline_ms": -1,
+                   "messages": [{"role": "user", "content": "hi"}]}}, 400, "invalid_value"),
+        ({"json": {"model": "ragpacer",
+                   "messages": [{"role": "user", "content": "x" * 30_000}]}}, 413,
+         "body_too_large"),
+    ],
+)
+def test_bad_requests_get_openai_errors(server: str, kwargs, status: int, code: str) -> None:
+    r = httpx.post(f"{server}/v1/chat/completions", **kwargs)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] == code and err["message"] and err["type"]
+    assert "Traceback" not in r.text
+
+
+def test_bad_streaming_request_fails_before_the_stream_starts(server: str) -> None:
+    r = httpx.post(f"{server}/v1/chat/completions", json={
+        "model": "ragpacer", "stream": True, "messages": [{"role": "user", "content": ""}]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "empty_query"
+
+
+def test_models_health_and_readiness(server: str) -> None:
+    models = httpx.get(f"{server}/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["ragpacer"]
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{server}/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["index"] == "ok"
+    assert httpx.get(f"{server}/nope").json()["error"]["message"]
