@@ -92,8 +92,9 @@ def main() -> None:
     print(f"\n{'engine':15} {'start s':>8} {'RSS MB':>8} " + " ".join(
         f"{'c=' + str(c) + ' ttft/agg':>20}" for c in args.concurrency))
     for n, r in results.items():
+        lv = r["levels"]
         cells = " ".join(
-            f"{r['levels'][str(c)]['ttft_ms']['p50']:>9.0f} /{r['levels'][str(c)]['aggregate_tok_s']['p50']:>7.0f}"
+            f"{lv[str(c)]['ttft_ms']['p50']:>9.0f} /{lv[str(c)]['aggregate_tok_s']['p50']:>7.0f}"
             for c in args.concurrency)
         print(f"{n:15} {r['startup_s']:8.1f} {r['rss_mb']:8.0f} {cells}")
     print("saved", save("bench_llm", {"args": vars(args) | {"home": str(args.home)},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -11,15 +12,30 @@ from pipeline.deadline import Deadline
 class LatencyWindow:
     """Recent durations of one stage, for the 'can it still finish?' check before it starts."""
 
-    __slots__ = ("_p95", "_samples", "_since_sort", "min_samples")
+    __slots__ = ("_last", "_p95", "_samples", "_since_sort", "min_samples", "probe_after_s")
 
-    def __init__(self, size: int = 200, min_samples: int = 20) -> None:
+    def __init__(self, size: int = 200, min_samples: int = 20, probe_after_s: float = 1.0):
         self._samples: deque[float] = deque(maxlen=size)
         self._p95: float | None = None
         self._since_sort = 0
+        self._last = time.monotonic()
         self.min_samples = min_samples
+        # A stage skipped for being slow adds no samples, so its p95 would never recover:
+        # after this long without a sample, one request is let through as a probe.
+        self.probe_after_s = probe_after_s
+
+    def cannot_fit(self, allotted_ms: float) -> bool:
+        """True when the stage's recent p95 exceeds the time it would get."""
+        if self._p95 is None or self._p95 <= allotted_ms:
+            return False
+        now = time.monotonic()
+        if now - self._last >= self.probe_after_s:
+            self._last = now  # one probe at a time
+            return False
+        return True
 
     def add(self, ms: float) -> None:
+        self._last = time.monotonic()
         self._samples.append(ms)
         self._since_sort += 1
         # Re-sorting 200 floats costs ~10 us: do it every 16 samples, not per request.

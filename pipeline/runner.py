@@ -35,6 +35,10 @@ class StageRunner:
             w = self._windows[name] = LatencyWindow()
         return w
 
+    def reset_windows(self) -> None:
+        """Forget measured durations (after a deploy, or between benchmark phases)."""
+        self._windows.clear()
+
     def plan_for(self, stage: str, route: str | None) -> StagePlan:
         plan = self._plans.get(route or ANY_ROUTE) or self._plans[ANY_ROUTE]
         return plan.get(stage) or self._plans[ANY_ROUTE][stage]
@@ -46,9 +50,8 @@ class StageRunner:
         plan = self.plan_for(stage.name, state.get("route"))
         allotment = allot(ctx.deadline, plan.budget_ms, plan.reserve_ms)
         window = self.window(stage.name)
-        p95 = window.p95()
-        if allotment.budget_ms <= 0 or (p95 is not None and p95 > allotment.budget_ms):
-            why = f"{allotment.budget_ms:.1f} ms left, p95 {p95 or 0:.1f} ms"
+        if allotment.budget_ms <= 0 or window.cannot_fit(allotment.budget_ms):
+            why = f"{allotment.budget_ms:.1f} ms left, p95 {window.p95() or 0:.1f} ms"
             return self._fallback(
                 stage, plan, state, ctx, Outcome.SKIPPED, why, t0, 0.0, allotment.budget_ms
             )

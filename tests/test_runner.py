@@ -77,3 +77,19 @@ async def test_observers_see_every_record_and_cannot_break_a_request() -> None:
     runner.observers += [lambda r, s, c: seen.append(r.name), broken]
     await runner.run(Probe("features"), {}, ctx())
     assert seen == ["features"]
+
+
+async def test_a_skipped_stage_is_probed_again_and_recovers() -> None:
+    runner = runner_for("tools", 100, "skip")
+    window = runner.window("tools")
+    window.probe_after_s = 0.05
+    for _ in range(30):
+        window.add(500.0)  # it used to be slow
+    stage = Probe("tools")
+    _, first = await runner.run(stage, {}, ctx())
+    assert first.outcome is Outcome.SKIPPED and stage.calls == 0
+    import asyncio
+
+    await asyncio.sleep(0.06)
+    _, probe = await runner.run(stage, {}, ctx())
+    assert probe.outcome is Outcome.OK and stage.calls == 1
