@@ -24,8 +24,17 @@ err = Console(stderr=True)
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="ragpacer.yaml (default: $RAGPACER_CONFIG or defaults)"),
+    typer.Option("--config", "-c", help="default: $RAGPACER_CONFIG, else ./ragpacer.yaml"),
 ]
+
+
+def _settings(config: Path | None):  # type: ignore[no-untyped-def]
+    """The file given, else $RAGPACER_CONFIG, else ./ragpacer.yaml when present, else defaults."""
+    from pipeline.settings import env_value
+
+    if config is None and env_value("CONFIG") is None and Path("ragpacer.yaml").exists():
+        config = Path("ragpacer.yaml")
+    return load_settings(config)
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -68,7 +77,7 @@ def ask(
     except json.JSONDecodeError as exc:
         raise _fail(ValueError(f"--filters is not valid JSON: {exc.msg}")) from None
     try:
-        pipeline = Pipeline.from_config(config)
+        pipeline = Pipeline(_settings(config))
         try:
             result = pipeline.run(question, user_id=user, filters=parsed, deadline_ms=deadline_ms)
         finally:
@@ -118,7 +127,7 @@ def serve(
     from pipeline.sdk import Pipeline
 
     try:
-        settings = load_settings(config)
+        settings = _settings(config)
         pipeline = Pipeline(settings)
     except RagpacerError as exc:
         raise _fail(exc) from None
@@ -167,7 +176,7 @@ def llm_prepare(config: ConfigOpt = None, engine: EngineOpt = None) -> None:
     from pipeline.engine_prepare import prepare
 
     try:
-        settings = load_settings(config)
+        settings = _settings(config)
         kind = engine or settings.llm.managed.kind
         prepared = prepare(settings.home, kind, _say)
     except RagpacerError as exc:
@@ -195,7 +204,7 @@ def llm_serve(
     if port:
         overrides["port"] = port
     try:
-        settings = load_settings(config)
+        settings = _settings(config)
         if overrides:
             managed = settings.llm.managed.model_copy(update=overrides)
             model = settings.llm.model(managed.model).model_copy(

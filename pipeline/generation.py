@@ -66,6 +66,7 @@ class Generation:
             "answer_kind": "llm",
             "model": c.model,
             "truncated": c.truncated,
+            "finish_reason": "length" if c.truncated else (c.finish_reason or "stop"),
             "usage": {
                 "prompt_tokens": c.prompt_tokens,
                 "completion_tokens": c.completion_tokens,

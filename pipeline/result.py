@@ -24,6 +24,7 @@ class Result:
     answer_kind: str = "llm"
     model: str | None = None
     truncated: bool = False
+    finish_reason: str = "stop"
     cached: bool = False
     flags: list[str] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)

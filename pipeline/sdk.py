@@ -239,6 +239,7 @@ class Pipeline:
             answer_kind=final.get("answer_kind", "llm"),
             model=final.get("model"),
             truncated=final.get("truncated", False),
+            finish_reason=final.get("finish_reason", "stop"),
             flags=final.get("flags", []),
             usage=final.get("usage", {}),
         )

@@ -24,6 +24,7 @@ class RequestState(TypedDict, total=False):
     answer: str
     answer_kind: str  # llm | extractive | template
     truncated: bool
+    finish_reason: str
     model: str | None
     usage: dict[str, int]
     # Keys that parallel branches write need a reducer.

@@ -81,7 +81,7 @@ def usage_of(result: Result) -> dict[str, int]:
 
 
 def finish_reason(result: Result) -> str:
-    return "length" if result.truncated else "stop"
+    return "length" if result.truncated or result.finish_reason == "length" else "stop"
 
 
 def completion_body(result: Result, model: str) -> dict[str, Any]:
