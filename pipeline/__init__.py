@@ -18,9 +18,20 @@ from pipeline.errors import (
     StageFailed,
 )
 from pipeline.result import Result
-from pipeline.sdk import Pipeline
 from pipeline.settings import Settings, load_settings
 from pipeline.stage import Degraded, Outcome, Stage, StageRecord
+
+
+
+def __getattr__(name: str) -> object:
+    # Pipeline pulls in agents and retrieval, which themselves import pipeline.errors:
+    # importing it lazily keeps `import retrieval` free of a cycle.
+    if name == "Pipeline":
+        from pipeline.sdk import Pipeline
+
+        return Pipeline
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+
 
 __all__ = [
     "BlockedInputError",

@@ -80,14 +80,19 @@ def ensure_env(home: Path, kind: str, say: Say) -> Path:
     """Create the engine's virtual environment once; a stamp records that it finished."""
     env = engine_env(home, kind)
     python = env / "bin" / "python"
-    steps = _steps(kind)
-    stamp = env / ".ragpacer-ready"
-    want = json.dumps(steps)
-    if stamp.exists() and stamp.read_text() == want and python.exists():
-        return python
-    say(f"creating the {kind} engine environment in {env} (first run: a few minutes)")
     if not python.exists():
+        say(f"creating the {kind} engine environment in {env} (first run: a few minutes)")
         subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
+    return install_steps(python, _steps(kind), env / ".ragpacer-ready", say)
+
+
+def install_steps(python: Path, steps: tuple[tuple[str, ...], ...], stamp: Path,
+                  say: Say) -> Path:
+    """Run pip steps in an environment unless ``stamp`` says exactly these already ran."""
+    env = python.parent.parent
+    want = json.dumps(steps)
+    if stamp.exists() and stamp.read_text() == want:
+        return python
     pip = [str(python), "-m", "pip", "--disable-pip-version-check", "-q"]
     for i, step in enumerate(steps, 1):
         say(f"  [{i}/{len(steps)}] pip {' '.join(step)}")
@@ -124,7 +129,7 @@ def find_gguf(python: Path) -> Path:
     return path
 
 
-def _manifest_ok(model_dir: Path) -> bool:
+def manifest_ok(model_dir: Path) -> bool:
     manifest = model_dir / "ragpacer-manifest.json"
     if not manifest.exists():
         return False
@@ -144,11 +149,16 @@ def convert(python: Path, gguf: Path, out: Path, say: Say) -> None:
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-8:])
         raise PrepareError(f"converting {gguf.name} failed:\n{tail}")
-    files = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file()}
-    (out / "ragpacer-manifest.json").write_text(
-        json.dumps({"source": gguf.name, "source_sha256": SMOLLM2_SHA256, "files": files},
-                   indent=2)
-    )
+    write_manifest(out, source=gguf.name, source_sha256=SMOLLM2_SHA256)
+
+
+def write_manifest(folder: Path, **info: str) -> dict[str, str]:
+    """Checksums of every file in ``folder``, so a later run can verify them."""
+    files = {p.name: sha256(p) for p in sorted(folder.iterdir())
+             if p.is_file() and p.name != "ragpacer-manifest.json"}
+    (folder / "ragpacer-manifest.json").write_text(json.dumps({**info, "files": files},
+                                                              indent=2))
+    return files
 
 
 def prepare(home: Path, kind: str = "vllm", say: Say = print) -> Prepared:
@@ -161,7 +171,7 @@ def prepare(home: Path, kind: str = "vllm", say: Say = print) -> Prepared:
             say(f"model ready: {model_dir} (checksums verified)")
         else:
             convert(python, gguf, model_dir, say)
-            if not _manifest_ok(model_dir):
+            if not manifest_ok(model_dir):
                 raise PrepareError(f"{model_dir} failed its checksum right after conversion")
             say(f"model ready: {model_dir}")
     return Prepared(python=python, gguf=gguf, model_dir=model_dir)

@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.deadline import Deadline
 from pipeline.engine import ManagedEngine
-from pipeline.engine_prepare import PrepareError, _manifest_ok, find_gguf, prepare
+from pipeline.engine_prepare import PrepareError, manifest_ok, find_gguf, prepare
 from pipeline.llm import LLMClient
 from pipeline.sdk import Pipeline
 from tests.conftest import ROOT, make_settings
@@ -68,10 +68,10 @@ def test_tampered_model_fails_its_checksum(tmp_path: Path) -> None:
     src = HOME / "models" / "smollm2-135m-instruct"
     copy = tmp_path / "model"
     shutil.copytree(src, copy)
-    assert _manifest_ok(copy)
+    assert manifest_ok(copy)
     with (copy / "tokenizer.json").open("ab") as f:
         f.write(b" ")
-    assert not _manifest_ok(copy)
+    assert not manifest_ok(copy)
 
 
 def test_missing_weights_package_says_what_to_install() -> None:
