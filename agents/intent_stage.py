@@ -22,15 +22,18 @@ class IntentRouter:
 
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update:
         routing = ctx.settings.routing
-        intent, confidence = self.classifier.classify(state["query"])
+        update: Update = {}
+        embed = getattr(self.classifier, "embed", None)
+        if embed is not None:  # computed once; the cache and the retriever reuse it
+            vector = update["query_vector"] = embed(state["query"])
+            intent, confidence = self.classifier.classify_vector(vector)  # type: ignore[attr-defined]
+        else:
+            intent, confidence = self.classifier.classify(state["query"])
         low = intent is None or confidence < routing.min_confidence
         route = routing.default_route if low else routing.intents.get(intent, routing.default_route)  # type: ignore[arg-type]
-        return {
-            "intent": intent,
-            "intent_confidence": round(confidence, 4),
-            "low_confidence": low,
-            "route": route,
-        }
+        update.update(intent=intent, intent_confidence=round(confidence, 4),
+                      low_confidence=low, route=route)
+        return update
 
     def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
         return {"route": ctx.settings.routing.default_route, "intent": None,

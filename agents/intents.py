@@ -35,6 +35,19 @@ class IntentHead:
     embedder_checksum: str
     metrics: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    # Unit centroids of each label's examples. A softmax always picks *some* label, however
+    # far the query is from all of them; the cosine to the nearest centroid says whether the
+    # query is in scope at all (measured on the demo: out-of-scope <= 0.33, in-scope >= 0.5).
+    centroids: np.ndarray | None = None
+    scope_low: float = 0.25
+    scope_high: float = 0.45
+
+    def in_scope(self, vector: np.ndarray) -> float:
+        """1.0 near a known intent, falling to 0.0 far from all of them."""
+        if self.centroids is None:
+            return 1.0
+        cos = float((self.centroids @ vector).max())
+        return min(1.0, max(0.0, (cos - self.scope_low) / (self.scope_high - self.scope_low)))
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         return _softmax((vectors @ self.weights + self.bias) / self.temperature)
@@ -42,15 +55,18 @@ class IntentHead:
     def classify_vector(self, vector: np.ndarray) -> tuple[str, float]:
         p = self.probabilities(vector[None, :])[0]
         i = int(p.argmax())
-        return self.labels[i], float(p[i])
+        return self.labels[i], float(p[i]) * self.in_scope(vector)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"version": ARTIFACT_VERSION, "labels": self.labels,
                 "temperature": self.temperature, "embedder_checksum": self.embedder_checksum,
-                "metrics": self.metrics, "seed": self.seed}
+                "metrics": self.metrics, "seed": self.seed, "scope": [self.scope_low,
+                                                                     self.scope_high]}
         tmp = path.with_suffix(".partial.npz")
-        np.savez(tmp, weights=self.weights, bias=self.bias, meta=json.dumps(meta))
+        centroids = self.centroids if self.centroids is not None else np.zeros((0, 0))
+        np.savez(tmp, weights=self.weights, bias=self.bias, centroids=centroids,
+                 meta=json.dumps(meta))
         tmp.replace(path)
 
     @classmethod
@@ -61,7 +77,9 @@ class IntentHead:
                 head = cls(labels=meta["labels"], weights=data["weights"], bias=data["bias"],
                            temperature=meta["temperature"],
                            embedder_checksum=meta["embedder_checksum"],
-                           metrics=meta.get("metrics", {}), seed=meta.get("seed", 0))
+                           metrics=meta.get("metrics", {}), seed=meta.get("seed", 0),
+                           centroids=data["centroids"] if data["centroids"].size else None)
+                head.scope_low, head.scope_high = meta.get("scope", [0.25, 0.45])
         except FileNotFoundError as exc:
             raise IntentArtifactError(f"{path} not found: run `ragpacer intents train`") from exc
         except (OSError, KeyError, ValueError) as exc:
@@ -94,8 +112,10 @@ def _split(n: int, labels: np.ndarray, held_out: float, rng: np.random.Generator
     return np.array(sorted(train)), np.array(sorted(hold))
 
 
-def fit_softmax(x: np.ndarray, y: np.ndarray, n_labels: int, *, l2: float = 1e-4,
-                epochs: int = 300, lr: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def fit_softmax(
+    x: np.ndarray, y: np.ndarray, n_labels: int, *, l2: float = 1e-3, epochs: int = 300,
+    lr: float = 0.05, seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression, full batch, Adam; deterministic for a given seed."""
     rng = np.random.default_rng(seed)
     w = rng.normal(0, 0.01, (x.shape[1], n_labels)).astype(np.float64)
@@ -126,7 +146,7 @@ def calibrate_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 def train_head(vectors: np.ndarray, labels: Sequence[str], embedder_checksum: str, *,
-               seed: int = 0, held_out: float = 0.1, l2: float = 1e-4, epochs: int = 300,
+               seed: int = 0, held_out: float = 0.1, l2: float = 1e-3, epochs: int = 300,
                scale: float = 20.0) -> IntentHead:
     names = sorted(set(labels))
     y = np.array([names.index(lab) for lab in labels])
@@ -137,9 +157,12 @@ def train_head(vectors: np.ndarray, labels: Sequence[str], embedder_checksum: st
     temperature = calibrate_temperature(x[ho] @ w + b, y[ho]) if len(ho) else 1.0
     # Final head: all data, same hyper-parameters; the calibrated temperature carries over.
     w, b = fit_softmax(x, y, len(names), l2=l2, epochs=epochs, seed=seed)
+    centroids = np.stack([vectors[y == i].mean(0) for i in range(len(names))])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
     head = IntentHead(labels=names, weights=(w * scale).astype(np.float32),
                       bias=b.astype(np.float32), temperature=temperature,
-                      embedder_checksum=embedder_checksum, seed=seed)
+                      embedder_checksum=embedder_checksum, seed=seed,
+                      centroids=centroids.astype(np.float32))
     head.metrics = {"train_examples": len(x), "labels": len(names),
                     "held_out_examples": len(ho)}
     return head
@@ -160,3 +183,20 @@ def evaluate(head: IntentHead, vectors: np.ndarray, labels: Sequence[str],
     return {"accuracy": acc, "macro_f1": float(np.mean(list(f1s.values()))),
             "n": len(gold), "per_label_f1": f1s,
             "confused": [[g, p, n] for (g, p), n in confused.most_common(top_confusions)]}
+
+
+class EmbeddingIntentClassifier:
+    """Embeds the query once; the vector then serves the head, the cache and the retriever."""
+
+    def __init__(self, embedder: Any, head: IntentHead) -> None:
+        self.embedder = embedder
+        self.head = head
+
+    def embed(self, query: str) -> np.ndarray:
+        return self.embedder.embed_one(query)
+
+    def classify_vector(self, vector: np.ndarray) -> tuple[str, float]:
+        return self.head.classify_vector(vector)
+
+    def classify(self, query: str) -> tuple[str | None, float]:
+        return self.head.classify_vector(self.embed(query))

@@ -22,7 +22,6 @@ from pipeline.settings import Settings, load_settings
 from pipeline.stage import Degraded, Outcome, Stage, StageRecord
 
 
-
 def __getattr__(name: str) -> object:
     # Pipeline pulls in agents and retrieval, which themselves import pipeline.errors:
     # importing it lazily keeps `import retrieval` free of a cycle.

@@ -19,6 +19,10 @@ config_app = typer.Typer(no_args_is_help=True, help="Validate and inspect config
 app.add_typer(config_app, name="config")
 llm_app = typer.Typer(no_args_is_help=True, help="Prepare and serve the LLM engine.")
 app.add_typer(llm_app, name="llm")
+models_app = typer.Typer(no_args_is_help=True, help="The embedding model and trained heads.")
+app.add_typer(models_app, name="models")
+intents_app = typer.Typer(no_args_is_help=True, help="Train and evaluate the intent classifier.")
+app.add_typer(intents_app, name="intents")
 console = Console()
 err = Console(stderr=True)
 
@@ -236,6 +240,91 @@ def llm_serve(
         pass
     finally:
         eng.stop()
+
+
+DataOpt = Annotated[Path | None, typer.Option(
+    "--data", help="CSV text,label or a folder with train.csv/test.csv (default: demo intents)")]
+
+
+def _embedder(settings):  # type: ignore[no-untyped-def]
+    from retrieval.embedder import Embedder
+    from retrieval.embedder_prepare import embedder_dir
+
+    return Embedder(embedder_dir(settings.home), threads=2)
+
+
+@models_app.command("prepare")
+def models_prepare(config: ConfigOpt = None) -> None:
+    """Export MiniLM to ONNX INT8 and train the demo intents (idempotent, checksum-verified)."""
+    from agents.intents import IntentArtifactError, IntentHead
+    from agents.intents_training import train
+    from pipeline.components import intent_artifact
+    from retrieval.embedder_prepare import prepare_embedder
+
+    try:
+        settings = _settings(config)
+        prepare_embedder(settings.home, _say)
+        embedder = _embedder(settings)
+        artifact = intent_artifact(settings)
+        try:
+            IntentHead.load(artifact, embedder.checksum)
+            _say(f"intents ready: {artifact}")
+        except IntentArtifactError:
+            head = train(embedder, settings.routing.examples, artifact)
+            _say(f"trained {len(head.labels)} intents -> {artifact}")
+    except RagpacerError as exc:
+        raise _fail(exc) from None
+    console.print("[green]ready[/] embedder and intents")
+
+
+@intents_app.command("train")
+def intents_train(
+    config: ConfigOpt = None, data: DataOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Artifact path (default from config).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (training is reproducible).")] = 0,
+) -> None:
+    """Train the intent head on the INT8 embedding and save a versioned artifact."""
+    from agents.intents_training import train
+    from pipeline.components import intent_artifact
+
+    try:
+        settings = _settings(config)
+        target = out or intent_artifact(settings)
+        head = train(_embedder(settings), data, target, seed=seed)
+    except RagpacerError as exc:
+        raise _fail(exc) from None
+    m = head.metrics
+    line = f"{len(head.labels)} labels, {m['train_examples']} examples, T={head.temperature:.2f}"
+    if "accuracy" in m:
+        line += f"; test accuracy {m['accuracy']:.2%}, macro-F1 {m['macro_f1']:.2%}"
+    console.print(f"[green]saved[/] {target}: {line}")
+
+
+@intents_app.command("eval")
+def intents_eval(
+    config: ConfigOpt = None, data: DataOpt = None,
+    artifact: Annotated[Path | None, typer.Option(help="Artifact (default from config).")] = None,
+) -> None:
+    """Accuracy, macro-F1 and the most-confused pairs on test.csv (or the CSV given)."""
+    from agents.intents import IntentHead
+    from agents.intents_training import evaluate_file
+    from pipeline.components import intent_artifact
+
+    try:
+        settings = _settings(config)
+        embedder = _embedder(settings)
+        head = IntentHead.load(artifact or intent_artifact(settings), embedder.checksum)
+        report = evaluate_file(embedder, head, data)
+    except RagpacerError as exc:
+        raise _fail(exc) from None
+    console.print(f"accuracy {report['accuracy']:.2%}  macro-F1 {report['macro_f1']:.2%}  "
+                  f"(n={report['n']})")
+    table = Table(title="most confused (gold -> predicted)", title_justify="left")
+    for col in ("gold", "predicted", "count"):
+        table.add_column(col)
+    for gold, pred, n in report["confused"]:
+        table.add_row(gold, pred, str(n))
+    console.print(table)
 
 
 if __name__ == "__main__":

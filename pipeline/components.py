@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
-from agents.intent_stage import IntentRouter
+from agents.intent_stage import IntentClassifier, IntentRouter
 from agents.lexical import LexicalIntentClassifier, demo_intents, read_intents
 from pipeline.errors import ConfigError, InvalidFiltersError
 from pipeline.generation import Generation
@@ -46,11 +47,26 @@ def index_version(index: BM25Index) -> str:
     return h.hexdigest()
 
 
+def intent_artifact(settings: Settings) -> Path:
+    return settings.routing.artifact or settings.home / "intents" / "intents.npz"
+
+
+def intent_classifier(settings: Settings) -> IntentClassifier:
+    if settings.routing.classifier == "lexical":
+        return LexicalIntentClassifier(read_intents(settings.routing.examples or demo_intents()))
+    from agents.intents import EmbeddingIntentClassifier, IntentHead
+    from retrieval.embedder import Embedder
+    from retrieval.embedder_prepare import embedder_dir
+
+    embedder = Embedder(embedder_dir(settings.home))
+    head = IntentHead.load(intent_artifact(settings), embedder.checksum)
+    return EmbeddingIntentClassifier(embedder, head)
+
+
 def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict[str, Stage]:
-    examples = read_intents(settings.routing.examples or demo_intents())
     return {
         "input_guardrails": InputGuardrails(),
-        "intent": IntentRouter(LexicalIntentClassifier(examples)),
+        "intent": IntentRouter(intent_classifier(settings)),
         "retrieval": Retrieval(index, route_filters(settings)),
         "generation": Generation(llm),
         "output_guardrails": OutputGuardrails(),

@@ -167,7 +167,7 @@ def prepare(home: Path, kind: str = "vllm", say: Say = print) -> Prepared:
     gguf = find_gguf(python)
     model_dir = home / "models" / MODEL_DIR
     if kind == "vllm":
-        if _manifest_ok(model_dir):
+        if manifest_ok(model_dir):
             say(f"model ready: {model_dir} (checksums verified)")
         else:
             convert(python, gguf, model_dir, say)

@@ -92,6 +92,11 @@ class RoutingSettings(_Model):
     min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
     # Example utterances (CSV text,label) for the classifier; None: the demo intents.
     examples: Path | None = None
+    # lexical: BM25 neighbours, no model; embedding: the trained head on INT8 MiniLM
+    # (run `ragpacer models prepare`; it also trains the demo intents).
+    classifier: Literal["lexical", "embedding"] = "lexical"
+    # The trained head; None: {home}/intents/intents.npz.
+    artifact: Path | None = None
     intents: dict[str, str] = Field(default_factory=dict)
     routes: dict[str, RouteSettings] = Field(
         default_factory=lambda: {"rag": RouteSettings(description="general help-centre RAG")}

@@ -18,6 +18,7 @@ class RequestState(TypedDict, total=False):
     intent: str | None
     intent_confidence: float
     low_confidence: bool
+    query_vector: Any  # numpy vector of the query, computed once by the intent stage
     features: dict[str, Any]
     sources: list[Any]  # retrieval.Hit
     tool_results: list[dict[str, Any]]

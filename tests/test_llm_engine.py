@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.deadline import Deadline
 from pipeline.engine import ManagedEngine
-from pipeline.engine_prepare import PrepareError, manifest_ok, find_gguf, prepare
+from pipeline.engine_prepare import PrepareError, find_gguf, manifest_ok, prepare
 from pipeline.llm import LLMClient
 from pipeline.sdk import Pipeline
 from tests.conftest import ROOT, make_settings

@@ -1,0 +1,103 @@
+"""The embedding intent classifier: training, artifacts, data errors, odd queries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.intents import EmbeddingIntentClassifier, IntentArtifactError, IntentHead
+from agents.intents_training import train
+from agents.lexical import IntentDataError, demo_intents, read_intents
+from retrieval.embedder import Embedder
+from retrieval.embedder_prepare import embedder_dir
+from tests.conftest import ROOT
+
+HOME = ROOT / ".ragpacer"
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    if not (embedder_dir(HOME) / "model-int8.onnx").exists():
+        pytest.skip("embedder not prepared: run `ragpacer models prepare` (make test does)")
+    return Embedder(embedder_dir(HOME))
+
+
+@pytest.fixture(scope="module")
+def head(embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) -> IntentHead:
+    return train(embedder, None, tmp_path_factory.mktemp("a") / "intents.npz", seed=3)
+
+
+def test_training_is_reproducible(embedder: Embedder, head: IntentHead, tmp_path: Path) -> None:
+    again = train(embedder, None, tmp_path / "again.npz", seed=3)
+    assert np.array_equal(again.weights, head.weights) and again.temperature == head.temperature
+    other = train(embedder, None, tmp_path / "other.npz", seed=4)
+    assert not np.array_equal(other.weights, head.weights)
+
+
+def test_artifact_round_trip(embedder: Embedder, head: IntentHead, tmp_path: Path) -> None:
+    path = tmp_path / "h.npz"
+    head.save(path)
+    loaded = IntentHead.load(path, embedder.checksum)
+    assert loaded.labels == head.labels and np.array_equal(loaded.weights, head.weights)
+    assert loaded.metrics["train_examples"] == 168
+    v = embedder.embed_one("I lost my card")
+    assert loaded.classify_vector(v) == head.classify_vector(v)
+    assert head.classify_vector(v)[0] == "card_lost_stolen"
+
+
+def test_artifact_for_another_embedder_is_refused(head: IntentHead, tmp_path: Path) -> None:
+    path = tmp_path / "h.npz"
+    head.save(path)
+    with pytest.raises(IntentArtifactError, match="retrain"):
+        IntentHead.load(path, "0" * 64)
+
+
+def test_corrupt_or_missing_artifact(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(IntentArtifactError, match="not a ragpacer intent artifact"):
+        IntentHead.load(bad)
+    with pytest.raises(IntentArtifactError, match="intents train"):
+        IntentHead.load(tmp_path / "absent.npz")
+
+
+def test_out_of_scope_queries_are_low_confidence(embedder: Embedder, head: IntentHead) -> None:
+    clf = EmbeddingIntentClassifier(embedder, head)
+    for q in ["what is the capital of mongolia", "tell me a joke about cats",
+              "recommend a good pizza recipe"]:
+        assert clf.classify(q)[1] < 0.5, q
+    for q in ["my card was stolen on the train", "how do I turn off two factor authentication"]:
+        assert clf.classify(q)[1] >= 0.5, q
+
+
+@pytest.mark.parametrize("query", ["x" * 20_000, "我的银行卡丢了怎么办", "بطاقتي مسروقة", "🙂🙂🙂",
+                                   "a"])
+def test_odd_queries_get_an_answer_not_an_error(embedder, head, query: str) -> None:  # type: ignore[no-untyped-def]
+    label, conf = EmbeddingIntentClassifier(embedder, head).classify(query)
+    assert label in head.labels and 0.0 <= conf <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"text,label\nhello,greeting\nbye,\n", r":3: empty label"),
+        (b"text,label\nhello,greeting\ntext,label\n", r":3: duplicate header"),
+        (b"text,label\nhello,greeting\ncaf\xe9,greeting\n", r"not UTF-8"),
+        (b"sentence,intent\nhello,greeting\n", r":1: the header must be"),
+        (b"text,label\n", r"no examples"),
+        (b"text,label\nonly one column\n", r":2: expected 2 columns"),
+    ],
+)
+def test_bad_training_files_are_reported_clearly(tmp_path: Path, content: bytes,
+                                                 match: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(IntentDataError, match=match):
+        read_intents(path)
+
+
+def test_demo_intents_are_valid() -> None:
+    rows = read_intents(demo_intents())
+    assert len({lab for _, lab in rows}) == 12 and len(rows) >= 150
