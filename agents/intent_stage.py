@@ -23,9 +23,9 @@ class IntentRouter:
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update:
         routing = ctx.settings.routing
         update: Update = {}
-        embed = getattr(self.classifier, "embed", None)
-        if embed is not None:  # computed once; the cache and the retriever reuse it
-            vector = update["query_vector"] = embed(state["query"])
+        aembed = getattr(self.classifier, "aembed", None)
+        if aembed is not None:  # computed once; the cache and the retriever reuse it
+            vector = update["query_vector"] = await aembed(state["query"], ctx.cutoff)
             intent, confidence = self.classifier.classify_vector(vector)  # type: ignore[attr-defined]
         else:
             intent, confidence = self.classifier.classify(state["query"])

@@ -188,12 +188,18 @@ def evaluate(head: IntentHead, vectors: np.ndarray, labels: Sequence[str],
 class EmbeddingIntentClassifier:
     """Embeds the query once; the vector then serves the head, the cache and the retriever."""
 
-    def __init__(self, embedder: Any, head: IntentHead) -> None:
+    def __init__(self, embedder: Any, head: IntentHead, batcher: Any = None) -> None:
         self.embedder = embedder
         self.head = head
+        self.batcher = batcher  # retrieval.batcher.MicroBatcher, or None for inline
 
     def embed(self, query: str) -> np.ndarray:
         return self.embedder.embed_one(query)
+
+    async def aembed(self, query: str, deadline: Any = None) -> np.ndarray:
+        if self.batcher is None:
+            return self.embedder.embed_one(query)  # ~1 ms, bounded: fine on the loop
+        return await self.batcher.embed(query, deadline)
 
     def classify_vector(self, vector: np.ndarray) -> tuple[str, float]:
         return self.head.classify_vector(vector)

@@ -60,7 +60,13 @@ def intent_classifier(settings: Settings) -> IntentClassifier:
 
     embedder = Embedder(embedder_dir(settings.home))
     head = IntentHead.load(intent_artifact(settings), embedder.checksum)
-    return EmbeddingIntentClassifier(embedder, head)
+    batcher = None
+    if settings.routing.batch_window_ms > 0:
+        from retrieval.batcher import MicroBatcher
+
+        batcher = MicroBatcher(embedder.embed, window_ms=settings.routing.batch_window_ms,
+                               max_batch=settings.routing.max_batch)
+    return EmbeddingIntentClassifier(embedder, head, batcher)
 
 
 def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict[str, Stage]:

@@ -97,6 +97,9 @@ class RoutingSettings(_Model):
     classifier: Literal["lexical", "embedding"] = "lexical"
     # The trained head; None: {home}/intents/intents.npz.
     artifact: Path | None = None
+    # Concurrent queries arriving within this window are embedded as one batch; 0: inline.
+    batch_window_ms: float = Field(default=2.0, ge=0.0, le=50.0)
+    max_batch: PositiveInt = 32
     intents: dict[str, str] = Field(default_factory=dict)
     routes: dict[str, RouteSettings] = Field(
         default_factory=lambda: {"rag": RouteSettings(description="general help-centre RAG")}
