@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from agents.intent_stage import IntentClassifier, IntentRouter
 from agents.lexical import LexicalIntentClassifier, demo_intents, read_intents
@@ -16,6 +17,7 @@ from pipeline.stage import Stage
 from retrieval.bm25 import BM25Index
 from retrieval.corpus import demo_knowledge_base, load_jsonl
 from retrieval.filters import Filters, normalise_filters
+from retrieval.hybrid import HybridIndex
 from retrieval.stage import Retrieval
 
 
@@ -51,14 +53,21 @@ def intent_artifact(settings: Settings) -> Path:
     return settings.routing.artifact or settings.home / "intents" / "intents.npz"
 
 
-def intent_classifier(settings: Settings) -> IntentClassifier:
-    if settings.routing.classifier == "lexical":
-        return LexicalIntentClassifier(read_intents(settings.routing.examples or demo_intents()))
-    from agents.intents import EmbeddingIntentClassifier, IntentHead
+def load_embedder(settings: Settings) -> Any:
+    """The one ONNX embedder of the process, when the config uses embeddings at all."""
+    if settings.routing.classifier != "embedding":
+        return None
     from retrieval.embedder import Embedder
     from retrieval.embedder_prepare import embedder_dir
 
-    embedder = Embedder(embedder_dir(settings.home))
+    return Embedder(embedder_dir(settings.home))
+
+
+def intent_classifier(settings: Settings, embedder: Any) -> IntentClassifier:
+    if embedder is None:
+        return LexicalIntentClassifier(read_intents(settings.routing.examples or demo_intents()))
+    from agents.intents import EmbeddingIntentClassifier, IntentHead
+
     head = IntentHead.load(intent_artifact(settings), embedder.checksum)
     batcher = None
     if settings.routing.batch_window_ms > 0:
@@ -69,11 +78,27 @@ def intent_classifier(settings: Settings) -> IntentClassifier:
     return EmbeddingIntentClassifier(embedder, head, batcher)
 
 
+_VECTORS: dict[tuple[str, str], Any] = {}
+
+
+def document_vectors(index: BM25Index, embedder: Any) -> Any:
+    """Embeds the knowledge base once per process (per index and embedder version)."""
+    key = (index_version(index), embedder.checksum)
+    if key not in _VECTORS:
+        texts = [f"{d.title}. {d.text}" for d in index.documents]
+        _VECTORS[key] = embedder.embed_many(texts)
+    return _VECTORS[key]
+
+
 def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict[str, Stage]:
+    embedder = load_embedder(settings)
+    hybrid = None
+    if embedder is not None and settings.retrieval.mode != "bm25":
+        hybrid = HybridIndex(index, document_vectors(index, embedder))
     return {
         "input_guardrails": InputGuardrails(),
-        "intent": IntentRouter(intent_classifier(settings)),
-        "retrieval": Retrieval(index, route_filters(settings)),
+        "intent": IntentRouter(intent_classifier(settings, embedder)),
+        "retrieval": Retrieval(index, route_filters(settings), hybrid),
         "generation": Generation(llm),
         "output_guardrails": OutputGuardrails(),
     }

@@ -92,8 +92,8 @@ class BM25Index:
         if nonzero.size == 0:
             return []
         top = nonzero[np.argsort(-scores[nonzero], kind="stable")[:k]]
-        return [self._hit(int(i), float(scores[i])) for i in top]
+        return [self.hit(int(i), float(scores[i])) for i in top]
 
-    def _hit(self, i: int, score: float) -> Hit:
+    def hit(self, i: int, score: float) -> Hit:
         d = self.documents[i]
         return Hit(id=d.id, score=score, title=d.title, text=d.text, metadata=d.metadata)

@@ -9,21 +9,33 @@ from pipeline.stage import Update
 from pipeline.state import RequestState
 from retrieval.bm25 import BM25Index
 from retrieval.filters import Filters, merge_filters
+from retrieval.hybrid import HybridIndex
 
 
 class Retrieval:
-    name: ClassVar[str] = "retrieval"
-    fallbacks: ClassVar[frozenset[str]] = frozenset()
+    """Hybrid search with the query vector the intent stage computed; BM25 as the fallback."""
 
-    def __init__(self, index: BM25Index, route_filters: dict[str, Filters]) -> None:
+    name: ClassVar[str] = "retrieval"
+    fallbacks: ClassVar[frozenset[str]] = frozenset({"cheaper"})
+
+    def __init__(self, index: BM25Index, route_filters: dict[str, Filters],
+                 hybrid: HybridIndex | None = None) -> None:
         self.index = index
         self.route_filters = route_filters
+        self.hybrid = hybrid
+
+    def _filters(self, state: RequestState) -> Filters:
+        return merge_filters(self.route_filters.get(state["route"], {}), state.get("filters", {}))
 
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update:
-        route_name = state["route"]
-        route = ctx.settings.routing.routes[route_name]
-        filters = merge_filters(self.route_filters.get(route_name, {}), state.get("filters", {}))
-        return {"sources": self.index.search(state["query"], route.top_k, filters)}
+        top_k = ctx.settings.routing.routes[state["route"]].top_k
+        vector = state.get("query_vector")
+        if self.hybrid is None or vector is None:
+            return {"sources": self.index.search(state["query"], top_k, self._filters(state))}
+        cfg = ctx.settings.retrieval
+        return {"sources": self.hybrid.search(state["query"], vector, top_k,
+                                              self._filters(state), cfg.mode, cfg.candidates)}
 
     def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
-        raise NotImplementedError(kind)
+        top_k = ctx.settings.routing.routes[state["route"]].top_k
+        return {"sources": self.index.search(state["query"], top_k, self._filters(state))}

@@ -21,7 +21,7 @@ def test_environment_overrides_nested_keys() -> None:
     s = load_settings(ROOT / "ragpacer.yaml", environ=env)
     assert s.deadline_ms == 800
     assert s.stages["retrieval"].budget_ms == 42
-    assert s.stages["retrieval"].fallback == "skip"  # the file's other fields survive
+    assert s.stages["retrieval"].fallback == "cheaper"  # the file's other fields survive
     assert s.redis_url == "redis://127.0.0.1:6379/0"
 
 
@@ -61,7 +61,7 @@ def test_bad_values_fail_at_startup_not_at_first_request(tmp_path: Path) -> None
     # A fallback the stage cannot provide, an unknown filter field on a route, a route
     # that needs a stage nobody installed: all are caught when the pipeline is built.
     cases = {
-        "stages:\n  retrieval: {fallback: cheaper}\n": "stages.retrieval.fallback",
+        "stages:\n  intent: {fallback: cheaper}\n": "stages.intent.fallback",
         "routing:\n  routes:\n    rag: {filters: {colour: red}}\n": "routing.routes.rag.filters",
         "routing:\n  routes:\n    rag: {stages: [features]}\n": "routing.routes.rag.stages",
     }

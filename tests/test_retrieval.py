@@ -1,0 +1,102 @@
+"""BM25 against the rank-bm25 oracle, filters in every mode, hybrid search on the demo KB."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rank_bm25 import BM25Okapi
+
+from retrieval.analyzer import Analyzer
+from retrieval.bm25 import BM25Index
+from retrieval.corpus import CorpusError, demo_knowledge_base, load_jsonl
+from retrieval.embedder import Embedder
+from retrieval.embedder_prepare import embedder_dir
+from retrieval.filters import matches
+from retrieval.hybrid import MODES, HybridIndex
+from tests.conftest import ROOT
+
+DOCS = load_jsonl(demo_knowledge_base())
+QUERIES = [
+    "lost card",
+    "fees for international transfers",
+    "reset my password",
+    "mortgage overpayment charge",
+    "open a joint account",
+    "how long does a SEPA transfer take",
+    "card declined abroad",
+    "early loan repayment fee",
+    "savings interest rate",
+]
+
+
+@pytest.fixture(scope="module")
+def hybrid() -> HybridIndex:
+    folder = embedder_dir(ROOT / ".ragpacer")
+    if not (folder / "model-int8.onnx").exists():
+        pytest.skip("embedder not prepared: run `ragpacer models prepare` (make test does)")
+    emb = Embedder(folder)
+    index = BM25Index(DOCS)
+    hybrid = HybridIndex(index, emb.embed_many([f"{d.title}. {d.text}" for d in DOCS]))
+    hybrid.embedder = emb  # type: ignore[attr-defined]
+    return hybrid
+
+
+def test_ranking_agrees_with_rank_bm25_on_the_same_analyzer() -> None:
+    analyzer = Analyzer()
+    ours = BM25Index(DOCS, analyzer=analyzer)
+    oracle = BM25Okapi([analyzer(f"{d.title}\n{d.text}") for d in DOCS], k1=1.2, b=0.75)
+    for q in QUERIES:
+        mine = [h.id for h in ours.search(q, 5)]
+        scores = oracle.get_scores(analyzer(q))
+        theirs = [DOCS[i].id for i in np.argsort(-scores, kind="stable")[:5] if scores[i] > 0]
+        assert mine[0] == theirs[0], q
+        assert len(set(mine) & set(theirs)) >= len(theirs) - 1, (q, mine, theirs)
+
+
+FILTERS = st.fixed_dictionaries(
+    {},
+    optional={
+        "product": st.lists(
+            st.sampled_from(["cards", "loans", "security", "transfers", "app", "nope"]),
+            min_size=1,
+            max_size=3,
+        ).map(tuple),
+        "doc_type": st.lists(
+            st.sampled_from(["faq", "guide", "policy", "fees"]), min_size=1, max_size=2
+        ).map(tuple),
+    },
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(filters=FILTERS, query=st.sampled_from(QUERIES), mode=st.sampled_from(MODES))
+def test_filters_never_return_non_matching_documents(hybrid, filters, query, mode) -> None:  # type: ignore[no-untyped-def]
+    vector = hybrid.embedder.embed_one(query)
+    for hit in hybrid.search(query, vector, k=10, filters=filters, mode=mode):
+        assert matches(hit.metadata, filters), (hit.id, filters)
+
+
+def test_dense_modes_find_meaning_without_shared_words(hybrid) -> None:  # type: ignore[no-untyped-def]
+    query = "I cannot remember the secret number for my card"
+    vector = hybrid.embedder.embed_one(query)
+    assert "cards-pin" not in [h.id for h in hybrid.search(query, vector, k=3, mode="bm25")]
+    assert hybrid.search(query, vector, k=1, mode="dense")[0].id == "cards-pin"
+    assert "cards-pin" in [h.id for h in hybrid.search(query, vector, k=5, mode="fusion")]
+
+
+def test_bad_corpus_files_are_reported_with_their_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cases = {
+        b'{"id": "a", "text": "x"}\n{oops\n': ":2: not valid JSON",
+        b'{"id": "a"}\n': ":1: each line needs a string field 'text'",
+        b'{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n': "duplicate document id",
+        b"\xff\xfe": "cannot read",
+    }
+    for content, match in cases.items():
+        path = tmp_path / "kb.jsonl"
+        path.write_bytes(content)
+        with pytest.raises(CorpusError, match=match):
+            load_jsonl(path)
