@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 import time
 from collections import OrderedDict
@@ -18,6 +19,7 @@ from pipeline.context import RunContext
 from pipeline.stage import Update
 from pipeline.state import RequestState
 
+log = logging.getLogger("ragpacer.cache")
 _SPACE = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s?!.]+$")
 
@@ -66,6 +68,53 @@ class MemoryCache:
         self._data.clear()
 
 
+class CacheUnavailable(RuntimeError):
+    """The shared cache cannot be reached; the request goes on without it."""
+
+
+class RedisCache:
+    """Redis through redis.asyncio, with short timeouts and a circuit breaker.
+
+    When Redis is down, the first failure opens the circuit: for the next ``backoff_s``
+    (doubling up to 30 s) calls fail at once instead of each paying a connect timeout, then
+    one call probes again. No thundering herd of reconnects.
+    """
+
+    def __init__(self, url: str, *, prefix: str = "ragpacer:cache:",
+                 timeout_s: float = 0.05) -> None:
+        import redis.asyncio as redis
+
+        self._redis = redis.from_url(url, socket_connect_timeout=timeout_s,
+                                     socket_timeout=timeout_s, retry_on_timeout=False)
+        self.prefix = prefix
+        self._open_until = 0.0
+        self._backoff_s = 0.5
+
+    async def _call(self, op: str, *args: Any, **kwargs: Any) -> Any:
+        now = time.monotonic()
+        if now < self._open_until:
+            raise CacheUnavailable(f"redis circuit open for {self._open_until - now:.1f} s")
+        try:
+            result = await getattr(self._redis, op)(*args, **kwargs)
+        except (TimeoutError, OSError, Exception) as exc:  # redis' errors, timeouts
+            self._open_until = time.monotonic() + self._backoff_s
+            self._backoff_s = min(self._backoff_s * 2, 30.0)
+            raise CacheUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+        self._backoff_s = 0.5
+        return result
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        raw = await self._call("get", self.prefix + key)
+        return json.loads(raw) if raw else None
+
+    async def set(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
+        payload = json.dumps(value, separators=(",", ":"))
+        await self._call("set", self.prefix + key, payload, px=max(1, int(ttl_s * 1000)))
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
 class CacheLookup:
     """Runs before the graph, under the runner like every stage; a miss or a timeout is free."""
 
@@ -91,9 +140,15 @@ class CacheWriter:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def schedule(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
-        task = asyncio.get_running_loop().create_task(self.cache.set(key, value, ttl_s))
+        task = asyncio.get_running_loop().create_task(self._write(key, value, ttl_s))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
+        try:
+            await self.cache.set(key, value, ttl_s)
+        except Exception as exc:  # a lost cache write costs a later miss, nothing more
+            log.info("cache write skipped: %s", exc)
 
     async def drain(self) -> None:
         if self._tasks:

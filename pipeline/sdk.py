@@ -10,7 +10,14 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipeline.cache import CacheLookup, CacheWriter, MemoryCache, ResponseCache, cache_key
+from pipeline.cache import (
+    CacheLookup,
+    CacheWriter,
+    MemoryCache,
+    RedisCache,
+    ResponseCache,
+    cache_key,
+)
 from pipeline.components import default_stages, index_version, load_index
 from pipeline.context import RunContext
 from pipeline.deadline import Deadline
@@ -59,7 +66,9 @@ class Pipeline:
         self.graph = build_graph(settings, built, self.runner)
         self.cache: ResponseCache | None = None
         if settings.cache.enabled:
-            self.cache = cache or MemoryCache(settings.cache.max_entries)
+            self.cache = cache or (
+                RedisCache(settings.redis_url) if settings.redis_url
+                else MemoryCache(settings.cache.max_entries))
             self._cache_lookup = CacheLookup(self.cache)
             self._cache_writer = CacheWriter(self.cache)
         # Any change to config or index makes every earlier cache entry unreachable.
@@ -177,6 +186,8 @@ class Pipeline:
     async def aclose(self) -> None:
         if self.cache is not None:
             await self._cache_writer.drain()
+            if isinstance(self.cache, RedisCache):
+                await self.cache.aclose()
         await self.llm.aclose()
         if self.engine is not None:
             engine, self.engine = self.engine, None

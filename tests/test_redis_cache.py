@@ -1,0 +1,123 @@
+"""The response cache against the real Redis server (and one we stop and restart)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pipeline.cache import CacheUnavailable, RedisCache
+from pipeline.sdk import Pipeline
+from tests.conftest import make_settings
+from tests.test_http import free_port
+
+pytestmark = pytest.mark.redis
+REDIS = "redis://127.0.0.1:6379/0"
+QUESTION = "what does an overdraft cost"
+
+
+def redis_up(url: str = REDIS) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def own_redis() -> Iterator[tuple[int, callable]]:  # type: ignore[valid-type]
+    """A redis-server of this test's own on a free port, which the test may stop."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        procs.append(subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"], stdout=subprocess.DEVNULL))
+        for _ in range(100):
+            if redis_up(f"redis://127.0.0.1:{port}/0"):
+                return
+            time.sleep(0.02)
+
+    start()
+    yield port, start
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+@pytest.fixture(autouse=True)
+def _need_redis() -> None:
+    if not redis_up():
+        pytest.skip("no Redis on 127.0.0.1:6379 (.ci/run starts one)")
+
+
+async def test_hit_miss_and_ttl() -> None:
+    cache = RedisCache(REDIS, prefix=f"ragpacer-test:{os.getpid()}:")
+    assert await cache.get("k") is None
+    await cache.set("k", {"answer": "a"}, ttl_s=0.2)
+    assert await cache.get("k") == {"answer": "a"}
+    await asyncio.sleep(0.3)
+    assert await cache.get("k") is None, "the entry must expire with its TTL"
+    await cache.aclose()
+
+
+async def test_pipeline_answers_from_redis(scripted) -> None:
+    p = Pipeline(make_settings(scripted.url, redis_url=REDIS,
+                               cache={"ttl_s": 30}, retrieval={"mode": "bm25"},
+                               routing={"classifier": "lexical"}))
+    p.version += f"-{os.getpid()}-{time.time()}"  # a fresh key space for this run
+    first = await p.arun(QUESTION)
+    await p._cache_writer.drain()
+    second = await p.arun(QUESTION)
+    assert not first.cached and second.cached and second.answer == first.answer
+    assert len(scripted.requests) == 1
+    # Another process with the same config and index shares the entry.
+    other = Pipeline(p.settings)
+    other.version = p.version
+    assert (await other.arun(QUESTION)).cached
+    await p.aclose()
+    await other.aclose()
+
+
+async def test_redis_stopped_mid_test_is_bypassed_then_recovered(scripted, own_redis) -> None:
+    port, start = own_redis
+    p = Pipeline(make_settings(scripted.url, redis_url=f"redis://127.0.0.1:{port}/0",
+                               retrieval={"mode": "bm25"}, routing={"classifier": "lexical"}))
+    assert not (await p.arun(QUESTION)).degraded
+    await p._cache_writer.drain()
+    assert (await p.arun(QUESTION)).cached
+
+    subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+    down = await p.arun(QUESTION)
+    assert down.answer and not down.cached and "cache" in down.degraded
+    rec = down.stages[0]
+    assert rec.name == "cache" and rec.outcome.value == "error"
+    again = await p.arun(QUESTION)  # the circuit is open: no new connection attempt
+    assert "circuit open" in (again.stages[0].detail or "")
+
+    start()
+    assert isinstance(p.cache, RedisCache)
+    p.cache._open_until = 0.0  # skip the backoff wait; recovery itself is what we test
+    recovered = await p.arun(QUESTION)
+    assert "cache" not in recovered.degraded
+    await p._cache_writer.drain()
+    assert (await p.arun(QUESTION)).cached
+    await p.aclose()
+
+
+async def test_circuit_fails_fast_while_open() -> None:
+    cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens
+    with pytest.raises(CacheUnavailable):
+        await cache.get("k")
+    with pytest.raises(CacheUnavailable, match="circuit open"):
+        await cache.get("k")
+    await cache.aclose()
