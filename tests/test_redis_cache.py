@@ -96,7 +96,8 @@ async def test_redis_stopped_mid_test_is_bypassed_then_recovered(scripted, own_r
     await p._cache_writer.drain()
     assert (await p.arun(QUESTION)).cached
 
-    subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+    await asyncio.to_thread(subprocess.run, ["redis-cli", "-p", str(port), "shutdown", "nosave"],
+                            capture_output=True)
     down = await p.arun(QUESTION)
     assert down.answer and not down.cached and "cache" in down.degraded
     rec = down.stages[0]
@@ -104,7 +105,7 @@ async def test_redis_stopped_mid_test_is_bypassed_then_recovered(scripted, own_r
     again = await p.arun(QUESTION)  # the circuit is open: no new connection attempt
     assert "circuit open" in (again.stages[0].detail or "")
 
-    start()
+    await asyncio.to_thread(start)
     assert isinstance(p.cache, RedisCache)
     p.cache._open_until = 0.0  # skip the backoff wait; recovery itself is what we test
     recovered = await p.arun(QUESTION)
