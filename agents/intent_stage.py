@@ -25,7 +25,9 @@ class IntentRouter:
         update: Update = {}
         aembed = getattr(self.classifier, "aembed", None)
         if aembed is not None:  # computed once; the cache and the retriever reuse it
-            vector = update["query_vector"] = await aembed(state["query"], ctx.cutoff)
+            vector = state.get("query_vector")
+            if vector is None:
+                vector = update["query_vector"] = await aembed(state["query"], ctx.cutoff)
             intent, confidence = self.classifier.classify_vector(vector)  # type: ignore[attr-defined]
         else:
             intent, confidence = self.classifier.classify(state["query"])

@@ -115,18 +115,41 @@ class RedisCache:
         await self._redis.aclose()
 
 
+def semantic_scope(intent: str | None, filters: dict[str, Any]) -> str:
+    return f"{intent}\x1f{json.dumps(filters, sort_keys=True, separators=(',', ':'))}"
+
+
 class CacheLookup:
-    """Runs before the graph, under the runner like every stage; a miss or a timeout is free."""
+    """Runs before the graph, under the runner like every stage; a miss or a timeout is free.
+
+    Exact match first; on a miss, and when an embedding classifier is configured, the query is
+    embedded (once: the intent stage and the retriever reuse the vector) and looked up in the
+    semantic index within its intent and filter scope.
+    """
 
     name: ClassVar[str] = "cache"
     fallbacks: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, cache: ResponseCache) -> None:
+    def __init__(self, cache: ResponseCache, semantic: Any = None, classifier: Any = None):
         self.cache = cache
+        self.semantic = semantic  # pipeline.semantic_cache.SemanticCache
+        self.classifier = classifier  # agents.intents.EmbeddingIntentClassifier
 
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update:
         hit = await self.cache.get(state["cache_key"])
-        return {"cached": hit} if hit is not None else {}
+        if hit is not None:
+            return {"cached": hit, "cache_hit": "exact"}
+        if self.semantic is None or self.classifier is None:
+            return {}
+        query = state["query"]
+        vector = await self.classifier.aembed(query, ctx.cutoff)
+        intent, _ = self.classifier.classify_vector(vector)
+        key = self.semantic.lookup(semantic_scope(intent, state.get("filters", {})), vector,
+                                   query)
+        hit = await self.cache.get(key) if key is not None else None
+        if hit is not None:
+            return {"cached": hit, "cache_hit": "semantic", "query_vector": vector}
+        return {"query_vector": vector}
 
     def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
         raise NotImplementedError(kind)

@@ -26,6 +26,7 @@ class Result:
     truncated: bool = False
     finish_reason: str = "stop"
     cached: bool = False
+    cache_hit: str | None = None  # exact | semantic
     flags: list[str] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
 
@@ -45,6 +46,7 @@ class Result:
             "model": self.model,
             "truncated": self.truncated,
             "cached": self.cached,
+            "cache_hit": self.cache_hit,
             "flags": self.flags,
             "usage": self.usage,
             "stages": [r.as_dict() for r in self.stages],

@@ -17,6 +17,7 @@ from pipeline.cache import (
     RedisCache,
     ResponseCache,
     cache_key,
+    semantic_scope,
 )
 from pipeline.components import default_stages, index_version, load_index
 from pipeline.context import RunContext
@@ -28,6 +29,7 @@ from pipeline.llm import LLMClient
 from pipeline.plan import build_plan, check_fallbacks
 from pipeline.result import Result
 from pipeline.runner import Observer, StageRunner
+from pipeline.semantic_cache import SemanticCache
 from pipeline.settings import Settings, load_settings
 from pipeline.stage import Stage, StageRecord
 from pipeline.state import RequestState
@@ -65,11 +67,16 @@ class Pipeline:
         self.runner = StageRunner(build_plan(settings), observers)
         self.graph = build_graph(settings, built, self.runner)
         self.cache: ResponseCache | None = None
+        self.semantic: SemanticCache | None = None
         if settings.cache.enabled:
             self.cache = cache or (
                 RedisCache(settings.redis_url) if settings.redis_url
                 else MemoryCache(settings.cache.max_entries))
-            self._cache_lookup = CacheLookup(self.cache)
+            classifier = getattr(built["intent"], "classifier", None)
+            if settings.cache.semantic and hasattr(classifier, "aembed"):
+                self.semantic = SemanticCache(settings.cache.semantic_threshold,
+                                              settings.cache.max_entries)
+            self._cache_lookup = CacheLookup(self.cache, self.semantic, classifier)
             self._cache_writer = CacheWriter(self.cache)
         # Any change to config or index makes every earlier cache entry unreachable.
         self.version = (
@@ -119,15 +126,6 @@ class Pipeline:
             deadline, self.settings, self, trace_id=os.urandom(16).hex(), on_token=on_token
         )
         records: list[StageRecord] = []
-        key = None
-        if self.cache is not None:
-            key = cache_key(query, scope, self.version)
-            update, record = await self.runner.run(
-                self._cache_lookup, {"query": query, "cache_key": key}, ctx
-            )
-            records.append(record)
-            if "cached" in update:
-                return self._from_cache(update["cached"], records, ctx, on_token)
         state: RequestState = {
             "query": query,
             "user_id": user_id,
@@ -135,10 +133,24 @@ class Pipeline:
             "records": records,
             "flags": [],
         }
+        key = None
+        if self.cache is not None:
+            key = cache_key(query, scope, self.version)
+            update, record = await self.runner.run(
+                self._cache_lookup, {"query": query, "cache_key": key, "filters": scope}, ctx
+            )
+            records.append(record)
+            if "cached" in update:
+                return self._from_cache(update, records, ctx, on_token)
+            if "query_vector" in update:  # embedded once, for the semantic lookup
+                state["query_vector"] = update["query_vector"]
         final = await self.graph.ainvoke(state, context=ctx)
         result = self._result(final, ctx)
         if key is not None and self._cacheable(result):
             self._cache_writer.schedule(key, result.cache_payload(), self.settings.cache.ttl_s)
+            vector = final.get("query_vector")
+            if self.semantic is not None and vector is not None:
+                self.semantic.add(key, semantic_scope(result.intent, scope), vector, query)
         return result
 
     def run(self, query: str, **kwargs: Any) -> Result:
@@ -257,11 +269,12 @@ class Pipeline:
 
     @staticmethod
     def _from_cache(
-        hit: dict[str, Any],
+        update: dict[str, Any],
         records: list[StageRecord],
         ctx: RunContext,
         on_token: Callable[[str], None] | None,
     ) -> Result:
+        hit = update["cached"]
         return Result(
             answer=hit["answer"],
             sources=[Hit(**s) for s in hit.get("sources", [])],
@@ -276,6 +289,7 @@ class Pipeline:
             answer_kind=hit.get("answer_kind", "llm"),
             model=hit.get("model"),
             cached=True,
+            cache_hit=update.get("cache_hit"),
         )
 
 

@@ -12,6 +12,7 @@ class RequestState(TypedDict, total=False):
     query: str
     cache_key: str
     cached: dict[str, Any]
+    cache_hit: str  # exact | semantic
     user_id: str | None
     filters: dict[str, Any]
     route: str

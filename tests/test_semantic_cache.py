@@ -1,0 +1,51 @@
+"""Semantic cache: paraphrases hit, negated or reversed meanings never do."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.semantic_cache import SemanticCache, polarity
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=384).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_polarity_tells_antonyms_and_negations_apart() -> None:
+    assert polarity("how do I enable 2FA") != polarity("how do I disable 2FA")
+    assert polarity("turn on notifications") != polarity("turn off notifications")
+    assert polarity("I did receive my card") != polarity("I did not receive my card")
+    assert polarity("how do I enable 2FA") == polarity("please enable two factor auth")
+
+
+def test_lookup_needs_scope_similarity_and_polarity() -> None:
+    cache = SemanticCache(threshold=0.5)
+    v = unit(1)
+    cache.add("k1", "security|{}", v, "how do I enable 2FA")
+    assert cache.lookup("security|{}", v, "how can I enable 2FA") == "k1"
+    assert cache.lookup("security|{}", v, "how do I disable 2FA") is None  # same vector!
+    assert cache.lookup("cards|{}", v, "how can I enable 2FA") is None  # other scope
+    assert cache.lookup("security|{}", unit(2), "how can I enable 2FA") is None  # far away
+
+
+def test_entries_are_bounded() -> None:
+    cache = SemanticCache(threshold=0.5, max_entries=3)
+    for i in range(5):
+        cache.add(f"k{i}", "s", unit(i), "q")
+    assert cache.lookup("s", unit(0), "q") is None and cache.lookup("s", unit(4), "q") == "k4"
+
+
+async def test_pipeline_semantic_hit_and_negation_guard(make_pipeline, scripted) -> None:
+    p = make_pipeline(scripted.url)
+    if p.semantic is None:
+        import pytest
+
+        pytest.skip("embedding classifier not prepared")
+    first = await p.arun("how do I turn on two factor authentication")
+    await p._cache_writer.drain()
+    para = await p.arun("how do i turn on the two factor authentication please")
+    assert para.cached and para.cache_hit == "semantic" and para.answer == first.answer
+    opposite = await p.arun("how do I turn off two factor authentication")
+    assert not opposite.cached
+    assert len(scripted.requests) == 2
