@@ -67,6 +67,7 @@ class Generation:
             "model": c.model,
             "truncated": c.truncated,
             "finish_reason": "length" if c.truncated else (c.finish_reason or "stop"),
+            "ttft_ms": c.ttft_ms,
             "usage": {
                 "prompt_tokens": c.prompt_tokens,
                 "completion_tokens": c.completion_tokens,

@@ -25,6 +25,7 @@ class Result:
     model: str | None = None
     truncated: bool = False
     finish_reason: str = "stop"
+    ttft_ms: float | None = None
     cached: bool = False
     cache_hit: str | None = None  # exact | semantic
     flags: list[str] = field(default_factory=list)

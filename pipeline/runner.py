@@ -89,6 +89,7 @@ class StageRunner:
             outcome=outcome,
             detail=detail,
             body_ms=body,
+            offset_ms=(t0 - ctx.deadline.started) * 1000.0,
         )
         self._observe(record, state, ctx)
         return out, record
@@ -122,6 +123,7 @@ class StageRunner:
             fallback=kind,
             detail=detail,
             body_ms=body_ms,
+            offset_ms=(t0 - ctx.deadline.started) * 1000.0,
         )
         self._observe(record, state, ctx)
         return update, record

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -33,6 +34,7 @@ from pipeline.semantic_cache import SemanticCache
 from pipeline.settings import Settings, load_settings
 from pipeline.stage import Stage, StageRecord
 from pipeline.state import RequestState
+from pipeline.tracing import Tracing
 from retrieval.filters import normalise_filters
 from retrieval.types import Hit
 
@@ -83,6 +85,7 @@ class Pipeline:
             f"{hash(settings.model_dump_json()) & 0xFFFFFFFF:08x}-{index_version(self.index)}"
         )
         self._portal: _LoopThread | None = None
+        self.tracing = Tracing(settings)
         self.engine: Any = None  # pipeline.engine.ManagedEngine once astart() ran
 
     @classmethod
@@ -121,6 +124,7 @@ class Pipeline:
         deadline_ms: float | None = None,
         on_token: Callable[[str], None] | None = None,
     ) -> Result:
+        start_ns = time.time_ns()
         deadline, query, scope = self.check_input(query, filters, deadline_ms)
         ctx = RunContext(
             deadline, self.settings, self, trace_id=os.urandom(16).hex(), on_token=on_token
@@ -141,7 +145,9 @@ class Pipeline:
             )
             records.append(record)
             if "cached" in update:
-                return self._from_cache(update, records, ctx, on_token)
+                hit = self._from_cache(update, records, ctx, on_token)
+                self.tracing.record(hit, start_ns)
+                return hit
             if "query_vector" in update:  # embedded once, for the semantic lookup
                 state["query_vector"] = update["query_vector"]
         final = await self.graph.ainvoke(state, context=ctx)
@@ -151,6 +157,7 @@ class Pipeline:
             vector = final.get("query_vector")
             if self.semantic is not None and vector is not None:
                 self.semantic.add(key, semantic_scope(result.intent, scope), vector, query)
+        self.tracing.record(result, start_ns)
         return result
 
     def run(self, query: str, **kwargs: Any) -> Result:
@@ -201,6 +208,7 @@ class Pipeline:
             if isinstance(self.cache, RedisCache):
                 await self.cache.aclose()
         await self.llm.aclose()
+        await asyncio.to_thread(self.tracing.shutdown)
         if self.engine is not None:
             engine, self.engine = self.engine, None
             await asyncio.to_thread(engine.stop)
@@ -263,6 +271,7 @@ class Pipeline:
             model=final.get("model"),
             truncated=final.get("truncated", False),
             finish_reason=final.get("finish_reason", "stop"),
+            ttft_ms=final.get("ttft_ms"),
             flags=final.get("flags", []),
             usage=final.get("usage", {}),
         )

@@ -217,6 +217,19 @@ class RetrievalSettings(_Model):
     candidates: PositiveInt = 100
 
 
+class TracingSettings(_Model):
+    """Where spans go. Export is batched in a background thread, never on the request path."""
+
+    # none | jsonl (a local file `ragpacer traces` reads) | otlp (any OTLP/HTTP endpoint)
+    # | langfuse (its OTLP endpoint, with the langfuse keys)
+    exporter: Literal["none", "jsonl", "otlp", "langfuse"] = "none"
+    endpoint: str | None = None  # otlp: e.g. http://127.0.0.1:4318/v1/traces
+    jsonl_path: Path | None = None  # None: {home}/traces.jsonl
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    export_timeout_s: PositiveFloat = 2.0
+    service_name: str = "ragpacer"
+
+
 class ServerSettings(_Model):
     host: str = "127.0.0.1"  # loopback by default: expose deliberately
     port: int = Field(default=8080, ge=1, le=65535)
@@ -246,6 +259,7 @@ class Settings(_Model):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     langfuse: LangfuseSettings = Field(default_factory=LangfuseSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -43,6 +43,8 @@ class StageRecord:
     detail: str | None = None
     # Time spent inside the stage body; the rest of elapsed_ms is the runner's own overhead.
     body_ms: float = 0.0
+    # When the stage started, in ms after the request began (for trace waterfalls).
+    offset_ms: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

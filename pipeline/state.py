@@ -27,6 +27,7 @@ class RequestState(TypedDict, total=False):
     answer_kind: str  # llm | extractive | template
     truncated: bool
     finish_reason: str
+    ttft_ms: float | None
     model: str | None
     usage: dict[str, int]
     # Keys that parallel branches write need a reducer.

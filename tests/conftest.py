@@ -31,6 +31,7 @@ def scripted() -> Iterator[ScriptedLLM]:
 def make_settings(llm_url: str, **overrides: Any) -> Settings:
     """The shipped example config pointed at a given LLM server."""
     base: dict[str, Any] = {
+        "tracing": {"exporter": "none"},
         "llm": {"engine": "external",
                 "models": [{"name": "smollm2", "url": llm_url, "decode_tokens_per_s": 50,
                             "ttft_ms": 20}]},

@@ -1,0 +1,130 @@
+"""Spans as a local OTLP/HTTP receiver decodes them; a dead or hanging collector costs nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from pipeline.sdk import Pipeline
+from tests.conftest import make_settings
+from tests.test_http import free_port
+
+QUESTION = "what does an overdraft cost"
+
+
+class Receiver:
+    """An OTLP/HTTP endpoint on loopback that decodes what it receives."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str], ExportTraceServiceRequest]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                msg = ExportTraceServiceRequest()
+                msg.ParseFromString(body)
+                outer.requests.append((self.path, dict(self.headers), msg))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def spans(self) -> list:  # type: ignore[type-arg]
+        return [s for _, _, m in self.requests for rs in m.resource_spans
+                for ss in rs.scope_spans for s in ss.spans]
+
+
+def attrs(span) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    out = {}
+    for kv in span.attributes:
+        v = kv.value
+        out[kv.key] = (v.string_value or v.int_value or v.double_value or v.bool_value
+                       if v.WhichOneof("value") != "array_value" else
+                       [x.string_value for x in v.array_value.values])
+    return out
+
+
+async def test_spans_parentage_and_attributes(scripted) -> None:
+    rx = Receiver()
+    p = Pipeline(make_settings(scripted.url, tracing={
+        "exporter": "otlp", "endpoint": f"http://127.0.0.1:{rx.port}/v1/traces"}))
+    result = await p.arun(QUESTION)
+    await p.aclose()  # flushes
+    spans = rx.spans()
+    root = next(s for s in spans if s.name == "ragpacer.request")
+    stages = [s for s in spans if s.name.startswith("stage.")]
+    assert [s.name for s in stages] == [f"stage.{r.name}" for r in result.stages]
+    assert root.trace_id.hex() == result.trace_id
+    for s in stages:
+        assert s.parent_span_id == root.span_id and s.trace_id == root.trace_id
+        a = attrs(s)
+        assert {"budget_ms", "elapsed_ms", "slack_ms", "outcome", "fallback"} <= set(a)
+        assert root.start_time_unix_nano <= s.start_time_unix_nano <= s.end_time_unix_nano
+    gen = attrs(next(s for s in stages if s.name == "stage.generation"))
+    assert gen["langfuse.observation.type"] == "generation"
+    assert gen["gen_ai.request.model"] == "smollm2" and gen["gen_ai.usage.output_tokens"] == 4
+    assert "langfuse.observation.completion_start_time" in gen
+    assert attrs(next(s for s in stages if s.name == "stage.intent"))["intent"]
+    # Nothing of the user's text leaves the process in a span.
+    assert "overdraft" not in str([attrs(s) for s in spans])
+    rx.server.shutdown()
+
+
+async def test_langfuse_exporter_uses_its_otlp_path_and_basic_auth(scripted) -> None:
+    rx = Receiver()
+    p = Pipeline(make_settings(scripted.url, tracing={"exporter": "langfuse"}, langfuse={
+        "host": f"http://127.0.0.1:{rx.port}", "public_key": "pk-lf-1", "secret_key": "sk-lf-2"}))
+    await p.arun(QUESTION)
+    await p.aclose()
+    path, headers, _ = rx.requests[0]
+    assert path == "/api/public/otel/v1/traces"
+    lowered = {k.lower(): v for k, v in headers.items()}
+    assert lowered["authorization"] == "Basic cGstbGYtMTpzay1sZi0y"  # pk-lf-1:sk-lf-2
+    rx.server.shutdown()
+
+
+def hanging_server() -> tuple[socket.socket, int]:
+    """Accepts connections and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    return sock, sock.getsockname()[1]
+
+
+async def _median_latency(p: Pipeline, n: int = 30) -> float:
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        await p.arun(f"{QUESTION} {i}")
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[n // 2]
+
+
+async def test_dead_or_hanging_collector_costs_no_latency(scripted) -> None:
+    sock, hang_port = hanging_server()
+    base = Pipeline(make_settings(scripted.url, cache={"enabled": False}))
+    baseline = await _median_latency(base)
+    for endpoint in (f"http://127.0.0.1:{free_port()}/v1/traces",
+                     f"http://127.0.0.1:{hang_port}/v1/traces"):
+        p = Pipeline(make_settings(scripted.url, cache={"enabled": False}, tracing={
+            "exporter": "otlp", "endpoint": endpoint, "export_timeout_s": 1}))
+        traced = await _median_latency(p)
+        assert traced < baseline * 3 + 0.005, (endpoint, baseline, traced)
+        t0 = time.monotonic()
+        await p.aclose()
+        assert time.monotonic() - t0 < 10, "shutdown must flush within a bounded time"
+    await base.aclose()
+    sock.close()
+    await asyncio.sleep(0)
