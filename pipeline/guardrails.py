@@ -159,20 +159,32 @@ _BOUNDARY = re.compile(r"[.!?;:\n]\s|\n")
 
 
 class StreamRedactor:
-    """Releases streamed text a sentence at a time, redacted, so PII never leaks mid-stream."""
+    """Releases streamed text redacted, never splitting a PII span across two releases.
+
+    Text is released at sentence ends, or, for long unpunctuated runs, at a space well behind
+    the newest text; a release point inside a detected PII span moves back to its start.
+    """
+
+    HOLD_CHARS = 48  # longer than any card number, IBAN or phone number we detect
 
     def __init__(self, cfg: GuardrailSettings) -> None:
         self.cfg = cfg
+        self.allow = frozenset(cfg.pii_allowlist)
         self._pending = ""
 
     def feed(self, text: str) -> str:
         self._pending += text
-        last = None
-        for last in _BOUNDARY.finditer(self._pending):  # noqa: B007 - we want the last match
-            pass
-        if last is None:
+        cut = 0
+        for match in _BOUNDARY.finditer(self._pending):
+            cut = match.end()
+        if len(self._pending) - cut > 2 * self.HOLD_CHARS:
+            cut = max(cut, self._pending.rfind(" ", 0, len(self._pending) - self.HOLD_CHARS) + 1)
+        if cut <= 0:
             return ""
-        ready, self._pending = self._pending[: last.end()], self._pending[last.end() :]
+        for _, start, end in find_pii(self._pending, self.allow):
+            if start < cut < end:
+                cut = start
+        ready, self._pending = self._pending[:cut], self._pending[cut:]
         return self._redact(ready)
 
     def flush(self) -> str:
@@ -180,6 +192,6 @@ class StreamRedactor:
         return self._redact(ready)
 
     def _redact(self, text: str) -> str:
-        if not self.cfg.redact_output_pii:
+        if not self.cfg.redact_output_pii or not text:
             return text
-        return redact_pii(text, frozenset(self.cfg.pii_allowlist))[0]
+        return redact_pii(text, self.allow)[0]

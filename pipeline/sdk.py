@@ -27,6 +27,7 @@ from pipeline.errors import InputError
 from pipeline.graph import build_graph
 from pipeline.guardrails import StreamRedactor, validate_query
 from pipeline.llm import LLMClient
+from pipeline.metrics import Metrics
 from pipeline.plan import build_plan, check_fallbacks
 from pipeline.result import Result
 from pipeline.runner import Observer, StageRunner
@@ -66,7 +67,8 @@ class Pipeline:
         supported["cache"] = CacheLookup.fallbacks
         check_fallbacks(settings, supported)
         self.stages = built
-        self.runner = StageRunner(build_plan(settings), observers)
+        self.metrics = Metrics()
+        self.runner = StageRunner(build_plan(settings), [self.metrics.observe_stage, *observers])
         self.graph = build_graph(settings, built, self.runner)
         self.cache: ResponseCache | None = None
         self.semantic: SemanticCache | None = None
@@ -123,6 +125,22 @@ class Pipeline:
         filters: Mapping[str, Any] | None = None,
         deadline_ms: float | None = None,
         on_token: Callable[[str], None] | None = None,
+    ) -> Result:
+        self.metrics.in_flight.inc()
+        try:
+            result = await self._answer(query, user_id, filters, deadline_ms, on_token)
+        finally:
+            self.metrics.in_flight.dec()
+        self.metrics.observe_result(result)
+        return result
+
+    async def _answer(
+        self,
+        query: str,
+        user_id: str | None,
+        filters: Mapping[str, Any] | None,
+        deadline_ms: float | None,
+        on_token: Callable[[str], None] | None,
     ) -> Result:
         start_ns = time.time_ns()
         deadline, query, scope = self.check_input(query, filters, deadline_ms)

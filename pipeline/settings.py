@@ -236,6 +236,13 @@ class ServerSettings(_Model):
     # The model id clients send; GET /v1/models lists it.
     model_name: str = "ragpacer"
     max_body_bytes: PositiveInt = 256 * 1024
+    # Bearer keys: plain (hashed at load, never kept) or "sha256:<hex>". Empty: no auth,
+    # which is only sensible on loopback (the default host).
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    # Per key (or per client address without auth); 0 disables. Redis-backed when
+    # redis_url is set, so several server processes share one budget.
+    rate_limit_per_s: float = Field(default=0.0, ge=0.0)
+    rate_limit_burst: PositiveInt = 20
 
 
 class LangfuseSettings(_Model):

@@ -57,3 +57,14 @@ def test_redaction_never_raises_and_is_idempotent(text: str) -> None:
     once, _ = redact_pii(text)
     twice, kinds = redact_pii(once)
     assert twice == once and kinds == []
+
+
+def test_stream_redactor_releases_long_unpunctuated_text_without_splitting_pii() -> None:
+    r = StreamRedactor(GuardrailSettings())
+    out = ""
+    text = ("word " * 30) + "card 4111 1111 1111 1111 " + ("more " * 30)
+    for i in range(0, len(text), 3):
+        out += r.feed(text[i : i + 3])
+    assert out, "long runs without punctuation must still stream"
+    out += r.flush()
+    assert "4111" not in out and "[CARD]" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -24,20 +25,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def serving(pipeline: Pipeline) -> Iterator[str]:
+    """The real app under uvicorn on a loopback port, in a thread."""
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(pipeline), host="127.0.0.1", port=port,
+                                        log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    with ScriptedLLM(Script()) as llm:
-        pipeline = Pipeline(make_settings(llm.url, server={"max_body_bytes": 20_000}))
-        port = free_port()
-        srv = uvicorn.Server(uvicorn.Config(create_app(pipeline), host="127.0.0.1", port=port,
-                                            log_level="warning"))
-        thread = threading.Thread(target=srv.run, daemon=True)
-        thread.start()
-        while not srv.started:
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-        srv.should_exit = True
-        thread.join(10)
+    with ScriptedLLM(Script()) as llm, serving(
+        Pipeline(make_settings(llm.url, server={"max_body_bytes": 20_000}))
+    ) as base:
+        yield base
 
 
 def client(base: str) -> openai.OpenAI:

@@ -9,12 +9,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
 from pipeline.http import errors
+from pipeline.http.auth import KeyStore, RedisTokenBucket, TokenBucket, retry_after
 from pipeline.http.errors import APIError, to_api_error
 from pipeline.http.limits import BodySizeLimit
 from pipeline.http.protocol import (
@@ -33,6 +35,24 @@ from pipeline.sdk import Pipeline
 def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
     settings = pipeline.settings
     model_name = settings.server.model_name
+    keys = KeyStore(settings.server.api_keys)
+    limiter: TokenBucket | None = None
+    if settings.server.rate_limit_per_s > 0:
+        rate, burst = settings.server.rate_limit_per_s, settings.server.rate_limit_burst
+        limiter = (RedisTokenBucket(settings.redis_url, rate, burst) if settings.redis_url
+                   else TokenBucket(rate, burst))
+
+    async def caller(request: Request) -> str:
+        """Authenticate, then charge the caller's rate limit (401 / 429 otherwise)."""
+        who = (keys.identify(request.headers.get("authorization")) if keys.enabled
+               else (request.client.host if request.client else "anonymous"))
+        if limiter is not None:
+            wait = await limiter.take(who)
+            if wait > 0:
+                raise APIError(429, "rate limit exceeded", type="rate_limit_exceeded",
+                               code="rate_limit_exceeded",
+                               headers={"Retry-After": retry_after(wait)})
+        return who
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,7 +67,7 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
     for exc_type in (Exception, RequestValidationError, HTTPException, APIError):
         app.add_exception_handler(exc_type, errors.handle)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", dependencies=[Depends(caller)])
     async def chat_completions(body: ChatCompletionRequest) -> Any:
         if body.model != model_name:
             raise APIError(404, f"model {body.model!r} does not exist; use {model_name!r}",
@@ -65,10 +85,15 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
         return JSONResponse(completion_body(result, model_name),
                             headers={"Server-Timing": server_timing(result)})
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", dependencies=[Depends(caller)])
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": model_name, "object": "model",
                                             "created": 0, "owned_by": "ragpacer"}]}
+
+    @app.get("/metrics", dependencies=[Depends(caller)])
+    async def metrics() -> Response:
+        # Behind the API keys when they are set; the server binds to loopback by default.
+        return Response(pipeline.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
