@@ -242,6 +242,47 @@ def llm_serve(
         eng.stop()
 
 
+@app.command()
+def traces(
+    config: ConfigOpt = None,
+    path: Annotated[Path | None, typer.Option(help="JSONL sink (default from config).")] = None,
+    langfuse: Annotated[bool, typer.Option(help="Read from Langfuse's public API.")] = False,
+    slow: Annotated[int, typer.Option(help="How many slowest traces to show.")] = 5,
+) -> None:
+    """Per-stage p50/p95/p99, breach and fallback rates, and the slowest traces' waterfall."""
+    from pipeline import traces as tr
+
+    settings = _settings(config)
+    try:
+        if langfuse:
+            lf = settings.langfuse
+            if not (lf.host and lf.public_key and lf.secret_key):
+                raise _fail(ValueError("set langfuse.host, public_key and secret_key"))
+            spans = tr.read_langfuse(lf.host, lf.public_key, lf.secret_key.get_secret_value())
+        else:
+            sink = path or settings.tracing.jsonl_path or settings.home / "traces.jsonl"
+            spans = tr.read_jsonl(sink)
+    except (OSError, ValueError) as exc:
+        raise _fail(exc) from None
+    table = Table(title=f"stages over {len({s['trace_id'] for s in spans})} traces",
+                  title_justify="left")
+    for col in ("stage", "n", "p50 ms", "p95 ms", "p99 ms", "breach", "fallback"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for r in tr.summary(tr.stage_rows(spans)):
+        table.add_row(r["stage"], str(r["n"]), f"{r['p50_ms']:.2f}", f"{r['p95_ms']:.2f}",
+                      f"{r['p99_ms']:.2f}", f"{r['breach_rate']:.1%}", f"{r['fallback_rate']:.1%}")
+    console.print(table)
+    for root, stages in tr.slowest(spans, slow):
+        total = (root["end_ns"] - root["start_ns"]) / 1e6
+        console.print(f"[bold]{root['trace_id']}[/] {total:.1f} ms "
+                      f"route={root['attributes'].get('ragpacer.route')}")
+        for st in stages:
+            bar = " " * int(st["offset_ms"] / max(total, 1e-9) * 40) + "#" * max(
+                1, int(st["elapsed_ms"] / max(total, 1e-9) * 40))
+            console.print(f"  {st['stage']:18} {st['elapsed_ms']:9.2f} ms {bar[:41]:41} "
+                          f"{st['outcome']}", highlight=False)
+
+
 DataOpt = Annotated[Path | None, typer.Option(
     "--data", help="CSV text,label or a folder with train.csv/test.csv (default: demo intents)")]
 

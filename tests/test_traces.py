@@ -1,0 +1,40 @@
+"""Trace review from the JSONL sink: summaries, waterfalls, the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from pipeline import traces as tr
+from pipeline.cli import app
+from pipeline.sdk import Pipeline
+from tests.conftest import make_settings
+
+
+async def test_jsonl_sink_round_trip_and_summary(scripted, tmp_path: Path) -> None:
+    sink = tmp_path / "traces.jsonl"
+    p = Pipeline(
+        make_settings(scripted.url, tracing={"exporter": "jsonl", "jsonl_path": str(sink)})
+    )
+    results = [
+        await p.arun(q)
+        for q in ("what does an overdraft cost", "hello", "how do I reset my password")
+    ]
+    await p.aclose()
+    spans = tr.read_jsonl(sink)
+    assert {s["trace_id"] for s in spans} == {r.trace_id for r in results}
+    rows = tr.stage_rows(spans)
+    summary = {r["stage"]: r for r in tr.summary(rows)}
+    assert summary["intent"]["n"] == 3 and summary["retrieval"]["n"] == 2
+    assert summary["generation"]["p50_ms"] <= summary["generation"]["p99_ms"]
+    (root, stages), *_ = tr.slowest(spans, 1)
+    assert root["name"] == "ragpacer.request" and stages[0]["stage"] == "cache"
+    assert all(s["offset_ms"] >= 0 for s in stages)
+    with sink.open("a") as f:
+        f.write('{"cut by a crash"')
+    assert len(tr.read_jsonl(sink)) == len(spans)
+
+    out = CliRunner().invoke(app, ["traces", "--path", str(sink), "--slow", "1"])
+    assert out.exit_code == 0, out.output
+    assert "p99 ms" in out.output and "generation" in out.output
