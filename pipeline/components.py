@@ -8,6 +8,7 @@ from typing import Any
 
 from agents.intent_stage import IntentClassifier, IntentRouter
 from agents.lexical import LexicalIntentClassifier, demo_intents, read_intents
+from agents.tools_stage import ToolsStage
 from pipeline.errors import ConfigError, InvalidFiltersError
 from pipeline.generation import Generation
 from pipeline.guardrails import InputGuardrails, OutputGuardrails
@@ -90,6 +91,35 @@ def document_vectors(index: BM25Index, embedder: Any) -> Any:
     return _VECTORS[key]
 
 
+def tool_registry(settings: Settings, index: BM25Index) -> Any:
+    from agents.builtin.currency import CurrencyConvert
+    from agents.builtin.knowledge import KnowledgeSearch
+    from agents.builtin.transactions import (
+        RecentTransactions,
+        RedisTransactionStore,
+        TransactionStore,
+    )
+    from agents.tools import ToolRegistry
+
+    cfg = settings.tools
+    store = RedisTransactionStore(settings.redis_url) if settings.redis_url else TransactionStore()
+    registry = ToolRegistry([
+        CurrencyConvert(cfg.currency_rates or None, cfg.default_timeout_s),
+        RecentTransactions(store, cfg.default_timeout_s),
+        KnowledgeSearch(index, cfg.default_timeout_s),
+    ])
+    if cfg.http_url:
+        from agents.builtin.http_service import HttpServiceTool
+
+        registry.register(HttpServiceTool(cfg.http_url, cfg.http_timeout_s))
+    for name, route in settings.routing.routes.items():
+        unknown = [t for t in route.tools if t not in registry.names()]
+        if unknown:
+            raise ConfigError(f"unknown tools {unknown}; available: {registry.names()}",
+                              field=f"routing.routes.{name}.tools")
+    return registry
+
+
 def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict[str, Stage]:
     embedder = load_embedder(settings)
     hybrid = None
@@ -99,6 +129,7 @@ def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict
         "input_guardrails": InputGuardrails(),
         "intent": IntentRouter(intent_classifier(settings, embedder)),
         "retrieval": Retrieval(index, route_filters(settings), hybrid),
+        "tools": ToolsStage(tool_registry(settings, index)),
         "generation": Generation(llm),
         "output_guardrails": OutputGuardrails(),
     }

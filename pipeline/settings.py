@@ -245,6 +245,15 @@ class ServerSettings(_Model):
     rate_limit_burst: PositiveInt = 20
 
 
+class ToolSettings(_Model):
+    # The HTTP tool (account_service) is registered when a URL is given.
+    http_url: str | None = None
+    http_timeout_s: PositiveFloat = 0.2
+    default_timeout_s: PositiveFloat = 0.1
+    # Units per 1 EUR for currency_convert; empty: the demo table.
+    currency_rates: dict[str, PositiveFloat] = Field(default_factory=dict)
+
+
 class LangfuseSettings(_Model):
     host: str | None = None
     public_key: str | None = None
@@ -267,6 +276,7 @@ class Settings(_Model):
     langfuse: LangfuseSettings = Field(default_factory=LangfuseSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    tools: ToolSettings = Field(default_factory=ToolSettings)
 
     @model_validator(mode="before")
     @classmethod

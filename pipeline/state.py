@@ -23,6 +23,7 @@ class RequestState(TypedDict, total=False):
     features: dict[str, Any]
     sources: list[Any]  # retrieval.Hit
     tool_results: list[dict[str, Any]]
+    tool_outcomes: dict[str, str]
     answer: str
     answer_kind: str  # llm | extractive | template
     truncated: bool

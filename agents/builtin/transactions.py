@@ -1,0 +1,76 @@
+"""Recent transactions of a customer, kept in Redis (a sorted set scored by time).
+
+Request-time data: what happened in the last hour is not in the nightly feature batch.
+Without Redis configured, an in-process store with the same interface is used.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from agents.tools import ToolArgumentError
+
+
+def tx_key(customer_id: str) -> str:
+    return f"ragpacer:tx:{customer_id}"
+
+
+class TransactionStore:
+    """In-process fallback; the Redis layout is the same (member = JSON, score = epoch s)."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, list[tuple[float, dict[str, Any]]]] = defaultdict(list)
+
+    async def add(self, customer_id: str, tx: dict[str, Any], at: float | None = None) -> None:
+        self._data[customer_id].append((at or time.time(), tx))
+
+    async def since(self, customer_id: str, since: float) -> list[dict[str, Any]]:
+        return [tx for ts, tx in self._data.get(customer_id, []) if ts >= since]
+
+
+class RedisTransactionStore:
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as redis
+
+        self._redis = redis.from_url(url, socket_connect_timeout=0.1, socket_timeout=0.1)
+
+    async def add(self, customer_id: str, tx: dict[str, Any], at: float | None = None) -> None:
+        await self._redis.zadd(tx_key(customer_id), {json.dumps(tx): at or time.time()})
+
+    async def since(self, customer_id: str, since: float) -> list[dict[str, Any]]:
+        raw = await self._redis.zrangebyscore(tx_key(customer_id), since, "+inf")
+        return [json.loads(r) for r in raw]
+
+
+class RecentTransactions:
+    name: ClassVar[str] = "recent_transactions"
+    description: ClassVar[str] = "The customer's card and account transactions of the last minutes."
+    parameters: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {
+            "customer_id": {"type": "string", "maxLength": 128},
+            "window_minutes": {"type": "integer", "minimum": 1, "maximum": 1440},
+        },
+        "required": ["customer_id"],
+    }
+
+    def __init__(self, store: TransactionStore | RedisTransactionStore,
+                 timeout_s: float = 0.05) -> None:
+        self.store = store
+        self.timeout_s = timeout_s
+
+    async def __call__(self, args: dict[str, Any]) -> dict[str, Any]:
+        window = args.get("window_minutes", 60)
+        txs = await self.store.since(args["customer_id"], time.time() - window * 60)
+        return {"window_minutes": window, "count": len(txs),
+                "total_eur": round(sum(float(t.get("amount_eur", 0)) for t in txs), 2),
+                "latest": txs[-5:]}
+
+    def arguments_from(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        if not state.get("user_id"):
+            raise ToolArgumentError("recent_transactions needs the customer id (`user`)")
+        return {"customer_id": state["user_id"], "window_minutes": 60}

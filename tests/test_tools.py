@@ -1,0 +1,125 @@
+"""Tools: concurrency, timeouts, failures, argument validation, and the real Redis store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, ClassVar
+
+import pytest
+
+from agents.builtin.currency import CurrencyConvert
+from agents.builtin.transactions import RecentTransactions, RedisTransactionStore
+from agents.tool_runner import run_tools
+from agents.tools import ToolArgumentError, openai_tool, validate_arguments
+from pipeline.deadline import Deadline
+from pipeline.sdk import Pipeline
+from tests.conftest import make_settings
+
+
+class Sleepy:
+    name: ClassVar[str] = "sleepy"
+    description: ClassVar[str] = "sleeps"
+    parameters: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
+
+    def __init__(self, name: str, delay_s: float, timeout_s: float = 5.0, fail: bool = False):
+        self.name = name  # type: ignore[misc]
+        self.delay_s, self.timeout_s, self.fail = delay_s, timeout_s, fail
+
+    async def __call__(self, args: dict[str, Any]) -> str:
+        await asyncio.sleep(self.delay_s)
+        if self.fail:
+            raise RuntimeError("tool exploded")
+        return self.name
+
+    def arguments_from(self, state: Any) -> dict[str, Any]:
+        return {}
+
+
+async def test_tools_run_concurrently() -> None:
+    tools = [Sleepy("a", 0.05), Sleepy("b", 0.10), Sleepy("c", 0.15)]
+    t0 = time.monotonic()
+    results = await run_tools([(t, {}) for t in tools], Deadline.after_ms(5000))
+    total = time.monotonic() - t0
+    assert [r.outcome for r in results] == ["ok"] * 3
+    assert total / 0.15 < 1.6, "three tools should take about as long as the slowest"
+
+
+async def test_a_hanging_tool_is_cut_and_the_others_are_kept() -> None:
+    tools = [
+        Sleepy("fast", 0.01),
+        Sleepy("hangs", 3600, timeout_s=0.1),
+        Sleepy("boom", 0, fail=True),
+    ]
+    results = {
+        r.name: r for r in await run_tools([(t, {}) for t in tools], Deadline.after_ms(5000))
+    }
+    assert results["fast"].outcome == "ok" and results["fast"].result == "fast"
+    assert results["hangs"].outcome == "timeout" and results["hangs"].elapsed_ms < 2000
+    assert results["boom"].outcome == "error" and "exploded" in results["boom"].error
+
+
+async def test_the_request_deadline_caps_every_tool() -> None:
+    (r,) = await run_tools([(Sleepy("slow", 3600, timeout_s=60), {})], Deadline.after_ms(100))
+    assert r.outcome == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ({"amount": 10, "from_currency": "EUR"}, "missing required field 'to_currency'"),
+        ({"amount": "ten", "from_currency": "EUR", "to_currency": "USD"}, "amount must be number"),
+        ({"amount": 10, "from_currency": "EUR", "to_currency": "XXX"}, "must be one of"),
+        ({"amount": -1, "from_currency": "EUR", "to_currency": "USD"}, ">= 0"),
+        ({"amount": 1, "from_currency": "EUR", "to_currency": "USD", "x": 1}, "unknown field 'x'"),
+        ([1, 2], "arguments must be object"),
+    ],
+)
+def test_bad_arguments_from_a_model_are_rejected_clearly(args, match: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ToolArgumentError, match=match):
+        validate_arguments(CurrencyConvert.parameters, args)
+
+
+async def test_invalid_arguments_come_back_as_a_result_not_an_exception() -> None:
+    (r,) = await run_tools([(CurrencyConvert(), {"amount": "x"})], Deadline.after_ms(1000))
+    assert r.outcome == "invalid_arguments" and "from_currency" in r.error
+
+
+async def test_currency_conversion_and_its_openai_schema() -> None:
+    tool = CurrencyConvert()
+    out = await tool({"amount": 100, "from_currency": "EUR", "to_currency": "USD"})
+    assert out["result"] == 108.0
+    assert tool.arguments_from({"query": "what is 250 GBP in EUR?"}) == {
+        "amount": 250.0,
+        "from_currency": "GBP",
+        "to_currency": "EUR",
+    }
+    spec = openai_tool(tool)
+    assert spec["type"] == "function" and spec["function"]["name"] == "currency_convert"
+
+
+async def test_recent_transactions_from_real_redis() -> None:
+    import redis
+
+    try:
+        redis.Redis(socket_connect_timeout=0.5).ping()
+    except redis.RedisError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    store = RedisTransactionStore("redis://127.0.0.1:6379/0")
+    customer = f"c-{time.time()}"
+    await store.add(customer, {"amount_eur": 12.5, "merchant": "cafe"})
+    await store.add(customer, {"amount_eur": 40, "merchant": "fuel"})
+    await store.add(customer, {"amount_eur": 999, "merchant": "old"}, at=time.time() - 7200)
+    out = await RecentTransactions(store)({"customer_id": customer, "window_minutes": 60})
+    assert out["count"] == 2 and out["total_eur"] == 52.5
+
+
+async def test_a_route_with_tools_answers_and_names_failures(scripted) -> None:
+    p = Pipeline(make_settings(scripted.url, redis_url="redis://127.0.0.1:6379/0"))
+    ok = await p.arun("show my recent transactions", user_id="c-tools-1")
+    assert ok.route == "account_activity" and "tools" not in ok.degraded
+    prompt = scripted.requests[-1]["messages"][-1]["content"]
+    assert '<tool name="recent_transactions">' in prompt
+    anonymous = await p.arun("show my recent transactions")  # no customer id
+    assert anonymous.answer and "tools" in anonymous.degraded
+    await p.aclose()
