@@ -19,6 +19,7 @@ setup: $(BIN)/ragpacer
 engine: setup
 	$(BIN)/ragpacer llm prepare
 	$(BIN)/ragpacer models prepare
+	$(BIN)/ragpacer features materialize
 
 run: engine
 	$(BIN)/ragpacer serve

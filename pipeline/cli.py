@@ -21,6 +21,8 @@ llm_app = typer.Typer(no_args_is_help=True, help="Prepare and serve the LLM engi
 app.add_typer(llm_app, name="llm")
 models_app = typer.Typer(no_args_is_help=True, help="The embedding model and trained heads.")
 app.add_typer(models_app, name="models")
+features_app = typer.Typer(no_args_is_help=True, help="The Feast feature store.")
+app.add_typer(features_app, name="features")
 intents_app = typer.Typer(no_args_is_help=True, help="Train and evaluate the intent classifier.")
 app.add_typer(intents_app, name="intents")
 console = Console()
@@ -281,6 +283,21 @@ def traces(
                 1, int(st["elapsed_ms"] / max(total, 1e-9) * 40))
             console.print(f"  {st['stage']:18} {st['elapsed_ms']:9.2f} ms {bar[:41]:41} "
                           f"{st['outcome']}", highlight=False)
+
+
+@features_app.command("materialize")
+def features_materialize(
+    config: ConfigOpt = None,
+    demo: Annotated[bool, typer.Option(help="(Re)write the demo parquet first.")] = False,
+) -> None:
+    """The nightly batch job: apply feature_repo/ and load the online store."""
+    from pipeline.features import materialize
+
+    try:
+        out = materialize(_settings(config), demo=demo)
+    except (RagpacerError, OSError, ValueError) as exc:
+        raise _fail(exc) from None
+    console.print(f"[green]materialized[/] into {out['online_store']} in {out['seconds']} s")
 
 
 DataOpt = Annotated[Path | None, typer.Option(

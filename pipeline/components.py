@@ -91,18 +91,27 @@ def document_vectors(index: BM25Index, embedder: Any) -> Any:
     return _VECTORS[key]
 
 
+_TX_STORES: dict[str | None, Any] = {}
+
+
+def transaction_store(settings: Settings) -> Any:
+    """Request-time transactions: one store per Redis URL (or in-process) per process."""
+    from agents.builtin.transactions import RedisTransactionStore, TransactionStore
+
+    url = settings.redis_url
+    if url not in _TX_STORES:
+        _TX_STORES[url] = RedisTransactionStore(url) if url else TransactionStore()
+    return _TX_STORES[url]
+
+
 def tool_registry(settings: Settings, index: BM25Index) -> Any:
     from agents.builtin.currency import CurrencyConvert
     from agents.builtin.knowledge import KnowledgeSearch
-    from agents.builtin.transactions import (
-        RecentTransactions,
-        RedisTransactionStore,
-        TransactionStore,
-    )
+    from agents.builtin.transactions import RecentTransactions
     from agents.tools import ToolRegistry
 
     cfg = settings.tools
-    store = RedisTransactionStore(settings.redis_url) if settings.redis_url else TransactionStore()
+    store = transaction_store(settings)
     registry = ToolRegistry([
         CurrencyConvert(cfg.currency_rates or None, cfg.default_timeout_s),
         RecentTransactions(store, cfg.default_timeout_s),
@@ -125,7 +134,7 @@ def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict
     hybrid = None
     if embedder is not None and settings.retrieval.mode != "bm25":
         hybrid = HybridIndex(index, document_vectors(index, embedder))
-    return {
+    stages: dict[str, Stage] = {
         "input_guardrails": InputGuardrails(),
         "intent": IntentRouter(intent_classifier(settings, embedder)),
         "retrieval": Retrieval(index, route_filters(settings), hybrid),
@@ -133,3 +142,8 @@ def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict
         "generation": Generation(llm),
         "output_guardrails": OutputGuardrails(),
     }
+    if settings.features.enabled:
+        from pipeline.features import FeaturesStage
+
+        stages["features"] = FeaturesStage(settings, transaction_store(settings))
+    return stages

@@ -98,6 +98,10 @@ class Pipeline:
 
     async def astart(self, say: Callable[[str], None] = _quiet) -> None:
         """Start what the config asks ragpacer to manage (the LLM engine); idempotent."""
+        for stage in self.stages.values():  # e.g. the Feast store, made in this event loop
+            start = getattr(stage, "astart", None)
+            if start is not None:
+                await start()
         if self.settings.llm.engine != "managed" or self.engine is not None:
             return
         from pipeline.engine_manager import managed_engine

@@ -245,6 +245,19 @@ class ServerSettings(_Model):
     rate_limit_burst: PositiveInt = 20
 
 
+class FeatureSettings(_Model):
+    """Precomputed customer features from Feast (the `features` branch stage)."""
+
+    enabled: bool = False  # importing Feast takes seconds: only when a route needs it
+    online_store: Literal["sqlite", "redis"] = "sqlite"  # redis uses redis_url
+    feature_view: str = "customer_stats"
+    names: list[str] = Field(default_factory=lambda: [
+        "lifetime_value_eur", "tier", "tenure_months", "open_tickets", "products_held"])
+    defaults: dict[str, str | int | float] = Field(default_factory=lambda: {
+        "lifetime_value_eur": 0.0, "tier": "standard", "tenure_months": 0,
+        "open_tickets": 0, "products_held": 1})
+
+
 class ToolSettings(_Model):
     # The HTTP tool (account_service) is registered when a URL is given.
     http_url: str | None = None
@@ -277,6 +290,7 @@ class Settings(_Model):
     server: ServerSettings = Field(default_factory=ServerSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     tools: ToolSettings = Field(default_factory=ToolSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
 
     @model_validator(mode="before")
     @classmethod

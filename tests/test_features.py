@@ -1,0 +1,91 @@
+"""Feast: apply + materialize + online reads with SQLite and Redis, defaults when it fails."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.context import RunContext
+from pipeline.deadline import Deadline
+from pipeline.features import FeaturesStage, materialize
+from pipeline.sdk import Pipeline
+from pipeline.stage import Degraded
+from tests.conftest import ROOT, make_settings
+from tests.test_http import free_port
+from tests.test_redis_cache import redis_up
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of feature_repo/, so tests never touch the project's online store."""
+    target = tmp_path_factory.mktemp("feast") / "feature_repo"
+    shutil.copytree(
+        ROOT / "feature_repo", target, ignore=shutil.ignore_patterns("data", "__pycache__")
+    )
+    return target
+
+
+def settings_for(repo: Path, store: str, url: str = "http://127.0.0.1:9/v1", **extra):  # type: ignore[no-untyped-def]
+    return make_settings(
+        url,
+        feast_repo=str(repo),
+        redis_url=REDIS if store == "redis" else None,
+        features={"enabled": True, "online_store": store},
+        **extra,
+    )
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+async def test_materialize_then_read_online(repo: Path, store: str) -> None:
+    if store == "redis" and not redis_up():
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    s = settings_for(repo, store)
+    out = materialize(s, demo=True)
+    assert out["online_store"] == store
+    stage = FeaturesStage(s)
+    await stage.astart()
+    ctx = RunContext(Deadline.after_ms(5000), s, None)
+    known = await stage({"user_id": "c-0001"}, ctx)
+    assert not isinstance(known, Degraded)
+    assert known["features"]["tier"] in ("standard", "premium", "business")
+    assert known["features"]["lifetime_value_eur"] > 0
+    unknown = await stage({"user_id": "nobody"}, ctx)
+    assert isinstance(unknown, Degraded) and unknown.reason == "unknown customer"
+    assert unknown.update["features"]["tier"] == "standard"  # the configured default
+
+
+async def test_pipeline_merges_features_and_request_time_data(repo: Path, scripted) -> None:
+    s = settings_for(repo, "sqlite", scripted.url, stages={"features": {"budget_ms": 2000}})
+    materialize(s)
+    p = Pipeline(s)
+    await p.astart()
+    store = p.stages["tools"].registry.get("recent_transactions").store
+    await store.add("c-0002", {"amount_eur": 9.5})
+    result = await p.arun("show my recent transactions", user_id="c-0002")
+    assert result.route == "account_activity" and "features" not in result.degraded
+    prompt = scripted.requests[-1]["messages"][-1]["content"]
+    assert "tier=" in prompt and "transactions_last_hour=1" in prompt
+    await p.aclose()
+
+
+async def test_store_down_gives_defaults_and_says_so(repo: Path, scripted) -> None:
+    s = make_settings(
+        scripted.url,
+        feast_repo=str(repo),
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        features={"enabled": True, "online_store": "redis"},
+        stages={"features": {"budget_ms": 2000}},
+    )
+    p = Pipeline(s)
+    await p.astart()
+    result = await p.arun("show my recent transactions", user_id="c-0001")
+    assert result.answer and "features" in result.degraded
+    rec = next(r for r in result.stages if r.name == "features")
+    assert rec.fallback == "default"
+    prompt = scripted.requests[-1]["messages"][-1]["content"]
+    assert "tier=standard" in prompt
+    await p.aclose()
