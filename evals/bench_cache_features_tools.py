@@ -1,0 +1,108 @@
+"""Cache hits through the SDK, the feature stage's stores, and concurrent tools.
+
+Rerun:  .venv/bin/python -m evals.bench_cache_features_tools [--n 1000]
+Needs Redis on 127.0.0.1:6379 and `ragpacer features materialize` for both stores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+
+from evals.common import percentiles, save
+from pipeline.context import RunContext
+from pipeline.deadline import Deadline
+from pipeline.features import FeaturesStage, materialize
+from pipeline.sdk import Pipeline
+from pipeline.settings import load_settings
+
+REDIS = "redis://127.0.0.1:6379/0"
+CONFIG = Path("ragpacer.yaml")
+
+
+def settings(**over):  # type: ignore[no-untyped-def]
+    base = {"llm": {"engine": "external", "models": [{"name": "smollm2",
+                                                      "url": "http://127.0.0.1:9/v1"}]},
+            "tracing": {"exporter": "none"}}
+    return load_settings(CONFIG, environ={}, overrides={**base, **over})
+
+
+async def cache_hits(n: int, redis: bool) -> dict:
+    p = Pipeline(settings(redis_url=REDIS if redis else None))
+    p.version += f"-bench-{time.time()}"
+    await p.arun("how do I freeze my card")
+    await p._cache_writer.drain()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = await p.arun("how do I freeze my card")
+        times.append((time.perf_counter() - t0) * 1000)
+        assert r.cached
+    await p.aclose()
+    return percentiles(times)
+
+
+async def features(n: int) -> dict:
+    import redis.asyncio as aioredis
+
+    out = {}
+    for store in ("sqlite", "redis"):
+        s = settings(redis_url=REDIS, features={"enabled": True, "online_store": store})
+        materialize(s)
+        stage = FeaturesStage(s)
+        await stage.astart()
+        ctx = RunContext(Deadline.after_ms(60_000), s, None)
+        times = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            await stage({"user_id": f"c-{i % 1000:04d}"}, ctx)
+            times.append((time.perf_counter() - t0) * 1000)
+        out[f"feast-{store}"] = percentiles(times)
+    r = aioredis.from_url(REDIS)
+    for i in range(1000):
+        await r.hset(f"bench:customer:c-{i:04d}", mapping={"tier": "premium", "ltv": 1.0})
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        await r.hgetall(f"bench:customer:c-{i % 1000:04d}")
+        times.append((time.perf_counter() - t0) * 1000)
+    out["raw-redis-py-hgetall"] = percentiles(times)
+    await r.aclose()
+    return out
+
+
+async def tools(n: int) -> dict:
+    from agents.tool_runner import run_tools
+    from tests.test_tools import Sleepy
+
+    trio = [Sleepy("a", 0.05), Sleepy("b", 0.10), Sleepy("c", 0.15)]
+    ratios = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await run_tools([(t, {}) for t in trio], Deadline.after_ms(5000))
+        ratios.append((time.perf_counter() - t0) / 0.15)
+    return percentiles(ratios)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=1000)
+    args = ap.parse_args()
+    out = {"cache_hit_ms_inprocess": asyncio.run(cache_hits(args.n, False)),
+           "cache_hit_ms_redis": asyncio.run(cache_hits(args.n, True)),
+           "feature_stage_ms": asyncio.run(features(args.n)),
+           "tools_total_over_slowest": asyncio.run(tools(50))}
+    for k, v in out.items():
+        if "p50" in v:
+            print(f"{k:34} p50 {v['p50']:.3f} p95 {v['p95']:.3f} p99 {v['p99']:.3f}")
+        else:
+            for kk, vv in v.items():
+                print(f"{k + ' ' + kk:34} p50 {vv['p50']:.3f} p95 {vv['p95']:.3f} "
+                      f"p99 {vv['p99']:.3f}")
+    print("saved", save("bench_cache_features_tools", out))
+
+
+if __name__ == "__main__":
+    main()
