@@ -243,6 +243,9 @@ class ServerSettings(_Model):
     # redis_url is set, so several server processes share one budget.
     rate_limit_per_s: float = Field(default=0.0, ge=0.0)
     rate_limit_burst: PositiveInt = 20
+    # Admission control: requests answered at once, and how many may wait for a slot.
+    max_concurrency: PositiveInt = 64
+    max_queue: int = Field(default=128, ge=0)
 
 
 class FeatureSettings(_Model):

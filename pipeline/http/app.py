@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
+from pipeline.admission import Admission, Overloaded
 from pipeline.http import errors
 from pipeline.http.auth import KeyStore, RedisTokenBucket, TokenBucket, retry_after
 from pipeline.http.errors import APIError, to_api_error
@@ -36,6 +37,7 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
     settings = pipeline.settings
     model_name = settings.server.model_name
     keys = KeyStore(settings.server.api_keys)
+    admission = Admission(settings.server.max_concurrency, settings.server.max_queue)
     limiter: TokenBucket | None = None
     if settings.server.rate_limit_per_s > 0:
         rate, burst = settings.server.rate_limit_per_s, settings.server.rate_limit_burst
@@ -77,11 +79,16 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
                            code="invalid_value")
         call = body.to_call()
         pipeline.check_input(call["query"], call["filters"], call["deadline_ms"])
+        deadline = pipeline._deadline(call["deadline_ms"])
         if body.stream:
-            return StreamingResponse(_stream(pipeline, call, model_name),
+            return StreamingResponse(_admitted_stream(admission, deadline, pipeline, call,
+                                                      model_name),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
-        result = await pipeline.arun(call.pop("query"), **call)
+        async with admission.slot(deadline):
+            # Time spent waiting for the slot counts against the request's deadline.
+            call["deadline_ms"] = max(deadline.remaining_ms(), 1.0)
+            result = await pipeline.arun(call.pop("query"), **call)
         return JSONResponse(completion_body(result, model_name),
                             headers={"Server-Timing": server_timing(result)})
 
@@ -119,6 +126,19 @@ async def _llm_check(pipeline: Pipeline) -> str:
         return "ok" if r.status_code == 200 else f"http {r.status_code}"
     except httpx.HTTPError as exc:
         return f"down ({type(exc).__name__})"
+
+
+async def _admitted_stream(admission: Admission, deadline: Any, pipeline: Pipeline,
+                           call: dict[str, Any], model: str) -> AsyncIterator[str]:
+    try:
+        async with admission.slot(deadline):
+            call["deadline_ms"] = max(deadline.remaining_ms(), 1.0)
+            async for chunk in _stream(pipeline, call, model):
+                yield chunk
+    except Overloaded as exc:
+        err = to_api_error(exc)
+        yield _sse(errors.error_body(err.message, err.type, err.code, err.param))
+        yield "data: [DONE]\n\n"
 
 
 def _sse(payload: dict[str, Any]) -> str:

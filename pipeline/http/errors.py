@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import Request
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from pipeline.admission import Overloaded
 from pipeline.errors import InputError, RagpacerError, StageFailed
 
 log = logging.getLogger("ragpacer.http")
@@ -35,6 +37,9 @@ def to_api_error(exc: BaseException) -> APIError:
         return exc
     if isinstance(exc, InputError):
         return APIError(400, str(exc), code=getattr(exc, "code", None))
+    if isinstance(exc, Overloaded):
+        return APIError(503, str(exc), type="service_unavailable", code="overloaded",
+                        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))})
     if isinstance(exc, StageFailed):
         return APIError(503, f"the {exc.stage} stage is unavailable; retry shortly",
                         type="service_unavailable", code="stage_unavailable",

@@ -1,0 +1,66 @@
+"""Admission control: reject early what the queue would make late.
+
+A bounded number of requests run at once; a bounded number wait. A request is turned away
+at once (503 + Retry-After) when the queue is full, or when the expected wait (queue position
+x mean service time / slots) already exceeds its deadline: better a fast "retry later" than
+accepting work that cannot finish in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from pipeline.deadline import Deadline
+from pipeline.errors import RagpacerError
+
+
+class Overloaded(RagpacerError):
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Admission:
+    def __init__(self, max_concurrency: int, max_queue: int) -> None:
+        self.max_concurrency = max_concurrency
+        self.max_queue = max_queue
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self.running = 0
+        self.waiting = 0
+        self.mean_ms = 50.0  # EWMA of service time, updated as requests finish
+        self.rejected = 0
+
+    def _expected_wait_ms(self) -> float:
+        return math.ceil((self.waiting + 1) / self.max_concurrency) * self.mean_ms \
+            if self.running >= self.max_concurrency else 0.0
+
+    @asynccontextmanager
+    async def slot(self, deadline: Deadline) -> AsyncIterator[None]:
+        wait = self._expected_wait_ms()
+        if self.running >= self.max_concurrency and (
+                self.waiting >= self.max_queue or wait > deadline.remaining_ms()):
+            self.rejected += 1
+            raise Overloaded("server overloaded: retry shortly",
+                             max(wait, self.mean_ms) / 1000.0)
+        self.waiting += 1
+        try:
+            async with asyncio.timeout_at(deadline.at):
+                await self._slots.acquire()
+        except TimeoutError:
+            self.rejected += 1
+            raise Overloaded("server overloaded: no slot before the deadline",
+                             self.mean_ms / 1000.0) from None
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.running -= 1
+            self._slots.release()
+            self.mean_ms += 0.1 * ((time.monotonic() - t0) * 1000.0 - self.mean_ms)

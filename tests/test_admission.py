@@ -1,0 +1,65 @@
+"""Admission control: overload is refused early with Retry-After, accepted work finishes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from pipeline.sdk import Pipeline
+from tests.conftest import make_settings
+from tests.scripted_llm import Script, ScriptedLLM
+from tests.test_http import serving
+
+BODY = {
+    "model": "ragpacer",
+    "messages": [{"role": "user", "content": "what does an overdraft cost"}],
+}
+
+
+async def test_overload_is_rejected_at_once_and_accepted_requests_finish() -> None:
+    slow = Script(ttft_s=0.4)
+    with (
+        ScriptedLLM(slow) as llm,
+        serving(
+            Pipeline(
+                make_settings(
+                    llm.url, cache={"enabled": False}, server={"max_concurrency": 1, "max_queue": 1}
+                )
+            )
+        ) as base,
+    ):
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            responses = await asyncio.gather(
+                *(client.post("/v1/chat/completions", json=BODY) for _ in range(6))
+            )
+    codes = sorted(r.status_code for r in responses)
+    assert 200 in codes and 503 in codes, codes
+    rejected = next(r for r in responses if r.status_code == 503)
+    assert rejected.json()["error"]["code"] == "overloaded"
+    assert int(rejected.headers["retry-after"]) >= 1
+    for r in responses:
+        if r.status_code == 200:
+            assert r.json()["ragpacer"]["answer_kind"] == "llm"
+
+
+async def test_a_deadline_shorter_than_the_queue_is_refused() -> None:
+    slow = Script(ttft_s=0.5)
+    with (
+        ScriptedLLM(slow) as llm,
+        serving(
+            Pipeline(
+                make_settings(
+                    llm.url,
+                    cache={"enabled": False},
+                    server={"max_concurrency": 1, "max_queue": 10},
+                )
+            )
+        ) as base,
+    ):
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            first = asyncio.create_task(client.post("/v1/chat/completions", json=BODY))
+            await asyncio.sleep(0.2)
+            hurried = await client.post("/v1/chat/completions", json={**BODY, "deadline_ms": 100})
+            assert hurried.status_code == 503
+            assert (await first).status_code == 200
