@@ -20,6 +20,7 @@ engine: setup
 	$(BIN)/ragpacer llm prepare
 	$(BIN)/ragpacer models prepare
 	$(BIN)/ragpacer features materialize
+	$(BIN)/ragpacer ingest pipeline/demo/knowledge_base.jsonl
 
 run: engine
 	$(BIN)/ragpacer serve

@@ -285,6 +285,33 @@ def traces(
                           f"{st['outcome']}", highlight=False)
 
 
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="A .jsonl file (ours or BEIR corpus.jsonl) "
+                                               "or a folder of .md/.txt/.jsonl files.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Chunk, embed and index documents into a new Qdrant Edge shard, then switch to it."""
+    from rich.progress import Progress
+
+    from pipeline.components import index_root
+    from retrieval.ingest import ingest as run_ingest
+
+    try:
+        settings = _settings(config)
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task("embedding and indexing", total=None)
+            out = run_ingest(path, index_root(settings), _embedder(settings),
+                             settings.retrieval.filter_fields,
+                             lambda done, total: bar.update(task, completed=done, total=total))
+    except RagpacerError as exc:
+        raise _fail(exc) from None
+    rate = out["chunks"] / max(out["seconds"], 1e-9)
+    console.print(f"[green]indexed[/] {out['documents']} documents as {out['chunks']} chunks in "
+                  f"{out['seconds']} s ({rate:.0f} chunks/s, {out['disk_bytes'] / 1e6:.1f} MB "
+                  f"on disk) -> {out['path']}")
+
+
 @features_app.command("materialize")
 def features_materialize(
     config: ConfigOpt = None,

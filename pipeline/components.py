@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,43 @@ def intent_classifier(settings: Settings, embedder: Any) -> IntentClassifier:
     return EmbeddingIntentClassifier(embedder, head, batcher)
 
 
+def index_root(settings: Settings) -> Path:
+    return settings.home / "index"
+
+
+def edge_store(settings: Settings) -> Any:
+    """The ingested Qdrant Edge index, when the config says to use it."""
+    from retrieval.ingest import current_index
+
+    if settings.retrieval.backend == "memory":
+        return None
+    path = current_index(index_root(settings))
+    if path is None:
+        if settings.retrieval.backend == "edge":
+            raise ConfigError(f"no index under {index_root(settings)}: run `ragpacer ingest`",
+                              field="retrieval.backend")
+        return None
+    from retrieval.stores.edge import EdgeStore
+
+    # An Edge shard is locked by the process that opens it: one store per path per process.
+    # Several server processes need the Qdrant server backend instead.
+    if path not in _STORES:
+        try:
+            _STORES[path] = EdgeStore.open(path)
+        except Exception as exc:  # e.g. locked by a running `ragpacer serve`
+            if settings.retrieval.backend == "edge":
+                raise ConfigError(f"cannot open the index {path}: {exc}",
+                                  field="retrieval.backend") from exc
+            log.warning("index %s unavailable (%s); searching the knowledge base in memory",
+                        path, exc)
+            return None
+    return _STORES[path]
+
+
+_STORES: dict[Path, Any] = {}
+
+
+log = logging.getLogger("ragpacer")
 _VECTORS: dict[tuple[str, str], Any] = {}
 
 
@@ -131,8 +169,8 @@ def tool_registry(settings: Settings, index: BM25Index) -> Any:
 
 def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict[str, Stage]:
     embedder = load_embedder(settings)
-    hybrid = None
-    if embedder is not None and settings.retrieval.mode != "bm25":
+    hybrid: Any = edge_store(settings)
+    if hybrid is None and embedder is not None and settings.retrieval.mode != "bm25":
         hybrid = HybridIndex(index, document_vectors(index, embedder))
     stages: dict[str, Stage] = {
         "input_guardrails": InputGuardrails(),

@@ -20,7 +20,7 @@ from pipeline.cache import (
     cache_key,
     semantic_scope,
 )
-from pipeline.components import default_stages, index_version, load_index
+from pipeline.components import config_version, default_stages, index_version, load_index
 from pipeline.context import RunContext
 from pipeline.deadline import Deadline
 from pipeline.errors import InputError
@@ -82,10 +82,12 @@ class Pipeline:
                                               settings.cache.max_entries)
             self._cache_lookup = CacheLookup(self.cache, self.semantic, classifier)
             self._cache_writer = CacheWriter(self.cache)
-        # Any change to config or index makes every earlier cache entry unreachable.
-        self.version = (
-            f"{hash(settings.model_dump_json()) & 0xFFFFFFFF:08x}-{index_version(self.index)}"
-        )
+        store = getattr(built.get("retrieval"), "hybrid", None)
+        self.index_id = (store.shard_path.name if hasattr(store, "shard_path")
+                         else index_version(self.index))
+        # Any change to config or index (a re-ingest) makes earlier cache entries unreachable;
+        # the same config and index give the same version in every process (a shared cache).
+        self.version = f"{config_version(settings)}-{self.index_id}"
         self._portal: _LoopThread | None = None
         self.tracing = Tracing(settings)
         self.engine: Any = None  # pipeline.engine.ManagedEngine once astart() ran

@@ -215,6 +215,9 @@ class RetrievalSettings(_Model):
     # Cranfield (evals/eval_retrieval.py): nDCG@10 0.407 vs 0.364 bm25, 0.381 dense.
     mode: Literal["bm25", "dense", "bm25_then_dense", "fusion"] = "fusion"
     candidates: PositiveInt = 100
+    # auto: the Qdrant Edge index `ragpacer ingest` built ({home}/index/current) when it
+    # exists, else the knowledge base in memory. edge: require the index. memory: never.
+    backend: Literal["auto", "edge", "memory"] = "auto"
 
 
 class TracingSettings(_Model):

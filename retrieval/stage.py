@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pipeline.context import RunContext
 from pipeline.stage import Update
@@ -19,9 +19,10 @@ class Retrieval:
     fallbacks: ClassVar[frozenset[str]] = frozenset({"cheaper"})
 
     def __init__(self, index: BM25Index, route_filters: dict[str, Filters],
-                 hybrid: HybridIndex | None = None) -> None:
+                 hybrid: HybridIndex | Any = None) -> None:
         self.index = index
         self.route_filters = route_filters
+        # HybridIndex (in memory) or EdgeStore (Qdrant Edge): the same search() signature.
         self.hybrid = hybrid
 
     def _filters(self, state: RequestState) -> Filters:
@@ -37,5 +38,9 @@ class Retrieval:
                                               self._filters(state), cfg.mode, cfg.candidates)}
 
     def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
+        """BM25 only, on the same corpus the main path searches."""
         top_k = ctx.settings.routing.routes[state["route"]].top_k
+        if self.hybrid is not None:
+            return {"sources": self.hybrid.search(state["query"], None, top_k,
+                                                  self._filters(state), "bm25")}
         return {"sources": self.index.search(state["query"], top_k, self._filters(state))}

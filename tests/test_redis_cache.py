@@ -71,18 +71,18 @@ async def test_hit_miss_and_ttl() -> None:
 
 
 async def test_pipeline_answers_from_redis(scripted) -> None:
+    # A TTL unique to this run gives a fresh key space (the config is part of the key).
     p = Pipeline(make_settings(scripted.url, redis_url=REDIS,
-                               cache={"ttl_s": 30}, retrieval={"mode": "bm25"},
+                               cache={"ttl_s": 30 + time.time() % 1}, retrieval={"mode": "bm25"},
                                routing={"classifier": "lexical"}))
-    p.version += f"-{os.getpid()}-{time.time()}"  # a fresh key space for this run
     first = await p.arun(QUESTION)
     await p._cache_writer.drain()
     second = await p.arun(QUESTION)
     assert not first.cached and second.cached and second.answer == first.answer
     assert len(scripted.requests) == 1
-    # Another process with the same config and index shares the entry.
+    # Another pipeline (another process) with the same config and index shares the entry.
     other = Pipeline(p.settings)
-    other.version = p.version
+    assert other.version == p.version
     assert (await other.arun(QUESTION)).cached
     await p.aclose()
     await other.aclose()

@@ -1,0 +1,132 @@
+"""``ragpacer ingest PATH``: documents -> chunks -> dense + BM25 vectors -> a Qdrant Edge shard.
+
+Atomic: every ingest builds a new shard next to the live one and then swaps the `current`
+symlink (a rename, atomic on POSIX); a failed or interrupted ingest leaves the previous index
+serving. Idempotent: chunk ids are stable, so the same input gives the same index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.analyzer import Analyzer
+from retrieval.corpus import CorpusError, load_jsonl
+from retrieval.sparse import document_weights
+from retrieval.types import Document
+
+SUFFIXES = (".md", ".txt", ".jsonl")
+
+
+def chunk(doc: Document, words: int = 180, overlap: int = 40) -> list[Document]:
+    """Split long documents into overlapping word windows; short ones stay whole."""
+    tokens = doc.text.split()
+    if len(tokens) <= words:
+        return [Document(id=f"{doc.id}#0", text=doc.text, title=doc.title,
+                         metadata={**doc.metadata, "source_id": doc.id})]
+    out, step = [], words - overlap
+    for n, start in enumerate(range(0, max(len(tokens) - overlap, 1), step)):
+        out.append(Document(id=f"{doc.id}#{n}", text=" ".join(tokens[start:start + words]),
+                            title=doc.title, metadata={**doc.metadata, "source_id": doc.id}))
+    return out
+
+
+def _front_matter(text: str) -> tuple[dict[str, str], str]:
+    if not text.startswith("---\n"):
+        return {}, text
+    end = text.find("\n---", 4)
+    if end < 0:
+        return {}, text
+    meta = {}
+    for line in text[4:end].splitlines():
+        if ":" in line:
+            key, value = line.split(":", 1)
+            meta[key.strip()] = value.strip().strip("'\"")
+    return meta, text[end + 4:].lstrip("\n")
+
+
+def read_documents(path: Path) -> list[Document]:
+    """A .jsonl file (ours or BEIR corpus.jsonl), or a folder of .md/.txt/.jsonl files."""
+    if not path.exists():
+        raise CorpusError(f"{path} not found")
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+    if not files:
+        raise CorpusError(f"no {', '.join(SUFFIXES)} files in {path}")
+    docs: list[Document] = []
+    for f in files:
+        if f.suffix == ".jsonl":
+            docs += load_jsonl(f)
+            continue
+        try:
+            raw = f.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CorpusError(f"cannot read {f}: {exc}") from exc
+        meta, body = _front_matter(raw)
+        title = meta.pop("title", f.stem.replace("-", " ").replace("_", " "))
+        rel = f.relative_to(path) if path.is_dir() else Path(f.name)
+        docs.append(Document(id=meta.pop("id", str(rel.with_suffix(""))), text=body,
+                             title=title, metadata=meta))
+    ids = [d.id for d in docs]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise CorpusError(f"duplicate document id {dup!r} in {path}")
+    return docs
+
+
+def ingest(path: Path, index_root: Path, embedder, filter_fields: Iterable[str],  # type: ignore[no-untyped-def]
+           progress: Callable[[int, int], None] | None = None, batch: int = 64) -> dict:
+    from retrieval.stores.edge import EdgeStore
+
+    t0 = time.perf_counter()
+    chunks = [c for d in read_documents(path) for c in chunk(d)]
+    index_root.mkdir(parents=True, exist_ok=True)
+    build = index_root / f"shard-{time.time_ns()}.partial"
+    store = EdgeStore.create(build, 384, list(filter_fields))
+    try:
+        analyzer = Analyzer()
+        sparse = document_weights([analyzer(f"{c.title}\n{c.text}") for c in chunks])
+        for start in range(0, len(chunks), batch):
+            part = chunks[start:start + batch]
+            dense = embedder.embed([f"{c.title}. {c.text}" for c in part])
+            store.upsert(part, np.asarray(dense), sparse[start:start + batch])
+            if progress is not None:
+                progress(min(start + batch, len(chunks)), len(chunks))
+        count = store.count()
+        store.close()
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)  # the live index is untouched
+        raise
+    final = build.with_suffix("")
+    build.rename(final)
+    (final / "ragpacer-index.json").write_text(json.dumps({
+        "source": str(path), "chunks": count, "embedder": embedder.checksum}))
+    _swap_current(index_root, final)
+    return {"documents": len({c.metadata["source_id"] for c in chunks}), "chunks": count,
+            "seconds": round(time.perf_counter() - t0, 2), "path": str(final),
+            "disk_bytes": sum(p.stat().st_blocks * 512 for p in final.rglob("*") if p.is_file())}
+
+
+def _swap_current(root: Path, target: Path) -> None:
+    link = root / "current"
+    old = link.resolve() if link.is_symlink() else None
+    tmp = root / f".current-{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(target.name)
+    os.replace(tmp, link)  # atomic switch
+    if old is not None and old != target.resolve():
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob("shard-*.partial"):  # leftovers of interrupted ingests
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def current_index(index_root: Path) -> Path | None:
+    link = index_root / "current"
+    return link.resolve() if link.is_symlink() and link.resolve().exists() else None

@@ -1,0 +1,1 @@
+"""Vector-store backends behind one interface (search modes, filters, upserts)."""

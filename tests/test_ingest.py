@@ -1,0 +1,150 @@
+"""Ingestion into Qdrant Edge: idempotent, atomic, crash-safe, clear errors, filters hold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from retrieval.corpus import CorpusError
+from retrieval.embedder import Embedder
+from retrieval.embedder_prepare import embedder_dir
+from retrieval.filters import matches
+from retrieval.ingest import chunk, current_index, ingest, read_documents
+from retrieval.stores.edge import EdgeStore
+from retrieval.types import Document
+from tests.conftest import ROOT
+
+FIELDS = ["department", "doc_type", "product"]
+KB = ROOT / "pipeline" / "demo" / "knowledge_base.jsonl"
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    if not (embedder_dir(ROOT / ".ragpacer") / "model-int8.onnx").exists():
+        pytest.skip("embedder not prepared: run `ragpacer models prepare` (make test does)")
+    return Embedder(embedder_dir(ROOT / ".ragpacer"))
+
+
+@pytest.fixture(scope="module")
+def store(embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) -> EdgeStore:
+    root = tmp_path_factory.mktemp("idx")
+    ingest(KB, root, embedder, FIELDS)
+    return EdgeStore.open(current_index(root))
+
+
+def test_ingest_is_idempotent_and_replaces_atomically(embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    first = ingest(KB, tmp_path, embedder, FIELDS)
+    second = ingest(KB, tmp_path, embedder, FIELDS)
+    assert first["chunks"] == second["chunks"] == 67
+    assert current_index(tmp_path) == Path(second["path"]).resolve()
+    assert not Path(first["path"]).exists(), "the replaced shard is cleaned up"
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("shard-")]) == 1
+
+
+def test_a_failed_ingest_leaves_the_previous_index_serving(embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ok = ingest(KB, tmp_path, embedder, FIELDS)
+
+    class Crashing:
+        checksum = embedder.checksum
+        calls = 0
+
+        def embed(self, texts):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("killed mid-ingest")
+            return embedder.embed(texts)
+
+    with pytest.raises(RuntimeError, match="mid-ingest"):
+        ingest(KB, tmp_path, Crashing(), FIELDS, batch=16)
+    live = current_index(tmp_path)
+    assert live == Path(ok["path"]).resolve()
+    assert not list(tmp_path.glob("*.partial"))
+    store = EdgeStore.open(live)
+    assert store.count() == 67
+    store.close()
+
+
+def test_bad_input_is_reported_and_the_index_kept(embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ingest(KB, tmp_path / "idx", embedder, FIELDS)
+    before = current_index(tmp_path / "idx")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "text": "fine"}\n{"id": "y"}\n')
+    with pytest.raises(CorpusError, match=":2: each line needs a string field 'text'"):
+        ingest(bad, tmp_path / "idx", embedder, FIELDS)
+    with pytest.raises(CorpusError, match="not found"):
+        ingest(tmp_path / "missing", tmp_path / "idx", embedder, FIELDS)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusError, match="no .md"):
+        read_documents(tmp_path / "empty")
+    assert current_index(tmp_path / "idx") == before
+
+
+def test_folders_front_matter_and_beir(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "fees.md").write_text(
+        "---\ntitle: Card fees\nproduct: cards\n---\nForeign payments cost 1.5%.\n"
+    )
+    (tmp_path / "docs" / "note.txt").write_text("Plain text note.")
+    (tmp_path / "docs" / "corpus.jsonl").write_text(
+        json.dumps({"_id": "beir-1", "title": "BEIR doc", "text": "From a BEIR corpus."}) + "\n"
+    )
+    docs = {d.id: d for d in read_documents(tmp_path / "docs")}
+    assert docs["fees"].title == "Card fees" and docs["fees"].metadata == {"product": "cards"}
+    assert docs["note"].text == "Plain text note." and "beir-1" in docs
+
+
+def test_chunks_overlap_and_keep_their_source() -> None:
+    doc = Document(id="long", text=" ".join(f"w{i}" for i in range(500)), metadata={"a": "b"})
+    parts = chunk(doc, words=180, overlap=40)
+    assert len(parts) == 4 and parts[1].text.split()[0] == "w140"
+    assert all(p.metadata == {"a": "b", "source_id": "long"} for p in parts)
+
+
+QUERIES = ["lost card", "fees abroad", "reset my password", "loan repayment", "joint account"]
+FILTERS = st.fixed_dictionaries(
+    {},
+    optional={
+        "product": st.lists(
+            st.sampled_from(["cards", "loans", "security", "transfers", "x"]),
+            min_size=1,
+            max_size=3,
+        ).map(tuple),
+        "doc_type": st.lists(
+            st.sampled_from(["faq", "guide", "policy", "fees"]), min_size=1, max_size=2
+        ).map(tuple),
+    },
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    filters=FILTERS,
+    query=st.sampled_from(QUERIES),
+    mode=st.sampled_from(["bm25", "dense", "bm25_then_dense", "fusion"]),
+)
+def test_edge_filters_never_return_non_matching_documents(
+    store,
+    embedder,
+    filters,
+    query,  # type: ignore[no-untyped-def]
+    mode,
+) -> None:
+    for hit in store.search(query, embedder.embed_one(query), 10, filters, mode, 50):
+        assert matches(hit.metadata, filters), (hit.id, filters)
+
+
+def test_edge_modes_agree_with_the_in_memory_index(store, embedder) -> None:  # type: ignore[no-untyped-def]
+    q = "I cannot remember the secret number for my card"
+    v = embedder.embed_one(q)
+    assert store.search(q, v, 1, None, "dense")[0].id == "cards-pin#0"
+    assert store.search(q, v, 1, None, "bm25_then_dense", 50)[0].id == "cards-pin#0"
+    bm25 = [h.id for h in store.search("lost card", None, 3, None, "bm25")]
+    assert bm25[0] == "cards-lost#0"
+    assert np.isfinite([h.score for h in store.search(q, v, 5, None, "fusion")]).all()
