@@ -79,7 +79,7 @@ def test_bad_input_is_reported_and_the_index_kept(embedder, tmp_path: Path) -> N
     with pytest.raises(CorpusError, match="not found"):
         ingest(tmp_path / "missing", tmp_path / "idx", embedder, FIELDS)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CorpusError, match="no .md"):
+    with pytest.raises(CorpusError, match=r"no \.md"):
         read_documents(tmp_path / "empty")
     assert current_index(tmp_path / "idx") == before
 
