@@ -160,7 +160,7 @@ def tool_registry(settings: Settings, index: BM25Index) -> Any:
 
         registry.register(HttpServiceTool(cfg.http_url, cfg.http_timeout_s))
     for name, route in settings.routing.routes.items():
-        unknown = [t for t in route.tools if t not in registry.names()]
+        unknown = [t for t in [*route.tools, *route.llm_tools] if t not in registry.names()]
         if unknown:
             raise ConfigError(f"unknown tools {unknown}; available: {registry.names()}",
                               field=f"routing.routes.{name}.tools")
@@ -169,6 +169,7 @@ def tool_registry(settings: Settings, index: BM25Index) -> Any:
 
 def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict[str, Stage]:
     embedder = load_embedder(settings)
+    registry = tool_registry(settings, index)
     hybrid: Any = edge_store(settings)
     if hybrid is None and embedder is not None and settings.retrieval.mode != "bm25":
         hybrid = HybridIndex(index, document_vectors(index, embedder))
@@ -176,8 +177,8 @@ def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict
         "input_guardrails": InputGuardrails(),
         "intent": IntentRouter(intent_classifier(settings, embedder)),
         "retrieval": Retrieval(index, route_filters(settings), hybrid),
-        "tools": ToolsStage(tool_registry(settings, index)),
-        "generation": Generation(llm),
+        "tools": ToolsStage(registry),
+        "generation": Generation(llm, registry),
         "output_guardrails": OutputGuardrails(),
     }
     if settings.features.enabled:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+import json
+from typing import Any, ClassVar
 
 from pipeline.context import RunContext
 from pipeline.errors import LLMError, LLMUnavailable
@@ -11,6 +12,18 @@ from pipeline.prompt import build_messages, extractive_answer
 from pipeline.settings import ModelSettings, Settings
 from pipeline.stage import Degraded, Update
 from pipeline.state import RequestState
+
+
+def assemble_tool_calls(deltas: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Streamed tool-call fragments -> whole calls (id, name, JSON arguments)."""
+    calls: dict[int, dict[str, str]] = {}
+    for d in deltas:
+        call = calls.setdefault(d.get("index", 0), {"id": "", "name": "", "arguments": ""})
+        call["id"] = d.get("id") or call["id"]
+        fn = d.get("function") or {}
+        call["name"] += fn.get("name") or ""
+        call["arguments"] += fn.get("arguments") or ""
+    return [c | {"id": c["id"] or f"call_{i}"} for i, c in sorted(calls.items())]
 
 
 def model_chain(settings: Settings, first: str) -> list[ModelSettings]:
@@ -27,8 +40,9 @@ class Generation:
     name: ClassVar[str] = "generation"
     fallbacks: ClassVar[frozenset[str]] = frozenset({"cheaper"})
 
-    def __init__(self, llm: LLMClient) -> None:
+    def __init__(self, llm: LLMClient, tools: Any = None) -> None:
         self.llm = llm
+        self.tools = tools  # agents.tools.ToolRegistry, for routes with llm_tools
 
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update | Degraded:
         route = ctx.settings.routing.routes[state["route"]]
@@ -46,18 +60,61 @@ class Generation:
         failures: list[str] = []
         for model in model_chain(ctx.settings, route.model):
             try:
-                c = await self.llm.complete(
-                    model, messages, deadline=ctx.cutoff, on_token=ctx.on_token
-                )
+                c, used = await self._complete_with_tools(model, messages, route, ctx)
             except LLMUnavailable as exc:
                 failures.append(str(exc))
                 continue
             update = self._update(c)
+            if used:
+                update["tool_results"] = [*state.get("tool_results", []), *used]
             if failures or c.truncated:
                 why = "; ".join(failures) or "deadline reached"
                 return Degraded(update, f"{'truncated: ' if c.truncated else ''}{why}"[:300])
             return update
         raise LLMError("; ".join(failures) or "no model configured")
+
+    async def _complete_with_tools(
+        self, model: ModelSettings, messages: list[dict[str, Any]], route: Any, ctx: RunContext
+    ) -> tuple[Completion, list[dict[str, Any]]]:
+        """The model may ask for tools; run them and ask again, bounded by rounds and time."""
+        if not route.llm_tools or self.tools is None:
+            c = await self.llm.complete(model, messages, deadline=ctx.cutoff,
+                                        on_token=ctx.on_token)
+            return c, []
+        from agents.tool_runner import run_tools
+        from agents.tools import ToolArgumentError, openai_tool
+
+        specs = [openai_tool(self.tools.get(name)) for name in route.llm_tools]
+        used: list[dict[str, Any]] = []
+        messages = list(messages)
+        for round_no in range(route.max_tool_rounds + 1):
+            offer = round_no < route.max_tool_rounds
+            extra = {"tools": specs, "tool_choice": "auto"} if offer else None
+            c = await self.llm.complete(model, messages, deadline=ctx.cutoff,
+                                        on_token=ctx.on_token, extra=extra)
+            calls = assemble_tool_calls(c.tool_calls)
+            if not calls or not offer:
+                return c, used
+            messages.append({"role": "assistant", "content": c.text or None, "tool_calls": [
+                {"id": k["id"], "type": "function",
+                 "function": {"name": k["name"], "arguments": k["arguments"]}} for k in calls]})
+            runnable, replies = [], {}
+            for k in calls:
+                try:
+                    if k["name"] not in route.llm_tools:
+                        raise ToolArgumentError(f"tool {k['name']!r} is not offered here")
+                    args = json.loads(k["arguments"] or "{}")
+                    runnable.append((k, self.tools.get(k["name"]), args))
+                except (ToolArgumentError, json.JSONDecodeError) as exc:
+                    replies[k["id"]] = {"error": f"rejected: {exc}"}
+            results = await run_tools([(t, a) for _, t, a in runnable], ctx.cutoff)
+            for (k, _, _), r in zip(runnable, results, strict=True):
+                replies[k["id"]] = r.result if r.outcome == "ok" else {"error": r.error}
+                used.append(r.as_dict())
+            for k in calls:
+                messages.append({"role": "tool", "tool_call_id": k["id"],
+                                 "content": json.dumps(replies[k["id"]], default=str)[:2000]})
+        return c, used
 
     @staticmethod
     def _update(c: Completion) -> Update:

@@ -80,6 +80,9 @@ class RouteSettings(_Model):
     # With model null: the fixed answer; without a template the answer is extractive.
     template: str | None = None
     tools: list[str] = Field(default_factory=list)
+    # Tools the model may call itself (OpenAI tool-call format), in at most this many rounds.
+    llm_tools: list[str] = Field(default_factory=list)
+    max_tool_rounds: int = Field(default=2, ge=0, le=5)
     filters: dict[str, FilterValue] = Field(default_factory=dict)
     budgets: dict[StageName, PositiveFloat] = Field(default_factory=dict)
     top_k: PositiveInt = 4

@@ -22,6 +22,8 @@ class Script:
     ttft_s: float = 0.0
     token_delay_s: float = 0.0
     status: int = 200
+    # When the request offers tools and has no tool results yet, ask for this call first.
+    tool_call: dict[str, str] | None = None
 
 
 class ScriptedLLM:
@@ -110,6 +112,21 @@ class ScriptedLLM:
         try:
             if await self._hung_up(hangup, s.ttft_s):
                 return False
+            answered = any(m.get("role") == "tool" for m in body.get("messages", []))
+            if s.tool_call and body.get("tools") and not answered:
+                args = s.tool_call["arguments"]
+                for i, part in enumerate((args[: len(args) // 2], args[len(args) // 2 :])):
+                    fn = {"arguments": part} | ({"name": s.tool_call["name"]} if i == 0 else {})
+                    delta = {"tool_calls": [{"index": 0, "id": "call_1" if i == 0 else None,
+                                             "type": "function", "function": fn}]}
+                    chunk = {"choices": [{"index": 0, "delta": delta,
+                                          "finish_reason": "tool_calls" if i else None}]}
+                    self._chunk(writer, f"data: {json.dumps(chunk)}\n\n")
+                self._chunk(writer, "data: [DONE]\n\n")
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+                self.completed += 1
+                return True
             tokens = s.tokens[: body.get("max_tokens", len(s.tokens))]
             for i, tok in enumerate(tokens):
                 chunk = {"choices": [{"index": 0, "delta": {"content": tok},

@@ -123,3 +123,51 @@ async def test_a_route_with_tools_answers_and_names_failures(scripted) -> None:
     anonymous = await p.arun("show my recent transactions")  # no customer id
     assert anonymous.answer and "tools" in anonymous.degraded
     await p.aclose()
+
+
+def tool_route(**route):  # type: ignore[no-untyped-def]
+    return {
+        "routes": {
+            "fees": {
+                "stages": ["retrieval"],
+                "filters": {"doc_type": "fees"},
+                "llm_tools": ["currency_convert"],
+                **route,
+            }
+        }
+    }
+
+
+async def test_the_model_may_call_tools_in_a_bounded_loop() -> None:
+    from tests.scripted_llm import Script, ScriptedLLM
+
+    call = {
+        "name": "currency_convert",
+        "arguments": '{"amount": 100, "from_currency": "EUR", "to_currency": "USD"}',
+    }
+    with ScriptedLLM(Script(tool_call=call)) as llm:
+        p = Pipeline(make_settings(llm.url, routing=tool_route()))
+        result = await p.arun("what does an overdraft cost")
+        first, second = llm.requests
+        assert first["tools"][0]["function"]["name"] == "currency_convert"
+        tool_msg = next(m for m in second["messages"] if m["role"] == "tool")
+        assert '"result": 108.0' in tool_msg["content"]
+        assert result.answer == "Freeze your card now. [1]"
+        await p.aclose()
+
+
+async def test_bad_arguments_from_the_model_are_rejected_and_reported_back() -> None:
+    from tests.scripted_llm import Script, ScriptedLLM
+
+    call = {
+        "name": "currency_convert",
+        "arguments": '{"amount": "lots", "from_currency": "EUR", "to_currency": "USD"}',
+    }
+    with ScriptedLLM(Script(tool_call=call)) as llm:
+        p = Pipeline(make_settings(llm.url, routing=tool_route(max_tool_rounds=1)))
+        result = await p.arun("what does an overdraft cost")
+        tool_msg = next(m for m in llm.requests[1]["messages"] if m["role"] == "tool")
+        assert "amount must be number" in tool_msg["content"]
+        assert "tools" not in llm.requests[1], "the last round offers no more tools"
+        assert result.answer
+        await p.aclose()
