@@ -134,6 +134,7 @@ def serve(
 
     try:
         settings = _settings(config)
+        _ingest_demo_if_empty(settings)
         pipeline = Pipeline(settings)
     except RagpacerError as exc:
         raise _fail(exc) from None
@@ -165,6 +166,23 @@ def serve(
         raise _fail(exc) from None
     except KeyboardInterrupt:
         pass
+
+
+def _ingest_demo_if_empty(settings) -> None:  # type: ignore[no-untyped-def]
+    """First start: index the knowledge base (the demo help centre by default)."""
+    from pipeline.components import index_root
+    from retrieval.corpus import demo_knowledge_base
+    from retrieval.embedder_prepare import embedder_dir
+    from retrieval.ingest import current_index, ingest
+
+    if settings.retrieval.backend == "memory" or current_index(index_root(settings)):
+        return
+    if not (embedder_dir(settings.home) / "model-int8.onnx").exists():
+        return  # no embedder prepared: the knowledge base is searched in memory
+    source = settings.retrieval.knowledge_base or demo_knowledge_base()
+    out = ingest(source, index_root(settings), _embedder(settings),
+                 settings.retrieval.filter_fields)
+    _say(f"index was empty: ingested {out['chunks']} chunks from {source}")
 
 
 EngineOpt = Annotated[

@@ -9,7 +9,6 @@ span uses the gen_ai/langfuse attribute names so Langfuse shows it as a generati
 
 from __future__ import annotations
 
-import base64
 import contextvars
 import json
 import logging
@@ -74,7 +73,7 @@ def span_dict(s: ReadableSpan) -> dict[str, Any]:
 
 def _exporter(settings: Settings) -> SpanExporter | None:
     cfg = settings.tracing
-    if cfg.exporter == "none":
+    if cfg.exporter in ("none", "langfuse"):
         return None
     if cfg.exporter == "jsonl":
         return JsonlExporter(cfg.jsonl_path or settings.home / "traces.jsonl")
@@ -82,31 +81,49 @@ def _exporter(settings: Settings) -> SpanExporter | None:
 
     if cfg.exporter == "otlp":
         return OTLPSpanExporter(endpoint=cfg.endpoint, timeout=cfg.export_timeout_s)
-    lf = settings.langfuse
-    if not (lf.host and lf.public_key and lf.secret_key):
-        raise ValueError("tracing.exporter langfuse needs langfuse.host, public_key, secret_key")
-    token = base64.b64encode(
-        f"{lf.public_key}:{lf.secret_key.get_secret_value()}".encode()).decode()
-    return OTLPSpanExporter(endpoint=f"{lf.host.rstrip('/')}/api/public/otel/v1/traces",
-                            headers={"Authorization": f"Basic {token}"},
-                            timeout=cfg.export_timeout_s)
+    return OTLPSpanExporter(endpoint=cfg.endpoint, timeout=cfg.export_timeout_s)
+
+
+def _is_ours(span: ReadableSpan) -> bool:
+    scope = span.instrumentation_scope
+    return scope is not None and scope.name == "ragpacer"
+
+
+def _processor(settings: Settings) -> Any:
+    """Langfuse's own span processor (SDK 5), told to keep our spans; else a batch exporter."""
+    cfg = settings.tracing
+    if cfg.exporter == "langfuse":
+        from langfuse._client.span_processor import LangfuseSpanProcessor
+
+        lf = settings.langfuse
+        if not (lf.host and lf.public_key and lf.secret_key):
+            raise ValueError("tracing.exporter langfuse needs langfuse.host, public_key and "
+                             "secret_key")
+        # By default SDK 5 exports only Langfuse/gen_ai spans: ours are kept explicitly.
+        return LangfuseSpanProcessor(
+            public_key=lf.public_key, secret_key=lf.secret_key.get_secret_value(),
+            base_url=lf.host.rstrip("/"), timeout=max(1, int(cfg.export_timeout_s)),
+            flush_interval=0.5, should_export_span=_is_ours)
+    exporter = _exporter(settings)
+    if exporter is None:
+        return None
+    return BatchSpanProcessor(exporter, schedule_delay_millis=500,
+                              export_timeout_millis=int(cfg.export_timeout_s * 1000))
 
 
 class Tracing:
     def __init__(self, settings: Settings) -> None:
         cfg = settings.tracing
-        self.exporter = _exporter(settings)
+        processor = _processor(settings)
         self.provider: TracerProvider | None = None
-        if self.exporter is None:
+        if processor is None:
             return
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": cfg.service_name}),
             sampler=ParentBased(TraceIdRatioBased(cfg.sample_rate)),
             id_generator=_RequestIds(),
         )
-        self.provider.add_span_processor(BatchSpanProcessor(
-            self.exporter, schedule_delay_millis=500,
-            export_timeout_millis=int(cfg.export_timeout_s * 1000)))
+        self.provider.add_span_processor(processor)
         self.tracer = self.provider.get_tracer("ragpacer")
 
     def record(self, result: Result, start_ns: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
 import threading
 import time
@@ -27,6 +28,8 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
+                if self.headers.get("content-encoding") == "gzip":
+                    body = gzip.decompress(body)
                 msg = ExportTraceServiceRequest()
                 msg.ParseFromString(body)
                 outer.requests.append((self.path, dict(self.headers), msg))
@@ -82,13 +85,16 @@ async def test_spans_parentage_and_attributes(scripted) -> None:
     rx.server.shutdown()
 
 
-async def test_langfuse_exporter_uses_its_otlp_path_and_basic_auth(scripted) -> None:
+async def test_langfuse_sdk_exports_our_spans_to_its_otlp_path_with_basic_auth(scripted) -> None:
     rx = Receiver()
     p = Pipeline(make_settings(scripted.url, tracing={"exporter": "langfuse"}, langfuse={
         "host": f"http://127.0.0.1:{rx.port}", "public_key": "pk-lf-1", "secret_key": "sk-lf-2"}))
-    await p.arun(QUESTION)
+    result = await p.arun(QUESTION)
     await p.aclose()
     path, headers, _ = rx.requests[0]
+    names = {s.name for s in rx.spans()}
+    assert "ragpacer.request" in names and "stage.retrieval" in names, names
+    assert {s.trace_id.hex() for s in rx.spans()} == {result.trace_id}
     assert path == "/api/public/otel/v1/traces"
     lowered = {k.lower(): v for k, v in headers.items()}
     assert lowered["authorization"] == "Basic cGstbGYtMTpzay1sZi0y"  # pk-lf-1:sk-lf-2
@@ -116,12 +122,18 @@ async def test_dead_or_hanging_collector_costs_no_latency(scripted) -> None:
     sock, hang_port = hanging_server()
     base = Pipeline(make_settings(scripted.url, cache={"enabled": False}))
     baseline = await _median_latency(base)
-    for endpoint in (f"http://127.0.0.1:{free_port()}/v1/traces",
-                     f"http://127.0.0.1:{hang_port}/v1/traces"):
-        p = Pipeline(make_settings(scripted.url, cache={"enabled": False}, tracing={
-            "exporter": "otlp", "endpoint": endpoint, "export_timeout_s": 1}))
+    dead = {"host": f"http://127.0.0.1:{free_port()}", "public_key": "pk", "secret_key": "sk"}
+    configs = [
+        {"tracing": {"exporter": "otlp", "export_timeout_s": 1,
+                     "endpoint": f"http://127.0.0.1:{free_port()}/v1/traces"}},
+        {"tracing": {"exporter": "otlp", "export_timeout_s": 1,
+                     "endpoint": f"http://127.0.0.1:{hang_port}/v1/traces"}},
+        {"tracing": {"exporter": "langfuse", "export_timeout_s": 1}, "langfuse": dead},
+    ]
+    for extra in configs:
+        p = Pipeline(make_settings(scripted.url, cache={"enabled": False}, **extra))
         traced = await _median_latency(p)
-        assert traced < baseline * 3 + 0.005, (endpoint, baseline, traced)
+        assert traced < baseline * 3 + 0.005, (extra, baseline, traced)
         t0 = time.monotonic()
         await p.aclose()
         assert time.monotonic() - t0 < 10, "shutdown must flush within a bounded time"
