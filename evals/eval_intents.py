@@ -85,12 +85,10 @@ def confusion_plot(report: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
-    ap.add_argument("--home", type=Path, default=Path(".ragpacer"))
-    ap.add_argument("--quick", action="store_true", help="1,000 train / 500 test examples")
-    args = ap.parse_args()
+def evaluate_banking77(data_dir: Path, home: Path, quick: bool = False,
+             throughput: bool = True) -> dict:
+    """Accuracy and latency for INT8 and fp32; ``quick`` uses 1,000 train / 500 test."""
+    args = argparse.Namespace(data_dir=data_dir, home=home, quick=quick)
     train = read_intents(args.data_dir / "banking77" / "train.csv")
     test = read_intents(args.data_dir / "banking77" / "test.csv")
     if args.quick:
@@ -110,6 +108,9 @@ def main() -> None:
         if variant == "int8":
             RESULTS.mkdir(exist_ok=True)
             confusion_plot(report, RESULTS / "banking77_worst.png")
+    out["heads"] = heads
+    if not throughput:
+        return out
     emb, head = heads["int8"]
     queries = [t for t, _ in test] * (1 if args.quick else 2)
     for callers in (1, 32):
@@ -120,6 +121,17 @@ def main() -> None:
                   f"{r['queries_per_s']:7.0f} q/s, p50 {r['latency_ms']['p50']:.2f} ms, "
                   f"p99 {r['latency_ms']['p99']:.2f} ms, mean batch {r['mean_batch']:.1f}",
                   flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--home", type=Path, default=Path(".ragpacer"))
+    ap.add_argument("--quick", action="store_true", help="1,000 train / 500 test examples")
+    args = ap.parse_args()
+    out = evaluate_banking77(args.data_dir, args.home, args.quick)
+    out.pop("heads")
     print(f"INT8 - fp32 accuracy: {(out['int8']['accuracy'] - out['fp32']['accuracy']) * 100:+.2f}"
           " points")
     print("saved", save("eval_intents", out))

@@ -21,14 +21,14 @@ from retrieval.embedder_prepare import embedder_dir
 from retrieval.hybrid import HybridIndex
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
-    ap.add_argument("--home", type=Path, default=Path(".ragpacer"))
-    ap.add_argument("--variants", nargs="+", default=["int8", "fp32"])
-    args = ap.parse_args()
+def evaluate_cranfield(data_dir: Path, home: Path, variants: list[str],
+             queries: int | None = None) -> dict[str, dict]:
+    """nDCG@10 / Recall@100 / latency per mode; ``queries`` limits the run for a quick look."""
+    args = argparse.Namespace(data_dir=data_dir, home=home, variants=variants)
     folder = args.data_dir / "cranfield"
     docs, qs, rel = cranfield.documents(folder), cranfield.queries(folder), cranfield.qrels(folder)
+    if queries is not None:
+        rel = {q: r for q, r in rel.items() if q <= queries}
     bm25 = BM25Index(docs)
     rows: dict[str, dict] = {}
     for variant in args.variants:
@@ -61,6 +61,16 @@ def main() -> None:
             print(f"{key:28} nDCG@10 {rows[key]['ndcg@10']:.3f}  R@100 "
                   f"{rows[key]['recall@100']:.3f}  p50 {rows[key]['latency_ms']['p50']:.2f} ms",
                   flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--home", type=Path, default=Path(".ragpacer"))
+    ap.add_argument("--variants", nargs="+", default=["int8", "fp32"])
+    args = ap.parse_args()
+    rows = evaluate_cranfield(args.data_dir, args.home, args.variants)
     print("saved", save("eval_retrieval", {"results": rows}))
 
 
