@@ -88,8 +88,16 @@ def edge_store(settings: Settings) -> Any:
     """The ingested Qdrant Edge index, when the config says to use it."""
     from retrieval.ingest import current_index
 
-    if settings.retrieval.backend == "memory":
+    cfg = settings.retrieval
+    if cfg.backend == "memory":
         return None
+    if cfg.backend == "server":
+        from retrieval.stores.server import ServerStore
+
+        if not cfg.qdrant_url:
+            raise ConfigError("the server backend needs retrieval.qdrant_url",
+                              field="retrieval.qdrant_url")
+        return ServerStore(cfg.qdrant_url, cfg.collection)
     path = current_index(index_root(settings))
     if path is None:
         if settings.retrieval.backend == "edge":

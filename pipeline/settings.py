@@ -220,7 +220,10 @@ class RetrievalSettings(_Model):
     candidates: PositiveInt = 100
     # auto: the Qdrant Edge index `ragpacer ingest` built ({home}/index/current) when it
     # exists, else the knowledge base in memory. edge: require the index. memory: never.
-    backend: Literal["auto", "edge", "memory"] = "auto"
+    backend: Literal["auto", "edge", "memory", "server"] = "auto"
+    # server: a Qdrant server or cluster (same schema and queries as the Edge index).
+    qdrant_url: str | None = None
+    collection: str = "ragpacer"
 
 
 class TracingSettings(_Model):

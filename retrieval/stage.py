@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
 
 from pipeline.context import RunContext
@@ -34,13 +35,16 @@ class Retrieval:
         if self.hybrid is None or vector is None:
             return {"sources": self.index.search(state["query"], top_k, self._filters(state))}
         cfg = ctx.settings.retrieval
-        return {"sources": self.hybrid.search(state["query"], vector, top_k,
-                                              self._filters(state), cfg.mode, cfg.candidates)}
+        hits = self.hybrid.search(state["query"], vector, top_k, self._filters(state),
+                                  cfg.mode, cfg.candidates)
+        if inspect.isawaitable(hits):  # the Qdrant server backend is async
+            hits = await hits
+        return {"sources": hits}
 
     def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
         """BM25 only, on the same corpus the main path searches."""
         top_k = ctx.settings.routing.routes[state["route"]].top_k
-        if self.hybrid is not None:
+        if self.hybrid is not None and not inspect.iscoroutinefunction(self.hybrid.search):
             return {"sources": self.hybrid.search(state["query"], None, top_k,
                                                   self._filters(state), "bm25")}
         return {"sources": self.index.search(state["query"], top_k, self._filters(state))}
