@@ -113,6 +113,34 @@ def ingest(path: Path, index_root: Path, embedder, filter_fields: Iterable[str],
             "disk_bytes": sum(p.stat().st_blocks * 512 for p in final.rglob("*") if p.is_file())}
 
 
+def delete_documents(index_root: Path, doc_ids: Iterable[str]) -> dict:
+    """Remove documents (all their chunks) on a copy of the live shard, then switch to it."""
+    import qdrant_edge as q
+
+    from retrieval.stores.edge import EdgeStore
+
+    live = current_index(index_root)
+    if live is None:
+        raise CorpusError(f"no index under {index_root}: nothing to delete from")
+    build = index_root / f"shard-{time.time_ns()}.partial"
+    shutil.copytree(live, build)
+    try:
+        store = EdgeStore.open(build)
+        before = store.count()
+        flt = q.Filter(must=[q.FieldCondition(key="source_id",
+                                              match=q.MatchAny(any=list(doc_ids)))])
+        store.shard.update(q.UpdateOperation.delete_points_by_filter(flt))
+        after = store.count()
+        store.close()
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    final = build.with_suffix("")
+    build.rename(final)
+    _swap_current(index_root, final)
+    return {"removed_chunks": before - after, "chunks": after, "path": str(final)}
+
+
 def _swap_current(root: Path, target: Path) -> None:
     link = root / "current"
     old = link.resolve() if link.is_symlink() else None

@@ -148,3 +148,17 @@ def test_edge_modes_agree_with_the_in_memory_index(store, embedder) -> None:  # 
     bm25 = [h.id for h in store.search("lost card", None, 3, None, "bm25")]
     assert bm25[0] == "cards-lost#0"
     assert np.isfinite([h.score for h in store.search(q, v, 5, None, "fusion")]).all()
+
+
+def test_documents_can_be_deleted_and_the_switch_is_atomic(embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from retrieval.ingest import delete_documents
+
+    ingest(KB, tmp_path, embedder, FIELDS)
+    out = delete_documents(tmp_path, ["cards-pin", "cards-lost"])
+    assert out["removed_chunks"] == 2 and out["chunks"] == 65
+    store = EdgeStore.open(current_index(tmp_path))
+    ids = [h.id for h in store.search("forgotten PIN lost card", None, 20, None, "bm25")]
+    assert "cards-pin#0" not in ids and "cards-lost#0" not in ids
+    store.close()
+    with pytest.raises(CorpusError, match="no index"):
+        delete_documents(tmp_path / "nothing", ["x"])

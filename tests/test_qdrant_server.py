@@ -76,7 +76,7 @@ def fake() -> FakeQdrant:
 async def test_collection_schema_matches_the_edge_store(fake: FakeQdrant) -> None:
     store = ServerStore(fake.url)
     await store.create(384, ["product", "doc_type"])
-    method, path, body = next(c for c in fake.calls if c[1] == "/collections/ragpacer")
+    method, _, body = next(c for c in fake.calls if c[1] == "/collections/ragpacer")
     assert method == "PUT"
     assert body["vectors"] == {"dense": {"size": 384, "distance": "Cosine"}}
     assert body["sparse_vectors"] == {"bm25": {"modifier": "idf"}}
