@@ -305,18 +305,28 @@ def traces(
 
 @app.command()
 def ingest(
-    path: Annotated[Path, typer.Argument(help="A .jsonl file (ours or BEIR corpus.jsonl) "
-                                               "or a folder of .md/.txt/.jsonl files.")],
+    path: Annotated[Path | None, typer.Argument(
+        help="A .jsonl file (ours or BEIR corpus.jsonl) or a folder of .md/.txt/.jsonl.")] = None,
     config: ConfigOpt = None,
+    delete: Annotated[list[str] | None, typer.Option(
+        "--delete", help="Remove a document (all its chunks) by id; repeatable.")] = None,
 ) -> None:
     """Chunk, embed and index documents into a new Qdrant Edge shard, then switch to it."""
     from rich.progress import Progress
 
     from pipeline.components import index_root
+    from retrieval.ingest import delete_documents
     from retrieval.ingest import ingest as run_ingest
 
     try:
         settings = _settings(config)
+        if delete:
+            gone = delete_documents(index_root(settings), delete)
+            console.print(f"[green]removed[/] {gone['removed_chunks']} chunks; "
+                          f"{gone['chunks']} left -> {gone['path']}")
+            return
+        if path is None:
+            raise _fail(ValueError("give a PATH to ingest, or --delete DOC_ID"))
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task("embedding and indexing", total=None)
             out = run_ingest(path, index_root(settings), _embedder(settings),
