@@ -18,6 +18,7 @@ from retrieval.ingest import chunk, current_index, ingest, read_documents
 from retrieval.stores.edge import EdgeStore
 from retrieval.types import Document
 from tests.conftest import ROOT
+from tests.strategies import FILTERS
 
 FIELDS = ["department", "doc_type", "product"]
 KB = ROOT / "pipeline" / "demo" / "knowledge_base.jsonl"
@@ -106,19 +107,6 @@ def test_chunks_overlap_and_keep_their_source() -> None:
 
 
 QUERIES = ["lost card", "fees abroad", "reset my password", "loan repayment", "joint account"]
-FILTERS = st.fixed_dictionaries(
-    {},
-    optional={
-        "product": st.lists(
-            st.sampled_from(["cards", "loans", "security", "transfers", "x"]),
-            min_size=1,
-            max_size=3,
-        ).map(tuple),
-        "doc_type": st.lists(
-            st.sampled_from(["faq", "guide", "policy", "fees"]), min_size=1, max_size=2
-        ).map(tuple),
-    },
-)
 
 
 @settings(

@@ -16,6 +16,7 @@ from retrieval.embedder_prepare import embedder_dir
 from retrieval.filters import matches
 from retrieval.hybrid import MODES, HybridIndex
 from tests.conftest import ROOT
+from tests.strategies import FILTERS
 
 DOCS = load_jsonl(demo_knowledge_base())
 QUERIES = [
@@ -55,19 +56,6 @@ def test_ranking_agrees_with_rank_bm25_on_the_same_analyzer() -> None:
         assert len(set(mine) & set(theirs)) >= len(theirs) - 1, (q, mine, theirs)
 
 
-FILTERS = st.fixed_dictionaries(
-    {},
-    optional={
-        "product": st.lists(
-            st.sampled_from(["cards", "loans", "security", "transfers", "app", "nope"]),
-            min_size=1,
-            max_size=3,
-        ).map(tuple),
-        "doc_type": st.lists(
-            st.sampled_from(["faq", "guide", "policy", "fees"]), min_size=1, max_size=2
-        ).map(tuple),
-    },
-)
 
 
 @settings(
