@@ -28,8 +28,9 @@ def normalise_query(query: str) -> str:
     return _TRAILING.sub("", _SPACE.sub(" ", query.strip().lower()))
 
 
-def cache_key(query: str, filters: dict[str, Any], version: str) -> str:
-    scope = json.dumps(filters, sort_keys=True, separators=(",", ":"))
+def cache_key(query: str, filters: dict[str, Any], version: str,
+              tenant: str | None = None) -> str:
+    scope = json.dumps([tenant, filters], sort_keys=True, separators=(",", ":"))
     raw = f"{version}\x1f{scope}\x1f{normalise_query(query)}"
     # Hashed: the key may reach Redis and must not carry the query's text.
     return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
@@ -115,8 +116,8 @@ class RedisCache:
         await self._redis.aclose()
 
 
-def semantic_scope(intent: str | None, filters: dict[str, Any]) -> str:
-    return f"{intent}\x1f{json.dumps(filters, sort_keys=True, separators=(',', ':'))}"
+def semantic_scope(intent: str | None, filters: dict[str, Any], tenant: str | None = None) -> str:
+    return f"{tenant}\x1f{intent}\x1f{json.dumps(filters, sort_keys=True, separators=(',', ':'))}"
 
 
 class CacheLookup:
@@ -144,7 +145,8 @@ class CacheLookup:
         query = state["query"]
         vector = await self.classifier.aembed(query, ctx.cutoff)
         intent, _ = self.classifier.classify_vector(vector)
-        key = self.semantic.lookup(semantic_scope(intent, state.get("filters", {})), vector,
+        key = self.semantic.lookup(semantic_scope(intent, state.get("filters", {}),
+                                                  state.get("tenant")), vector,
                                    query)
         hit = await self.cache.get(key) if key is not None else None
         if hit is not None:

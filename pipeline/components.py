@@ -150,7 +150,7 @@ def transaction_store(settings: Settings) -> Any:
     return _TX_STORES[url]
 
 
-def tool_registry(settings: Settings, index: BM25Index) -> Any:
+def tool_registry(settings: Settings, index: BM25Index, features: Any = None) -> Any:
     from agents.builtin.currency import CurrencyConvert
     from agents.builtin.knowledge import KnowledgeSearch
     from agents.builtin.transactions import RecentTransactions
@@ -163,6 +163,10 @@ def tool_registry(settings: Settings, index: BM25Index) -> Any:
         RecentTransactions(store, cfg.default_timeout_s),
         KnowledgeSearch(index, cfg.default_timeout_s),
     ])
+    if features is not None:
+        from agents.builtin.profile import CustomerProfile
+
+        registry.register(CustomerProfile(features, cfg.default_timeout_s))
     if cfg.http_url:
         from agents.builtin.http_service import HttpServiceTool
 
@@ -177,7 +181,12 @@ def tool_registry(settings: Settings, index: BM25Index) -> Any:
 
 def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict[str, Stage]:
     embedder = load_embedder(settings)
-    registry = tool_registry(settings, index)
+    features = None
+    if settings.features.enabled:
+        from pipeline.features import FeaturesStage
+
+        features = FeaturesStage(settings, transaction_store(settings))
+    registry = tool_registry(settings, index, features)
     hybrid: Any = edge_store(settings)
     if hybrid is None and embedder is not None and settings.retrieval.mode != "bm25":
         hybrid = HybridIndex(index, document_vectors(index, embedder))
@@ -189,8 +198,6 @@ def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict
         "generation": Generation(llm, registry),
         "output_guardrails": OutputGuardrails(),
     }
-    if settings.features.enabled:
-        from pipeline.features import FeaturesStage
-
-        stages["features"] = FeaturesStage(settings, transaction_store(settings))
+    if features is not None:
+        stages["features"] = features
     return stages

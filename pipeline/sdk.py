@@ -131,10 +131,13 @@ class Pipeline:
         filters: Mapping[str, Any] | None = None,
         deadline_ms: float | None = None,
         on_token: Callable[[str], None] | None = None,
+        tenant: str | None = None,
     ) -> Result:
+        """Answer one query. ``tenant`` separates cache entries (the HTTP layer passes the
+        caller's key id), so one tenant never receives another's cached answers."""
         self.metrics.in_flight.inc()
         try:
-            result = await self._answer(query, user_id, filters, deadline_ms, on_token)
+            result = await self._answer(query, user_id, filters, deadline_ms, on_token, tenant)
         finally:
             self.metrics.in_flight.dec()
         self.metrics.observe_result(result)
@@ -147,6 +150,7 @@ class Pipeline:
         filters: Mapping[str, Any] | None,
         deadline_ms: float | None,
         on_token: Callable[[str], None] | None,
+        tenant: str | None = None,
     ) -> Result:
         start_ns = time.time_ns()
         deadline, query, scope = self.check_input(query, filters, deadline_ms)
@@ -163,9 +167,10 @@ class Pipeline:
         }
         key = None
         if self.cache is not None:
-            key = cache_key(query, scope, self.version)
+            key = cache_key(query, scope, self.version, tenant)
             update, record = await self.runner.run(
-                self._cache_lookup, {"query": query, "cache_key": key, "filters": scope}, ctx
+                self._cache_lookup,
+                {"query": query, "cache_key": key, "filters": scope, "tenant": tenant}, ctx
             )
             records.append(record)
             if "cached" in update:
@@ -180,7 +185,8 @@ class Pipeline:
             self._cache_writer.schedule(key, result.cache_payload(), self.settings.cache.ttl_s)
             vector = final.get("query_vector")
             if self.semantic is not None and vector is not None:
-                self.semantic.add(key, semantic_scope(result.intent, scope), vector, query)
+                self.semantic.add(key, semantic_scope(result.intent, scope, tenant), vector,
+                                  query)
         self.tracing.record(result, start_ns)
         return result
 

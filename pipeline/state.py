@@ -11,6 +11,7 @@ from pipeline.stage import StageRecord
 class RequestState(TypedDict, total=False):
     query: str
     cache_key: str
+    tenant: str | None
     cached: dict[str, Any]
     cache_hit: str  # exact | semantic
     user_id: str | None

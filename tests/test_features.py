@@ -89,3 +89,16 @@ async def test_store_down_gives_defaults_and_says_so(repo: Path, scripted) -> No
     prompt = scripted.requests[-1]["messages"][-1]["content"]
     assert "tier=standard" in prompt
     await p.aclose()
+
+
+async def test_customer_profile_tool_reads_feast(repo: Path) -> None:
+    from agents.builtin.profile import CustomerProfile
+
+    s = settings_for(repo, "sqlite")
+    materialize(s)
+    stage = FeaturesStage(s)
+    await stage.astart()
+    tool = CustomerProfile(stage)
+    known = await tool({"customer_id": "c-0003"})
+    assert known["known"] and known["tier"] in ("standard", "premium", "business")
+    assert await tool({"customer_id": "nobody"}) == {"known": False}

@@ -75,3 +75,19 @@ async def test_degraded_answers_are_not_cached(make_pipeline) -> None:
     await p._cache_writer.drain()
     assert not (await p.arun("what does an overdraft cost")).cached
     await p.aclose()
+
+
+async def test_cache_entries_never_cross_tenants_or_configs(scripted) -> None:
+    p = Pipeline(make_settings(scripted.url))
+    await p.arun("how do I turn on two factor authentication", tenant="bank-a")
+    await p._cache_writer.drain()
+    assert (await p.arun("how do I turn on two factor authentication", tenant="bank-a")).cached
+    other = await p.arun("how do I turn on two factor authentication", tenant="bank-b")
+    assert not other.cached and other.cache_hit is None
+    # A config change gives a new cache version: earlier entries become unreachable.
+    changed = Pipeline(make_settings(scripted.url, deadline_ms=2400), cache=p.cache)
+    assert changed.version != p.version
+    assert not (await changed.arun("how do I turn on two factor authentication",
+                                   tenant="bank-a")).cached
+    await p.aclose()
+    await changed.aclose()

@@ -141,3 +141,12 @@ def test_a_disconnecting_streaming_client_cancels_its_work() -> None:
                     break  # hang up mid-stream
         assert llm.wait_for_disconnect(5), "the LLM request must be abandoned too"
         assert llm.completed == 0
+
+
+def test_readiness_reports_redis() -> None:
+    from tests.test_http import free_port
+
+    with ScriptedLLM() as llm, serving(Pipeline(make_settings(
+            llm.url, redis_url=f"redis://127.0.0.1:{free_port()}/0"))) as base:
+        ready = httpx.get(f"{base}/readyz").json()
+    assert ready["checks"]["redis"].startswith("down") and ready["status"] == "degraded"

@@ -69,8 +69,8 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
     for exc_type in (Exception, RequestValidationError, HTTPException, APIError):
         app.add_exception_handler(exc_type, errors.handle)
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(caller)])
-    async def chat_completions(body: ChatCompletionRequest) -> Any:
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, who: str = Depends(caller)) -> Any:
         if body.model != model_name:
             raise APIError(404, f"model {body.model!r} does not exist; use {model_name!r}",
                            code="model_not_found", param="model")
@@ -78,6 +78,8 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
             raise APIError(400, "messages must not be empty", param="messages",
                            code="invalid_value")
         call = body.to_call()
+        if keys.enabled:
+            call["tenant"] = who  # the key id: cached answers never cross keys
         pipeline.check_input(call["query"], call["filters"], call["deadline_ms"])
         deadline = pipeline._deadline(call["deadline_ms"])
         if body.stream:
@@ -110,8 +112,11 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
     async def readyz() -> JSONResponse:
         checks = {"index": "ok" if len(pipeline.index) else "empty",
                   "llm": await _llm_check(pipeline)}
+        if settings.redis_url:
+            checks["redis"] = await _redis_check(settings.redis_url)
         ready = checks["index"] == "ok"
-        status = "ok" if ready and checks["llm"] == "ok" else ("degraded" if ready else "down")
+        healthy = all(v == "ok" for k, v in checks.items() if k != "index")
+        status = "ok" if ready and healthy else ("degraded" if ready else "down")
         return JSONResponse({"status": status, "checks": checks},
                             status_code=200 if ready else 503)
 
@@ -139,6 +144,18 @@ async def _admitted_stream(admission: Admission, deadline: Any, pipeline: Pipeli
         err = to_api_error(exc)
         yield _sse(errors.error_body(err.message, err.type, err.code, err.param))
         yield "data: [DONE]\n\n"
+
+
+async def _redis_check(url: str) -> str:
+    import redis.asyncio as redis
+
+    client = redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        return "ok" if await client.ping() else "no answer"
+    except Exception as exc:  # readiness reports, it never raises
+        return f"down ({type(exc).__name__})"
+    finally:
+        await client.aclose()
 
 
 def _sse(payload: dict[str, Any]) -> str:
