@@ -383,6 +383,8 @@ def models_prepare(config: ConfigOpt = None) -> None:
             IntentHead.load(artifact, embedder.checksum)
             _say(f"intents ready: {artifact}")
         except IntentArtifactError:
+            # Never overwrite the head shipped in the package: train into the project.
+            artifact = settings.routing.artifact or settings.home / "intents" / "intents.npz"
             head = train(embedder, settings.routing.examples, artifact)
             _say(f"trained {len(head.labels)} intents -> {artifact}")
     except RagpacerError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,13 @@ def index_version(index: BM25Index) -> str:
 
 
 def intent_artifact(settings: Settings) -> Path:
-    return settings.routing.artifact or settings.home / "intents" / "intents.npz"
+    """The configured head; else one trained locally; else the demo head shipped trained."""
+    if settings.routing.artifact is not None:
+        return settings.routing.artifact
+    local = settings.home / "intents" / "intents.npz"
+    if local.exists() or settings.routing.examples is not None:
+        return local
+    return Path(str(resources.files("pipeline") / "demo" / "intents.npz"))
 
 
 def load_embedder(settings: Settings) -> Any:
