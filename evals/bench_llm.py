@@ -26,6 +26,8 @@ PROMPT = [
 ENGINES = {
     "vllm-bf16-kv": ManagedEngineSettings(kind="vllm", kv_cache_dtype="bfloat16", port=8190),
     "vllm-fp8-kv": ManagedEngineSettings(kind="vllm", kv_cache_dtype="fp8", port=8191),
+    "vllm-int8-kv": ManagedEngineSettings(kind="vllm", kv_cache_dtype="int8_per_token_head",
+                                          port=8193),
     "llamacpp-q4_1": ManagedEngineSettings(kind="llamacpp", port=8192),
 }
 
