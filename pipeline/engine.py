@@ -51,6 +51,12 @@ def vllm_command(cfg: ManagedEngineSettings, prepared: Prepared, served_name: st
         cmd += ["--kv-cache-dtype", cfg.kv_cache_dtype]
     if eager:
         cmd.append("--enforce-eager")
+    if gpu:
+        cmd += ["--gpu-memory-utilization", f"{cfg.gpu_memory_utilization:g}"]
+        if cfg.gpu_quantization:
+            cmd += ["--quantization", cfg.gpu_quantization]
+    if cfg.model_dir is not None:
+        cmd[cmd.index("--model") + 1] = str(cfg.model_dir)
     return cmd
 
 

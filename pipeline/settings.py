@@ -155,6 +155,11 @@ class ManagedEngineSettings(_Model):
     max_model_len: PositiveInt = 4096
     # None: eager on CPU (42 s start instead of 90-170 s of compilation), compiled on GPU.
     enforce_eager: bool | None = None
+    # GPU only: share of GPU memory vLLM may take, and a quantized checkpoint's method
+    # (awq, gptq, fp8, ...) when `model_dir` points at such a checkpoint.
+    gpu_memory_utilization: float = Field(default=0.85, gt=0.0, le=1.0)
+    gpu_quantization: str | None = None
+    model_dir: Path | None = None  # None: the model `ragpacer llm prepare` made
     startup_timeout_s: PositiveFloat = 600.0
 
 

@@ -179,3 +179,19 @@ def test_engine_that_cannot_start_reports_its_log(tmp_path: Path) -> None:
     engine.stop()
     assert signal.SIGTERM  # the process group is gone (stop() is idempotent)
     engine.stop()
+
+
+def test_engine_flags_follow_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import engine as eng
+    from pipeline.engine_prepare import Prepared
+
+    prepared = Prepared(python=Path("/py"), gguf=Path("/m.gguf"), model_dir=Path("/model"))
+    cfg = engine_settings(gpu_quantization="awq", model_dir="/awq-model").llm.managed
+    monkeypatch.setattr(eng, "has_cuda", lambda: False)
+    cpu = eng.vllm_command(cfg, prepared, "smollm2")
+    assert "--enforce-eager" in cpu and "--gpu-memory-utilization" not in cpu
+    assert cpu[cpu.index("--kv-cache-dtype") + 1] == "fp8"
+    monkeypatch.setattr(eng, "has_cuda", lambda: True)
+    gpu = eng.vllm_command(cfg, prepared, "smollm2")
+    assert "--enforce-eager" not in gpu and gpu[gpu.index("--quantization") + 1] == "awq"
+    assert gpu[gpu.index("--model") + 1] == "/awq-model"
