@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+import snowballstemmer
+
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 
 STOPWORDS = frozenset(
@@ -140,32 +142,13 @@ STOPWORDS = frozenset(
 STOPWORDS = STOPWORDS - {"no", "nor", "not"}
 
 
-@lru_cache(maxsize=65536)
+_SNOWBALL = snowballstemmer.stemmer("english")
+
+
+@lru_cache(maxsize=262_144)
 def stem(word: str) -> str:
-    """A light suffix stripper: cheap, predictable, good enough for English help text."""
-    for suffix, keep in (
-        ("ational", 3),
-        ("ization", 3),
-        ("ingly", 3),
-        ("ments", 3),
-        ("ement", 3),
-        ("ness", 3),
-        ("ing", 3),
-        ("ies", 3),
-        ("ied", 3),
-        ("ed", 3),
-        ("ly", 3),
-        ("es", 3),
-        ("s", 3),
-    ):
-        if word.endswith(suffix) and len(word) - len(suffix) >= keep:
-            base = word[: -len(suffix)]
-            if suffix in ("ies", "ied"):
-                return base + "y"
-            if suffix == "s" and word.endswith("ss"):
-                return word
-            return base
-    return word
+    """Snowball (Porter 2) English stemming, cached per word."""
+    return _SNOWBALL.stemWord(word)
 
 
 class Analyzer:
