@@ -220,7 +220,7 @@ class RetrievalSettings(_Model):
     )
     # bm25 | dense | bm25_then_dense | fusion. Dense modes need the embedding classifier
     # (it computes the query vector once); without it the stage runs bm25. fusion won on
-    # Cranfield (evals/eval_retrieval.py): nDCG@10 0.407 vs 0.364 bm25, 0.381 dense.
+    # Cranfield (evals/eval_retrieval.py): nDCG@10 0.414 vs 0.375 bm25, 0.381 dense.
     mode: Literal["bm25", "dense", "bm25_then_dense", "fusion"] = "fusion"
     candidates: PositiveInt = 100
     # auto: the Qdrant Edge index `ragpacer ingest` built ({home}/index/current) when it
