@@ -340,6 +340,54 @@ def ingest(
                   f"on disk) -> {out['path']}")
 
 
+@app.command()
+def bench(
+    config: ConfigOpt = None,
+    requests: Annotated[int, typer.Option(help="Requests to send after warm-up.")] = 500,
+    concurrency: Annotated[int, typer.Option(help="Closed loop: callers at once.")] = 8,
+    rate: Annotated[float | None, typer.Option(help="Open loop: Poisson arrivals/s.")] = None,
+    url: Annotated[str | None, typer.Option(help="HTTP endpoint instead of the SDK.")] = None,
+    api_key: Annotated[str | None, typer.Option(help="Bearer key for --url.")] = None,
+    deadline_ms: Annotated[float | None, typer.Option(help="Per-request deadline.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+) -> None:
+    """Load test: per-stage latency, throughput, breaches, fallbacks and peak memory."""
+    import asyncio
+
+    from rich.progress import Progress
+
+    from pipeline.loadgen import HttpTarget, SdkTarget, run_load
+    from pipeline.sdk import Pipeline
+
+    async def main() -> dict:
+        pipeline = None
+        if url:
+            target = HttpTarget(url, api_key, deadline_ms)
+        else:
+            pipeline = Pipeline(_settings(config))
+            await pipeline.astart(_say)
+            target = SdkTarget(pipeline, deadline_ms)
+        engine = getattr(pipeline, "engine", None)
+        pgid = engine.proc.pid if engine is not None and engine.proc is not None else None
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task("requests", total=requests)
+            result = await run_load(target, requests=requests, concurrency=concurrency,
+                                    rate=rate, engine_pgid=pgid,
+                                    progress=lambda: bar.advance(task))
+        if pipeline is not None:
+            await pipeline.aclose()
+        return result
+
+    try:
+        result = asyncio.run(main())
+    except RagpacerError as exc:
+        raise _fail(exc) from None
+    text = json.dumps(result, indent=2)
+    if out:
+        out.write_text(text)
+    console.print_json(text)
+
+
 @features_app.command("materialize")
 def features_materialize(
     config: ConfigOpt = None,

@@ -42,3 +42,20 @@ def test_config_check(tmp_path: Path) -> None:
     bad.write_text("stages:\n  generation: {budget_ms: 0}\n")
     res = runner.invoke(app, ["config", "check", str(bad)])
     assert res.exit_code == 2 and "stages.generation.budget_ms" in res.output
+
+
+async def test_load_generator_closed_and_open_loop(scripted) -> None:
+    from pipeline.loadgen import SdkTarget, run_load
+    from pipeline.sdk import Pipeline
+    from tests.conftest import make_settings
+
+    p = Pipeline(make_settings(scripted.url))
+    await p.astart()
+    closed = await run_load(SdkTarget(p, None), requests=60, concurrency=4, warmup=5)
+    assert closed["answered"] == 60 and not closed["errors"]
+    assert closed["cache_hit_rate"] > 0 and "generation" in closed["stages_ms"]
+    assert closed["e2e_ms"]["p50"] <= closed["e2e_ms"]["p99"]
+    opened = await run_load(SdkTarget(p, None), requests=40, rate=200.0, warmup=0)
+    assert opened["mode"] == "open" and opened["answered"] == 40
+    assert opened["pipeline_peak_rss_mb"] > 0
+    await p.aclose()
