@@ -174,31 +174,15 @@ async def test_bad_arguments_from_the_model_are_rejected_and_reported_back() -> 
 
 
 async def test_http_service_tool_calls_a_real_loopback_service() -> None:
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from agents.builtin.http_service import HttpServiceTool
+    from tests.loopback import json_peer
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = json.dumps({"path": self.path, "status": "active"}).encode()
-            self.send_response(200)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    tool = HttpServiceTool(f"http://127.0.0.1:{server.server_address[1]}/accounts")
-    (r,) = await run_tools([(tool, tool.arguments_from({"user_id": "c-7"}))],
-                           Deadline.after_ms(2000))
+    with json_peer(lambda path, headers: {"path": path, "status": "active"}) as base:
+        tool = HttpServiceTool(f"{base}/accounts")
+        (r,) = await run_tools([(tool, tool.arguments_from({"user_id": "c-7"}))],
+                               Deadline.after_ms(2000))
     assert r.outcome == "ok" and r.result == {"path": "/accounts?customer_id=c-7",
                                               "status": "active"}
-    server.shutdown()
     down = HttpServiceTool("http://127.0.0.1:9/accounts")
     (r,) = await run_tools([(down, {"customer_id": "c-7"})], Deadline.after_ms(2000))
     assert r.outcome == "error"

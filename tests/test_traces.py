@@ -41,34 +41,21 @@ async def test_jsonl_sink_round_trip_and_summary(scripted, tmp_path: Path) -> No
 
 
 def test_reading_traces_from_langfuse_public_api() -> None:
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from tests.loopback import json_peer
 
     seen: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.headers.get("authorization", ""))
-            body = json.dumps({"data": [
-                {"id": "s1", "traceId": "t1", "parentObservationId": None,
-                 "name": "ragpacer.request", "metadata": {}},
-                {"id": "s2", "traceId": "t1", "parentObservationId": "s1",
-                 "name": "stage.retrieval",
-                 "metadata": {"attributes": {"elapsed_ms": 0.5, "budget_ms": 100,
-                                             "outcome": "ok", "fallback": ""}}}]}).encode()
-            self.send_response(200)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def observations(path: str, headers: dict[str, str]) -> dict:
+        seen.append(headers.get("authorization", headers.get("Authorization", "")))
+        return {"data": [
+            {"id": "s1", "traceId": "t1", "parentObservationId": None,
+             "name": "ragpacer.request", "metadata": {}},
+            {"id": "s2", "traceId": "t1", "parentObservationId": "s1", "name": "stage.retrieval",
+             "metadata": {"attributes": {"elapsed_ms": 0.5, "budget_ms": 100, "outcome": "ok",
+                                         "fallback": ""}}}]}
 
-        def log_message(self, *a: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    spans = tr.read_langfuse(f"http://127.0.0.1:{server.server_address[1]}", "pk", "sk")
-    server.shutdown()
+    with json_peer(observations) as base:
+        spans = tr.read_langfuse(base, "pk", "sk")
     assert seen[0].startswith("Basic ")
     (row,) = tr.summary(tr.stage_rows(spans))
     assert row["stage"] == "retrieval" and row["p50_ms"] == 0.5
