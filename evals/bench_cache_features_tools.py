@@ -53,7 +53,7 @@ async def features(n: int) -> dict:
         materialize(s)
         stage = FeaturesStage(s)
         await stage.astart()
-        ctx = RunContext(Deadline.after_ms(60_000), s, None)
+        ctx = RunContext(Deadline.after_ms(60_000), s)
         times = []
         for i in range(n):
             t0 = time.perf_counter()

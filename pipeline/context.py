@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipeline.deadline import Deadline
 
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 class RunContext:
     deadline: Deadline
     settings: Settings
-    services: Any  # pipeline.services.Services; typed loosely to keep imports acyclic
     # The running stage's own cut-off (set by the runner); stages that stream use it.
     stage_deadline: Deadline | None = None
     trace_id: str = ""

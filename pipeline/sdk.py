@@ -155,7 +155,7 @@ class Pipeline:
         start_ns = time.time_ns()
         deadline, query, scope = self.check_input(query, filters, deadline_ms)
         ctx = RunContext(
-            deadline, self.settings, self, trace_id=os.urandom(16).hex(), on_token=on_token
+            deadline, self.settings, trace_id=os.urandom(16).hex(), on_token=on_token
         )
         records: list[StageRecord] = []
         state: RequestState = {
@@ -174,7 +174,7 @@ class Pipeline:
             )
             records.append(record)
             if "cached" in update:
-                hit = self._from_cache(update, records, ctx, on_token)
+                hit = self._from_cache(update, records, ctx)
                 self.tracing.record(hit, start_ns)
                 return hit
             if "query_vector" in update:  # embedded once, for the semantic lookup
@@ -311,7 +311,6 @@ class Pipeline:
         update: dict[str, Any],
         records: list[StageRecord],
         ctx: RunContext,
-        on_token: Callable[[str], None] | None,
     ) -> Result:
         hit = update["cached"]
         return Result(

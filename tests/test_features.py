@@ -48,7 +48,7 @@ async def test_materialize_then_read_online(repo: Path, store: str) -> None:
     assert out["online_store"] == store
     stage = FeaturesStage(s)
     await stage.astart()
-    ctx = RunContext(Deadline.after_ms(5000), s, None)
+    ctx = RunContext(Deadline.after_ms(5000), s)
     known = await stage({"user_id": "c-0001"}, ctx)
     assert not isinstance(known, Degraded)
     assert known["features"]["tier"] in ("standard", "premium", "business")

@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -176,9 +175,12 @@ def test_engine_that_cannot_start_reports_its_log(tmp_path: Path) -> None:
 
     with pytest.raises(EngineError, match="exited with code"):
         engine.wait_healthy(timeout_s=120)
+    pid = engine.proc.pid
     engine.stop()
-    assert signal.SIGTERM  # the process group is gone (stop() is idempotent)
-    engine.stop()
+    assert engine.proc is None
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)  # nothing of the engine's process group is left
+    engine.stop()  # idempotent
 
 
 def test_engine_flags_follow_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:

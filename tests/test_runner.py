@@ -18,7 +18,7 @@ def runner_for(name: str, budget_ms: float, fallback: str, reserve_ms: float = 0
 
 
 def ctx(deadline_ms: float = 2000) -> RunContext:
-    return RunContext(Deadline.after_ms(deadline_ms), load_settings(environ={}), None)
+    return RunContext(Deadline.after_ms(deadline_ms), load_settings(environ={}))
 
 
 async def test_fast_stage_is_ok_with_positive_slack() -> None:
