@@ -39,6 +39,7 @@ def model_chain(settings: Settings, first: str) -> list[ModelSettings]:
 class Generation:
     name: ClassVar[str] = "generation"
     fallbacks: ClassVar[frozenset[str]] = frozenset({"cheaper"})
+    self_limiting: ClassVar[bool] = True  # the LLM client stops at ctx.cutoff, keeping text
 
     def __init__(self, llm: LLMClient, tools: Any = None) -> None:
         self.llm = llm

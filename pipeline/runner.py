@@ -16,6 +16,7 @@ from pipeline.stage import Degraded, Outcome, Stage, StageRecord, Update
 from pipeline.state import RequestState
 
 log = logging.getLogger("ragpacer.runner")
+SELF_LIMIT_GRACE_S = 0.025
 Observer = Callable[[StageRecord, RequestState, RunContext], None]
 
 
@@ -58,7 +59,13 @@ class StageRunner:
 
         b0 = time.monotonic()
         try:
-            async with asyncio.timeout_at(allotment.deadline.at):
+            # A self-limiting stage (generation) stops at its own cut-off and keeps what it has;
+            # the runner's hard cut comes a little later, or, on a busy loop where both timers
+            # fire in one iteration, the outer cancellation would win and lose partial text.
+            hard = allotment.deadline.at + (
+                SELF_LIMIT_GRACE_S if getattr(stage, "self_limiting", False) else 0.0
+            )
+            async with asyncio.timeout_at(hard):
                 out = await stage(state, ctx.for_stage(allotment.deadline))
         except TimeoutError:
             body = (time.monotonic() - b0) * 1000.0

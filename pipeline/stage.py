@@ -68,6 +68,8 @@ class Stage(Protocol):
     name: ClassVar[str]
     # Fallback kinds this stage implements besides "skip" and "fail", which the runner provides.
     fallbacks: ClassVar[frozenset[str]]
+    # Optional: `self_limiting = True` when the stage honours ctx.cutoff itself and returns
+    # partial output at it (the runner then cuts it a little later, as a backstop only).
 
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update | Degraded: ...
 
