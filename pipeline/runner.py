@@ -11,11 +11,18 @@ from typing import Any
 from pipeline.budget import LatencyWindow, allot
 from pipeline.context import RunContext
 from pipeline.errors import InputError, StageFailed
+from pipeline.guardrails import redact_pii
 from pipeline.plan import ANY_ROUTE, StagePlan
 from pipeline.stage import Degraded, Outcome, Stage, StageRecord, Update
 from pipeline.state import RequestState
 
 log = logging.getLogger("ragpacer.runner")
+
+
+def safe_detail(text: str) -> str:
+    """What a record, a span and a log line may say about a failure: bounded, and with any
+    PII an error message echoed (a server quoting the prompt, say) redacted."""
+    return redact_pii(text)[0][:300]
 SELF_LIMIT_GRACE_S = 0.025
 Observer = Callable[[StageRecord, RequestState, RunContext], None]
 
@@ -51,7 +58,12 @@ class StageRunner:
         plan = self.plan_for(stage.name, state.get("route"))
         allotment = allot(ctx.deadline, plan.budget_ms, plan.reserve_ms)
         window = self.window(stage.name)
-        if allotment.budget_ms <= 0 or window.cannot_fit(allotment.budget_ms):
+        # A self-limiting stage (generation) sizes its work to the time it gets and keeps
+        # what it has at its cut-off: its p95 sits at its budget by design, which says
+        # nothing about whether it can give a useful (shorter) answer. It decides itself.
+        self_limiting = getattr(stage, "self_limiting", False)
+        if allotment.budget_ms <= 0 or (not self_limiting
+                                        and window.cannot_fit(allotment.budget_ms)):
             why = f"{allotment.budget_ms:.1f} ms left, p95 {window.p95() or 0:.1f} ms"
             return self._fallback(
                 stage, plan, state, ctx, Outcome.SKIPPED, why, t0, 0.0, allotment.budget_ms
@@ -63,7 +75,7 @@ class StageRunner:
             # the runner's hard cut comes a little later, or, on a busy loop where both timers
             # fire in one iteration, the outer cancellation would win and lose partial text.
             hard = allotment.deadline.at + (
-                SELF_LIMIT_GRACE_S if getattr(stage, "self_limiting", False) else 0.0
+                SELF_LIMIT_GRACE_S if self_limiting else 0.0
             )
             async with asyncio.timeout_at(hard):
                 out = await stage(state, ctx.for_stage(allotment.deadline))
@@ -78,8 +90,8 @@ class StageRunner:
             raise
         except Exception as exc:  # a stage's own failure must never fail the request
             body = (time.monotonic() - b0) * 1000.0
-            log.warning("stage %s failed: %r", stage.name, exc)
-            detail = f"{type(exc).__name__}: {exc}"[:300]
+            detail = safe_detail(f"{type(exc).__name__}: {exc}")
+            log.warning("stage %s failed: %s", stage.name, detail)
             return self._fallback(
                 stage, plan, state, ctx, Outcome.ERROR, detail, t0, body, allotment.budget_ms
             )
@@ -88,7 +100,7 @@ class StageRunner:
 
         outcome, detail = Outcome.OK, None
         if isinstance(out, Degraded):
-            outcome, detail, out = Outcome.DEGRADED, out.reason, out.update
+            outcome, detail, out = Outcome.DEGRADED, safe_detail(out.reason), out.update
         record = StageRecord(
             name=stage.name,
             budget_ms=allotment.budget_ms,
@@ -121,7 +133,8 @@ class StageRunner:
             try:
                 update = stage.fallback(kind, state, ctx)
             except Exception as exc:
-                raise StageFailed(stage.name, f"{detail}; fallback failed: {exc!r}") from exc
+                why = safe_detail(f"{detail}; fallback failed: {exc!r}")
+                raise StageFailed(stage.name, why) from exc
         record = StageRecord(
             name=stage.name,
             budget_ms=max(budget_ms, 0.0),

@@ -39,6 +39,17 @@ def test_latency_window_needs_samples_then_tracks_p95() -> None:
     assert w.p95() == 100.0
 
 
+def test_an_old_burst_of_slow_samples_stops_skipping_the_stage() -> None:
+    """A cold start must not keep a stage skipped until fast probes dilute it."""
+    w = LatencyWindow(min_samples=20, probe_after_s=60.0, max_age_s=0.05)
+    for _ in range(30):
+        w.add(100.0)
+    assert w.cannot_fit(30.0), "a fresh slow p95 skips the stage"
+    time.sleep(0.06)
+    assert not w.cannot_fit(30.0), "once those samples are old they decide nothing"
+    assert w.p95() is None
+
+
 def test_plan_reserves_for_later_stages_and_parallel_branches_share() -> None:
     s = load_settings(
         environ={},

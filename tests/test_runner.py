@@ -54,6 +54,18 @@ async def test_stage_that_cannot_fit_is_skipped_before_it_starts() -> None:
     assert update == {"tools_fallback": "cheaper"}
 
 
+async def test_a_self_limiting_stage_is_never_skipped_for_its_p95() -> None:
+    """Generation stops at its cut-off with what it has: its p95 sits at its budget by
+    design, and skipping it on that account would throw away every (shorter) answer."""
+    runner = runner_for("generation", 200, "cheaper", reserve_ms=0)
+    gen = Probe("generation")
+    gen.self_limiting = True  # type: ignore[attr-defined]
+    for _ in range(30):
+        runner.window("generation").add(200.0)
+    _, record = await runner.run(gen, {}, ctx(deadline_ms=100))
+    assert gen.calls == 1 and record.outcome is Outcome.OK
+
+
 async def test_reserve_leaves_time_for_later_stages() -> None:
     runner = runner_for("retrieval", 5000, "skip", reserve_ms=1500)
     stage = Probe("retrieval")
