@@ -148,8 +148,9 @@ class ManagedEngineSettings(_Model):
     model: str = "smollm2"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    # auto: fp8 on CPU (doubles KV capacity, measured to work), the checkpoint dtype on GPU.
-    kv_cache_dtype: Literal["auto", "fp8", "bfloat16", "int8_per_token_head"] = "fp8"
+    # auto: fp8 on a CPU with AVX-512 or AMX (doubles KV capacity, measured to work), the
+    # model's dtype on other CPUs (vLLM's fp8 KV needs them) and on GPU.
+    kv_cache_dtype: Literal["auto", "fp8", "bfloat16", "int8_per_token_head"] = "auto"
     kv_cache_gib: PositiveFloat = 1.0
     max_num_seqs: PositiveInt = 32
     max_model_len: PositiveInt = 4096
@@ -347,8 +348,23 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = yaml.safe_load(raw) if raw != "" else None
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key} nests below a key another variable sets to a value",
+                                  field=".".join(path))
+        node[path[-1]] = _env_value(key, raw)
     return out
+
+
+def _env_value(key: str, raw: str) -> Any:
+    """A variable's value read as YAML (numbers, booleans, lists), else as the plain string."""
+    if raw == "":
+        return None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        if any(ord(c) < 32 and c not in "\t\n\r" for c in raw):
+            raise ConfigError(f"{key} holds control characters") from None
+        return raw
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
