@@ -84,9 +84,15 @@ class RedisCache:
     def __init__(self, url: str, *, prefix: str = "ragpacer:cache:",
                  timeout_s: float = 0.05) -> None:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
+        # One immediate retry on a broken connection: after a Redis restart the pooled
+        # connections are dead, and the first request should not pay for that with a miss.
         self._redis = redis.from_url(url, socket_connect_timeout=timeout_s,
-                                     socket_timeout=timeout_s, retry_on_timeout=False)
+                                     socket_timeout=timeout_s, retry_on_timeout=False,
+                                     retry=Retry(NoBackoff(), 1),
+                                     retry_on_error=[redis.ConnectionError])
         self.prefix = prefix
         self._open_until = 0.0
         self._backoff_s = 0.5
@@ -114,6 +120,28 @@ class RedisCache:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+async def redis_persistence(url: str) -> str:
+    """How Redis keeps the cache across a restart: "aof", "rdb", "none" (lost on restart) or
+    "unknown" (down, or CONFIG is disabled, as managed Redis services often do)."""
+    import redis.asyncio as redis
+
+    client = redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        conf = await client.config_get("appendonly") | await client.config_get("save")
+    except Exception:  # informational: never fails readiness
+        return "unknown"
+    finally:
+        await client.aclose()
+    text = {_text(k): _text(v) for k, v in conf.items()}
+    if text.get("appendonly") == "yes":
+        return "aof"
+    return "rdb" if text.get("save") else "none"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def semantic_scope(intent: str | None, filters: dict[str, Any], tenant: str | None = None) -> str:

@@ -150,3 +150,4 @@ def test_readiness_reports_redis() -> None:
             llm.url, redis_url=f"redis://127.0.0.1:{free_port()}/0"))) as base:
         ready = httpx.get(f"{base}/readyz").json()
     assert ready["checks"]["redis"].startswith("down") and ready["status"] == "degraded"
+    assert ready["cache_persistence"] == "unknown"

@@ -122,3 +122,47 @@ async def test_circuit_fails_fast_while_open() -> None:
     with pytest.raises(CacheUnavailable, match="circuit open"):
         await cache.get("k")
     await cache.aclose()
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+async def test_cache_survives_a_restart_only_with_persistence_and_loss_is_never_wrong(
+        scripted, tmp_path, persistent: bool) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.cache import redis_persistence
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    durable = ["--appendonly", "yes", "--appendfsync", "always"] if persistent \
+        else ["--save", "", "--appendonly", "no"]
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
+           *durable]
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+        for _ in range(200):
+            if redis_up(url):
+                return proc
+            time.sleep(0.02)
+        raise AssertionError("redis-server did not start")
+
+    proc = start()
+    assert await redis_persistence(url) == ("aof" if persistent else "none")
+    p = Pipeline(make_settings(scripted.url, redis_url=url, retrieval={"mode": "bm25"},
+                               routing={"classifier": "lexical"}))
+    fresh = await p.arun(QUESTION)
+    await p._cache_writer.drain()
+    assert (await p.arun(QUESTION)).cached
+
+    proc.kill()  # SIGKILL: no chance to save on the way out
+    proc.wait()
+    proc = start()
+    assert isinstance(p.cache, RedisCache)
+    p.cache._open_until = 0.0
+    after = await p.arun(QUESTION)
+    assert after.cached is persistent
+    assert after.answer == fresh.answer and [s.id for s in after.sources] == \
+        [s.id for s in fresh.sources], "a lost cache recomputes the same answer"
+    await p.aclose()
+    proc.kill()
+    proc.wait()

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
 from pipeline.admission import Admission, Overloaded
+from pipeline.cache import redis_persistence
 from pipeline.http import errors
 from pipeline.http.auth import KeyStore, RedisTokenBucket, TokenBucket, retry_after
 from pipeline.http.errors import APIError, to_api_error
@@ -84,10 +85,10 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
         deadline = pipeline._deadline(call["deadline_ms"])
         if body.stream:
             return StreamingResponse(_admitted_stream(admission, deadline, pipeline, call,
-                                                      model_name),
+                                                      model_name, call.get("tenant")),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
-        async with admission.slot(deadline):
+        async with admission.slot(deadline, call.get("tenant")):
             # Time spent waiting for the slot counts against the request's deadline.
             call["deadline_ms"] = max(deadline.remaining_ms(), 1.0)
             result = await pipeline.arun(call.pop("query"), **call)
@@ -117,8 +118,10 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
         ready = checks["index"] == "ok"
         healthy = all(v == "ok" for k, v in checks.items() if k != "index")
         status = "ok" if ready and healthy else ("degraded" if ready else "down")
-        return JSONResponse({"status": status, "checks": checks},
-                            status_code=200 if ready else 503)
+        body: dict[str, Any] = {"status": status, "checks": checks}
+        if settings.redis_url:  # whether cached answers survive a Redis restart
+            body["cache_persistence"] = await redis_persistence(settings.redis_url)
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     return BodySizeLimit(app, settings.server.max_body_bytes)
 
@@ -134,9 +137,10 @@ async def _llm_check(pipeline: Pipeline) -> str:
 
 
 async def _admitted_stream(admission: Admission, deadline: Any, pipeline: Pipeline,
-                           call: dict[str, Any], model: str) -> AsyncIterator[str]:
+                           call: dict[str, Any], model: str,
+                           tenant: str | None) -> AsyncIterator[str]:
     try:
-        async with admission.slot(deadline):
+        async with admission.slot(deadline, tenant):
             call["deadline_ms"] = max(deadline.remaining_ms(), 1.0)
             async for chunk in _stream(pipeline, call, model):
                 yield chunk
