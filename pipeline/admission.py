@@ -4,6 +4,10 @@ A bounded number of requests run at once; a bounded number wait. A request is tu
 at once (503 + Retry-After) when the queue is full, or when the expected wait (queue position
 x mean service time / slots) already exceeds its deadline: better a fast "retry later" than
 accepting work that cannot finish in time.
+
+Shedding is fair between tenants (API keys): one tenant may hold at most its share of the
+queue, max_queue // (tenants waiting + 1), so a single flooding key always leaves room for
+another key's requests rather than crowding them out.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -33,20 +38,30 @@ class Admission:
         self.waiting = 0
         self.mean_ms = 50.0  # EWMA of service time, updated as requests finish
         self.rejected = 0
+        self._waiting_by: Counter[str] = Counter()
 
     def _expected_wait_ms(self) -> float:
         return math.ceil((self.waiting + 1) / self.max_concurrency) * self.mean_ms \
             if self.running >= self.max_concurrency else 0.0
 
+    def _over_share(self, tenant: str | None) -> bool:
+        if tenant is None:
+            return False
+        others = len(self._waiting_by) - (tenant in self._waiting_by)
+        return self._waiting_by[tenant] >= max(1, self.max_queue // (others + 2))
+
     @asynccontextmanager
-    async def slot(self, deadline: Deadline) -> AsyncIterator[None]:
+    async def slot(self, deadline: Deadline, tenant: str | None = None) -> AsyncIterator[None]:
         wait = self._expected_wait_ms()
         if self.running >= self.max_concurrency and (
-                self.waiting >= self.max_queue or wait > deadline.remaining_ms()):
+                self.waiting >= self.max_queue or wait > deadline.remaining_ms()
+                or self._over_share(tenant)):
             self.rejected += 1
             raise Overloaded("server overloaded: retry shortly",
                              max(wait, self.mean_ms) / 1000.0)
         self.waiting += 1
+        if tenant is not None:
+            self._waiting_by[tenant] += 1
         try:
             async with asyncio.timeout_at(deadline.at):
                 await self._slots.acquire()
@@ -56,6 +71,10 @@ class Admission:
                              self.mean_ms / 1000.0) from None
         finally:
             self.waiting -= 1
+            if tenant is not None:
+                self._waiting_by[tenant] -= 1
+                if not self._waiting_by[tenant]:
+                    del self._waiting_by[tenant]
         self.running += 1
         t0 = time.monotonic()
         try:

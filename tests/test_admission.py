@@ -63,3 +63,22 @@ async def test_a_deadline_shorter_than_the_queue_is_refused() -> None:
             hurried = await client.post("/v1/chat/completions", json={**BODY, "deadline_ms": 100})
             assert hurried.status_code == 503
             assert (await first).status_code == 200
+
+
+async def test_shedding_is_fair_between_keys() -> None:
+    """One key floods the queue; another key's request is still admitted and answered."""
+    slow = Script(ttft_s=0.3)
+    with ScriptedLLM(slow) as llm, serving(Pipeline(make_settings(
+            llm.url, cache={"enabled": False},
+            server={"max_concurrency": 1, "max_queue": 4, "api_keys": ["key-a", "key-b"]}))
+    ) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            flood = [asyncio.create_task(client.post(
+                "/v1/chat/completions", json=BODY, headers={"Authorization": "Bearer key-a"}))
+                for _ in range(8)]
+            await asyncio.sleep(0.1)
+            other = await client.post("/v1/chat/completions", json=BODY,
+                                      headers={"Authorization": "Bearer key-b"})
+            codes = sorted(r.status_code for r in await asyncio.gather(*flood))
+    assert other.status_code == 200, other.text
+    assert codes.count(503) >= 5, codes  # key-a keeps at most half the queue
