@@ -7,11 +7,13 @@ serving. Idempotent: chunk ids are stable, so the same input gives the same inde
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -82,11 +84,29 @@ def read_documents(path: Path) -> list[Document]:
 
 def ingest(path: Path, index_root: Path, embedder, filter_fields: Iterable[str],  # type: ignore[no-untyped-def]
            progress: Callable[[int, int], None] | None = None, batch: int = 64) -> dict:
-    from retrieval.stores.edge import EdgeStore
-
     t0 = time.perf_counter()
     chunks = [c for d in read_documents(path) for c in chunk(d)]
     index_root.mkdir(parents=True, exist_ok=True)
+    with ingest_lock(index_root):
+        return _build(path, chunks, index_root, embedder, filter_fields, progress, batch, t0)
+
+
+@contextlib.contextmanager
+def ingest_lock(index_root: Path) -> Iterator[None]:
+    """One ingest or delete at a time per index; a killed holder's lock dies with it."""
+    with open(index_root / ".ingest.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CorpusError(f"another ingest is running on {index_root}") from None
+        yield
+
+
+def _build(path: Path, chunks: list[Document], index_root: Path, embedder,  # type: ignore[no-untyped-def]
+           filter_fields: Iterable[str], progress: Callable[[int, int], None] | None,
+           batch: int, t0: float) -> dict:
+    from retrieval.stores.edge import EdgeStore
+
     build = index_root / f"shard-{time.time_ns()}.partial"
     store = EdgeStore.create(build, 384, list(filter_fields))
     try:
@@ -115,13 +135,18 @@ def ingest(path: Path, index_root: Path, embedder, filter_fields: Iterable[str],
 
 def delete_documents(index_root: Path, doc_ids: Iterable[str]) -> dict:
     """Remove documents (all their chunks) on a copy of the live shard, then switch to it."""
+    live = current_index(index_root)
+    if live is None:
+        raise CorpusError(f"no index under {index_root}: nothing to delete from")
+    with ingest_lock(index_root):
+        return _delete(live, index_root, doc_ids)
+
+
+def _delete(live: Path, index_root: Path, doc_ids: Iterable[str]) -> dict:
     import qdrant_edge as q
 
     from retrieval.stores.edge import EdgeStore
 
-    live = current_index(index_root)
-    if live is None:
-        raise CorpusError(f"no index under {index_root}: nothing to delete from")
     build = index_root / f"shard-{time.time_ns()}.partial"
     shutil.copytree(live, build)
     try:
@@ -151,8 +176,14 @@ def _swap_current(root: Path, target: Path) -> None:
     os.replace(tmp, link)  # atomic switch
     if old is not None and old != target.resolve():
         shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob("shard-*.partial"):  # leftovers of interrupted ingests
-        shutil.rmtree(stale, ignore_errors=True)
+    # Leftovers of ingests killed before their switch: partial builds, finished shards that
+    # never went live, temporary links. Ingests hold the lock, so none of these is in use.
+    for stale in [*root.glob("shard-*"), *root.glob(".current-*")]:
+        if stale.name != target.name:
+            if stale.is_symlink() or stale.is_file():
+                stale.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(stale, ignore_errors=True)
 
 
 def current_index(index_root: Path) -> Path | None:

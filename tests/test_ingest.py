@@ -150,3 +150,49 @@ def test_documents_can_be_deleted_and_the_switch_is_atomic(embedder, tmp_path: P
     store.close()
     with pytest.raises(CorpusError, match="no index"):
         delete_documents(tmp_path / "nothing", ["x"])
+
+
+def test_kill_9_of_the_ingest_process_leaves_the_previous_index_and_a_rerun_completes(
+        embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The real `ragpacer ingest` process, killed with SIGKILL at random points mid-build."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "models").symlink_to(ROOT / ".ragpacer" / "models")
+    root = home / "index"
+    ingest(KB, root, embedder, FIELDS)  # the live index: 67 chunks
+    big = tmp_path / "big.jsonl"
+    with big.open("w") as fh:
+        for i in range(600):
+            fh.write(json.dumps({"id": f"d{i}", "title": f"Doc {i}",
+                                 "text": f"Document {i} about cards, fees and transfers. " * 8,
+                                 "metadata": {"product": "cards"}}) + "\n")
+    env = {**os.environ, "RAGPACER_HOME": str(home)}
+    cmd = [sys.executable, "-m", "pipeline.cli", "ingest", str(big)]
+    rng = random.Random(7)
+    for _ in range(3):
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        while proc.poll() is None and not list(root.glob("shard-*.partial")):
+            time.sleep(0.01)  # kill only once the new shard is being built
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        live = current_index(root)
+        assert live is not None
+        store = EdgeStore.open(live)  # the previous index (or the finished new one) is whole
+        assert store.count() in (67, 600)
+        store.close()
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    store = EdgeStore.open(current_index(root))
+    assert store.count() == 600
+    store.close()
+    assert sorted(p.name for p in root.iterdir() if p.name != ".ingest.lock") == \
+        sorted(["current", current_index(root).name]), "no leftovers of the killed runs"
