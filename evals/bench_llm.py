@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from evals.common import group_rss_mb, percentiles, save
-from pipeline.engine import ManagedEngine
+from pipeline.engine import EngineError, ManagedEngine
 from pipeline.engine_prepare import prepare
 from pipeline.settings import ManagedEngineSettings
 
@@ -90,7 +90,12 @@ def main() -> None:
     ap.add_argument("--engines", nargs="+", default=list(ENGINES))
     ap.add_argument("--home", type=Path, default=Path(".ragpacer"))
     args = ap.parse_args()
-    results = {n: run_engine(n, ENGINES[n], args.home, args) for n in args.engines}
+    results = {}
+    for n in args.engines:
+        try:
+            results[n] = run_engine(n, ENGINES[n], args.home, args)
+        except EngineError as exc:  # e.g. fp8 KV on a CPU without AVX-512
+            print(f"{n}: skipped: {exc}")
     print(f"\n{'engine':15} {'start s':>8} {'RSS MB':>8} " + " ".join(
         f"{'c=' + str(c) + ' ttft/agg':>20}" for c in args.concurrency))
     for n, r in results.items():

@@ -34,6 +34,31 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {f for line in text.splitlines() if line.startswith("flags")
+            for f in line.split(":", 1)[1].split()}
+
+
+def kv_cache_dtype_for(wanted: str, gpu: bool, flags: set[str] | None = None) -> str:
+    """``auto``: fp8 on a CPU that vLLM supports it on (AVX-512 or AMX: measured to double KV
+    capacity at no speed cost), the model's own dtype elsewhere. An explicit fp8 on a CPU
+    without them fails here, clearly, rather than as a worker traceback in vLLM's log."""
+    if gpu:
+        return wanted
+    flags = cpu_flags() if flags is None else flags
+    fp8_ok = bool({"avx512f", "amx_bf16", "amx_tile"} & flags)
+    if wanted == "auto":
+        return "fp8" if fp8_ok else "auto"
+    if wanted == "fp8" and not fp8_ok:
+        raise EngineError("llm.managed.kv_cache_dtype fp8 needs a CPU with AVX-512 or AMX, "
+                          "which this one lacks: use auto or bfloat16")
+    return wanted
+
+
 def vllm_command(cfg: ManagedEngineSettings, prepared: Prepared, served_name: str) -> list[str]:
     gpu = has_cuda()
     eager = cfg.enforce_eager if cfg.enforce_eager is not None else not gpu
@@ -47,8 +72,9 @@ def vllm_command(cfg: ManagedEngineSettings, prepared: Prepared, served_name: st
         "--max-num-seqs", str(cfg.max_num_seqs),
         "--uvicorn-log-level", "warning",
     ]
-    if cfg.kv_cache_dtype != "auto":
-        cmd += ["--kv-cache-dtype", cfg.kv_cache_dtype]
+    kv = kv_cache_dtype_for(cfg.kv_cache_dtype, gpu)
+    if kv != "auto":
+        cmd += ["--kv-cache-dtype", kv]
     if eager:
         cmd.append("--enforce-eager")
     if gpu:
