@@ -7,8 +7,11 @@ store down: the configured defaults, and the stage says it degraded.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import sys
 import time
+import types
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,8 +24,25 @@ from pipeline.stage import Degraded, Update
 from pipeline.state import RequestState
 
 
+def _defer_feasts_torch_import() -> None:
+    """Feast imports PyTorch at import time whenever it is installed (feast.torch_wrapper),
+    for tensor conversions we never use: measured +200 MB RSS and +2.4 s of startup in the
+    serving process. Register a stand-in that imports torch only if Feast ever asks for it."""
+    if "feast.torch_wrapper" in sys.modules:
+        return
+    wrapper = types.ModuleType("feast.torch_wrapper")
+
+    def get_torch() -> Any:
+        return importlib.import_module("torch")
+
+    wrapper.TORCH_AVAILABLE = importlib.util.find_spec("torch") is not None  # type: ignore[attr-defined]
+    wrapper.get_torch = get_torch  # type: ignore[attr-defined]
+    sys.modules["feast.torch_wrapper"] = wrapper
+
+
 def feature_store(settings: Settings) -> Any:
     """A FeatureStore on feature_repo/, its online store switched to Redis when configured."""
+    _defer_feasts_torch_import()
     from feast import FeatureStore, RepoConfig
 
     repo = settings.feast_repo.resolve()
@@ -44,6 +64,7 @@ def _feast_redis(url: str) -> str:
 
 
 def _definitions(repo: Path) -> list[Any]:
+    _defer_feasts_torch_import()
     spec = importlib.util.spec_from_file_location("ragpacer_feature_repo", repo / "customers.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]

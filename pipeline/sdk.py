@@ -91,6 +91,7 @@ class Pipeline:
         self._portal: _LoopThread | None = None
         self.tracing = Tracing(settings)
         self.engine: Any = None  # pipeline.engine.ManagedEngine once astart() ran
+        self._warm = False
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, **kwargs: Any) -> Pipeline:
@@ -104,6 +105,11 @@ class Pipeline:
             start = getattr(stage, "astart", None)
             if start is not None:
                 await start()
+        classifier = getattr(self.stages.get("intent"), "classifier", None)
+        if hasattr(classifier, "embed") and not self._warm:
+            # ONNX Runtime's first run of a graph is slow: pay it here, not on a request.
+            await asyncio.to_thread(classifier.embed, "warm up")
+            self._warm = True
         if self.settings.llm.engine != "managed" or self.engine is not None:
             return
         from pipeline.engine_manager import managed_engine
