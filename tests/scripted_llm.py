@@ -22,6 +22,7 @@ class Script:
     ttft_s: float = 0.0
     token_delay_s: float = 0.0
     status: int = 200
+    error_message: str = "scripted failure"  # what a non-200 answer says
     # When the request offers tools and has no tool results yet, ask for this call first.
     tool_call: dict[str, str] | None = None
 
@@ -96,7 +97,7 @@ class ScriptedLLM:
     async def _respond(self, reader, writer, body) -> bool:  # type: ignore[no-untyped-def]
         s = self.script
         if s.status != 200:
-            payload = json.dumps({"error": {"message": "scripted failure"}}).encode()
+            payload = json.dumps({"error": {"message": s.error_message}}).encode()
             writer.write(
                 f"HTTP/1.1 {s.status} Error\r\ncontent-type: application/json\r\n"
                 f"content-length: {len(payload)}\r\n\r\n".encode() + payload
