@@ -31,6 +31,8 @@ DEFAULT_MIX: list[tuple[float, str, str | None]] = [
 class Tally:
     e2e: list[float] = field(default_factory=list)
     stages: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    by_route: dict[tuple[str, str], list[float]] = field(
+        default_factory=lambda: defaultdict(list))
     breaches: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     fallbacks: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     degraded: int = 0
@@ -43,6 +45,7 @@ class Tally:
         self.degraded += bool(info.get("degraded"))
         for st in info.get("stages", []):
             self.stages[st["name"]].append(st["elapsed_ms"])
+            self.by_route[(str(info.get("route")), st["name"])].append(st["elapsed_ms"])
             if st["outcome"] in ("timeout", "skipped"):
                 self.breaches[st["name"]] += 1
             if st.get("fallback"):
@@ -90,7 +93,10 @@ class HttpTarget:
 async def run_load(target: Any, *, requests: int, concurrency: int | None = None,
                    rate: float | None = None, warmup: int = 20, seed: int = 0,
                    mix: list[tuple[float, str, str | None]] | None = None,
-                   engine_pgid: int | None = None, progress: Any = None) -> dict[str, Any]:
+                   engine_pgid: int | None = None, progress: Any = None,
+                   deadline_ms: float | None = None) -> dict[str, Any]:
+    """Send ``requests`` after ``warmup``. With ``deadline_ms``, also report the share of
+    answers later than the deadline + 50 ms (what budgets promise not to let happen)."""
     mix = mix or DEFAULT_MIX
     rng = random.Random(seed)
     for _ in range(warmup):
@@ -105,7 +111,7 @@ async def run_load(target: Any, *, requests: int, concurrency: int | None = None
             info = await target.call(q, u)
             tally.add((time.perf_counter() - t0) * 1000, info)
         except Exception as exc:
-            tally.errors[str(exc)[:80]] += 1
+            tally.errors[f"{type(exc).__name__}: {exc}"[:80].rstrip(": ")] += 1
         if progress is not None:
             progress()
         if engine_pgid and rng.random() < 0.05:
@@ -133,11 +139,23 @@ async def run_load(target: Any, *, requests: int, concurrency: int | None = None
         "mode": "open" if rate else "closed", "rate": rate, "concurrency": concurrency,
         "requests": requests, "answered": n, "throughput_rps": n / wall,
         "e2e_ms": percentiles(tally.e2e),
+        "e2e_samples_ms": [round(ms, 2) for ms in tally.e2e],  # for CDF plots
         "stages_ms": {k: percentiles(v) for k, v in tally.stages.items()},
+        "route_stages_ms": _by_route(tally.by_route),
         "breach_rate": {k: v / max(n, 1) for k, v in tally.breaches.items()},
         "fallback_rate": {k: v / max(n, 1) for k, v in tally.fallbacks.items()},
         "degraded_rate": tally.degraded / max(n, 1), "cache_hit_rate": tally.cached / max(n, 1),
         "errors": dict(tally.errors),
+        "error_rate": sum(tally.errors.values()) / max(requests, 1),
+        "late_rate": (sum(ms > deadline_ms + 50 for ms in tally.e2e) / max(n, 1)
+                      if deadline_ms else None),
         "pipeline_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "engine_peak_rss_mb": peak_engine or None,
     }
+
+
+def _by_route(samples: dict[tuple[str, str], list[float]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = defaultdict(dict)
+    for (route, stage), values in samples.items():
+        out[route][stage] = percentiles(values)
+    return dict(out)
