@@ -3,6 +3,8 @@ traceback in any response. The app runs in-process over ASGI with a scripted LLM
 
 from __future__ import annotations
 
+import os
+
 import schemathesis
 from hypothesis import HealthCheck, settings
 
@@ -14,11 +16,13 @@ from tests.scripted_llm import Script, ScriptedLLM
 _LLM = ScriptedLLM(Script()).__enter__()  # lives for the test session (a daemon thread)
 APP = create_app(Pipeline(make_settings(_LLM.url, tracing={"exporter": "none"})),
                  manage_lifecycle=False)
+# CI's size per endpoint; RAGPACER_FUZZ_EXAMPLES=2000 for a long run outside CI.
+EXAMPLES = int(os.environ.get("RAGPACER_FUZZ_EXAMPLES", "40"))
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_never_fails_with_a_5xx_or_a_traceback(case) -> None:  # type: ignore[no-untyped-def]
     response = case.call()
     assert response.status_code < 500 or response.status_code == 503, (

@@ -5,6 +5,7 @@ or raises its own typed error naming the problem; nothing else may escape."""
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from pipeline.settings import Settings, load_settings
 from retrieval.ingest import read_documents
 from tests.conftest import ROOT, make_settings
 
-EXAMPLES = 150
+# CI's size; RAGPACER_FUZZ_EXAMPLES=5000 for a long run outside CI.
+EXAMPLES = int(os.environ.get("RAGPACER_FUZZ_EXAMPLES", "150"))
 KEYS = ["deadline_ms", "max_deadline_ms", "stages", "routing", "llm", "guardrails", "cache",
         "retrieval", "tracing", "tools", "features", "server", "budget_ms", "fallback",
         "reserve_ms", "routes", "intents", "models", "url", "mode", "enabled", "exporter",
