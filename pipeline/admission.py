@@ -51,7 +51,9 @@ class Admission:
         return self._waiting_by[tenant] >= max(1, self.max_queue // (others + 2))
 
     @asynccontextmanager
-    async def slot(self, deadline: Deadline, tenant: str | None = None) -> AsyncIterator[None]:
+    async def slot(self, deadline: Deadline,
+                   tenant: str | None = None) -> AsyncIterator[float]:
+        """Hold one of the slots; yields how long the request waited for it, in ms."""
         wait = self._expected_wait_ms()
         if self.running >= self.max_concurrency and (
                 self.waiting >= self.max_queue or wait > deadline.remaining_ms()
@@ -59,6 +61,7 @@ class Admission:
             self.rejected += 1
             raise Overloaded("server overloaded: retry shortly",
                              max(wait, self.mean_ms) / 1000.0)
+        queued_at = time.monotonic()
         self.waiting += 1
         if tenant is not None:
             self._waiting_by[tenant] += 1
@@ -78,7 +81,7 @@ class Admission:
         self.running += 1
         t0 = time.monotonic()
         try:
-            yield
+            yield (t0 - queued_at) * 1000.0
         finally:
             self.running -= 1
             self._slots.release()

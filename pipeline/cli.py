@@ -127,6 +127,8 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default from config).")] = None,
 ) -> None:
     """Serve the OpenAI-compatible endpoint (starts the managed LLM engine if configured)."""
+    import gc
+
     import uvicorn
 
     from pipeline.http import create_app
@@ -145,6 +147,11 @@ def serve(
 
     async def start_then_log() -> None:
         await pipeline.astart(_say)
+        # Everything loaded so far (ONNX, Feast, Qdrant, tokenizers) lives as long as the
+        # process: moved out of the collector's reach, a full collection no longer walks it.
+        # Measured under load: full collections paused the event loop 146-380 ms before.
+        gc.collect()
+        gc.freeze()
         _say(f"serving http://{bind_host}:{bind_port}/v1 (model {settings.server.model_name!r})")
 
     app = create_app(pipeline, manage_lifecycle=False)

@@ -19,11 +19,12 @@ class Deadline:
     started: float = field(default_factory=time.monotonic)
 
     @classmethod
-    def after_ms(cls, ms: float) -> Deadline:
+    def after_ms(cls, ms: float, since: float | None = None) -> Deadline:
+        """``ms`` after ``since`` (a past ``time.monotonic()``, e.g. a request's arrival)."""
         if ms <= 0:
             raise ValueError(f"deadline must be positive, got {ms} ms")
-        now = time.monotonic()
-        return cls(at=now + ms / 1000.0, started=now)
+        start = time.monotonic() if since is None else since
+        return cls(at=start + ms / 1000.0, started=start)
 
     def remaining_ms(self) -> float:
         return (self.at - time.monotonic()) * 1000.0

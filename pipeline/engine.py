@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -29,9 +30,14 @@ class EngineError(RagpacerError):
     """The managed engine could not start or stopped unexpectedly."""
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _child_setup(nice: int) -> Callable[[], None]:
+    def setup() -> None:  # runs in the child between fork and exec
+        with contextlib.suppress(Exception):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if nice:
+            os.nice(nice)
+
+    return setup
 
 
 def cpu_flags() -> set[str]:
@@ -154,7 +160,7 @@ class ManagedEngine:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=_child_setup(self.cfg.nice) if sys.platform == "linux" else None,
         )
         log.close()
 

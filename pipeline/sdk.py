@@ -266,16 +266,16 @@ class Pipeline:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _deadline(self, deadline_ms: float | None) -> Deadline:
+    def _deadline(self, deadline_ms: float | None, since: float | None = None) -> Deadline:
         if deadline_ms is None:
-            return Deadline.after_ms(self.settings.deadline_ms)
+            return Deadline.after_ms(self.settings.deadline_ms, since)
         if isinstance(deadline_ms, bool) or not isinstance(deadline_ms, int | float):
             raise InputError(f"deadline_ms must be a number, got {type(deadline_ms).__name__}")
         if not 0 < deadline_ms <= self.settings.max_deadline_ms:
             raise InputError(
                 f"deadline_ms must be in (0, {self.settings.max_deadline_ms:g}], got {deadline_ms}"
             )
-        return Deadline.after_ms(deadline_ms)
+        return Deadline.after_ms(deadline_ms, since)
 
     def _cacheable(self, result: Result) -> bool:
         route = self.settings.routing.routes.get(result.route or "")

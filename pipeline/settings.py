@@ -162,6 +162,10 @@ class ManagedEngineSettings(_Model):
     gpu_quantization: str | None = None
     model_dir: Path | None = None  # None: the model `ragpacer llm prepare` made
     startup_timeout_s: PositiveFloat = 600.0
+    # Unix nice of the engine's processes. When they share cores with the serving process,
+    # the pipeline's event loop (little CPU, but needed on time: timers, cut-offs, replies)
+    # must win over the engine's batch work, or deadlines slip by the scheduler's lag.
+    nice: int = Field(default=5, ge=0, le=19)
 
 
 class LLMSettings(_Model):

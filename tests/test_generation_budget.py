@@ -1,7 +1,11 @@
 """Budget logic end to end against a scripted OpenAI-compatible server on loopback."""
 
+import time
+
 import pytest
 
+from pipeline.deadline import Deadline
+from pipeline.llm import CUT_MARGIN_S, MAX_CUT_LAG_S, LLMClient
 from pipeline.sdk import Pipeline
 from pipeline.stage import Outcome
 from tests.conftest import make_settings
@@ -115,3 +119,24 @@ async def test_sync_run_works_outside_an_event_loop(scripted) -> None:
     with pytest.raises(RuntimeError, match="arun"):
         p.run(QUESTION)
     await asyncio.to_thread(p.close)
+
+
+async def test_the_llm_client_aims_its_cut_earlier_by_how_late_cuts_land() -> None:
+    """On a busy loop a cut lands late (measured 25-60 ms): the client learns to aim earlier,
+    fast when cuts land later than it aims, slowly back when they land on time."""
+    client = LLMClient()
+    assert client.cut_lag_s == CUT_MARGIN_S
+    client._learn_cut_lag(0.040)
+    assert client.cut_lag_s > 0.02
+    high = client.cut_lag_s
+    client._learn_cut_lag(0.0)
+    assert 0.9 * high < client.cut_lag_s < high
+    for _ in range(50):
+        client._learn_cut_lag(5.0)
+    assert client.cut_lag_s == MAX_CUT_LAG_S  # a pathological stall cannot eat the budget
+    await client.aclose()
+
+
+def test_a_deadline_can_run_from_an_earlier_arrival() -> None:
+    arrived = time.monotonic() - 0.4
+    assert Deadline.after_ms(1000, since=arrived).remaining_ms() <= 600

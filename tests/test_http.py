@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -38,6 +39,20 @@ def serving(pipeline: Pipeline) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join(10)
+
+
+@contextlib.contextmanager
+def server_errors() -> Iterator[list[logging.LogRecord]]:
+    """What uvicorn logs at ERROR (an exception escaping the app) while the block runs."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +128,9 @@ def test_user_metadata_and_deadline_reach_the_pipeline(server: str) -> None:
     ],
 )
 def test_bad_requests_get_openai_errors(server: str, kwargs, status: int, code: str) -> None:
-    r = httpx.post(f"{server}/v1/chat/completions", **kwargs)
+    with server_errors() as crashes:
+        r = httpx.post(f"{server}/v1/chat/completions", **kwargs)
+    assert not crashes, "a refused request is an answer, not a crash in the server's log"
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert err["code"] == code and err["message"] and err["type"]

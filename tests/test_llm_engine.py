@@ -116,6 +116,13 @@ async def test_continuous_batching_raises_aggregate_throughput(vllm) -> None:  #
     assert aggregate > 1.3 * single, (single, aggregate)
 
 
+def test_engine_runs_at_a_lower_cpu_priority_than_the_pipeline(vllm) -> None:  # type: ignore[no-untyped-def]
+    """On shared cores the pipeline's timers and replies must win over batch decoding."""
+    engine_nice = os.getpriority(os.PRIO_PROCESS, vllm.engine.proc.pid)
+    assert engine_nice == os.getpriority(os.PRIO_PROCESS, 0) + vllm.settings.llm.managed.nice
+    assert vllm.settings.llm.managed.nice > 0
+
+
 async def test_deadline_abort_frees_the_request_on_the_server(vllm) -> None:  # type: ignore[no-untyped-def]
     model = vllm.settings.llm.model("smollm2").model_copy(update={"max_tokens": 2000})
     client = LLMClient()

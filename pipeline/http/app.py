@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +18,7 @@ from starlette.exceptions import HTTPException
 
 from pipeline.admission import Admission, Overloaded
 from pipeline.cache import redis_persistence
+from pipeline.errors import RagpacerError
 from pipeline.http import errors
 from pipeline.http.auth import KeyStore, RedisTokenBucket, TokenBucket, retry_after
 from pipeline.http.errors import APIError, to_api_error
@@ -67,11 +69,15 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
 
     app = FastAPI(title="ragpacer", version="0.1.0", lifespan=lifespan,
                   docs_url=None, redoc_url=None)
-    for exc_type in (Exception, RequestValidationError, HTTPException, APIError):
+    # Our own errors (bad input, overload, a failed stage) get handlers of their own: left to
+    # the catch-all `Exception` handler, Starlette would answer and then re-raise them, and
+    # uvicorn would log every 503 as a crash with a traceback.
+    for exc_type in (Exception, RequestValidationError, HTTPException, APIError, RagpacerError):
         app.add_exception_handler(exc_type, errors.handle)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest, who: str = Depends(caller)) -> Any:
+    async def chat_completions(request: Request, body: ChatCompletionRequest,
+                               who: str = Depends(caller)) -> Any:
         if body.model != model_name:
             raise APIError(404, f"model {body.model!r} does not exist; use {model_name!r}",
                            code="model_not_found", param="model")
@@ -82,18 +88,20 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
         if keys.enabled:
             call["tenant"] = who  # the key id: cached answers never cross keys
         pipeline.check_input(call["query"], call["filters"], call["deadline_ms"])
-        deadline = pipeline._deadline(call["deadline_ms"])
+        # The deadline runs from the request's arrival: time spent reading and validating it
+        # on a busy event loop is the caller's time too.
+        deadline = pipeline._deadline(call["deadline_ms"], request.scope.get(ARRIVED))
         if body.stream:
             return StreamingResponse(_admitted_stream(admission, deadline, pipeline, call,
                                                       model_name, call.get("tenant")),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
-        async with admission.slot(deadline, call.get("tenant")):
+        async with admission.slot(deadline, call.get("tenant")) as queued_ms:
             # Time spent waiting for the slot counts against the request's deadline.
             call["deadline_ms"] = max(deadline.remaining_ms(), 1.0)
             result = await pipeline.arun(call.pop("query"), **call)
         return JSONResponse(completion_body(result, model_name),
-                            headers={"Server-Timing": server_timing(result)})
+                            headers={"Server-Timing": server_timing(result, queued_ms)})
 
     @app.get("/v1/models", dependencies=[Depends(caller)])
     async def models() -> dict[str, Any]:
@@ -123,7 +131,22 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
             body["cache_persistence"] = await redis_persistence(settings.redis_url)
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    return BodySizeLimit(app, settings.server.max_body_bytes)
+    return StampArrival(BodySizeLimit(app, settings.server.max_body_bytes))
+
+
+ARRIVED = "ragpacer.arrived"
+
+
+class StampArrival:
+    """Notes in the ASGI scope when a request reached the app (``time.monotonic()``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope[ARRIVED] = time.monotonic()
+        await self.app(scope, receive, send)
 
 
 async def _llm_check(pipeline: Pipeline) -> str:
@@ -187,3 +210,4 @@ async def _stream(pipeline: Pipeline, call: dict[str, Any], model: str) -> Async
         err = to_api_error(exc)
         yield _sse(errors.error_body(err.message, err.type, err.code, err.param))
     yield "data: [DONE]\n\n"
+

@@ -104,8 +104,11 @@ def chunk_body(cid: str, model: str, delta: dict[str, Any], finish: str | None =
             **extra}
 
 
-def server_timing(result: Result) -> str:
-    """Every stage's duration, as browsers and proxies read them."""
+def server_timing(result: Result, queued_ms: float | None = None) -> str:
+    """Every stage's duration, as browsers and proxies read them; ``queue`` is the wait for
+    an admission slot, which ``total`` (the pipeline's own time) does not include."""
     parts = [f"{r.name};dur={r.elapsed_ms:.2f};desc=\"{r.outcome.value}\"" for r in result.stages]
+    if queued_ms is not None:
+        parts.append(f"queue;dur={queued_ms:.2f}")
     parts.append(f"total;dur={result.elapsed_ms:.2f}")
     return ", ".join(parts)
