@@ -6,6 +6,7 @@ fallback rates, errors, peak memory of the pipeline and of the LLM engine)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import resource
 import time
@@ -101,6 +102,10 @@ async def run_load(target: Any, *, requests: int, concurrency: int | None = None
     rng = random.Random(seed)
     for _ in range(warmup):
         await target.call(*pick(rng, mix))
+    # A full collection walking everything imported so far would add its pause to whatever
+    # request is in flight: the generator must not stall the latencies it measures.
+    gc.collect()
+    gc.freeze()
     tally, peak_engine = Tally(), 0.0
 
     async def one() -> None:
