@@ -210,4 +210,3 @@ async def _stream(pipeline: Pipeline, call: dict[str, Any], model: str) -> Async
         err = to_api_error(exc)
         yield _sse(errors.error_body(err.message, err.type, err.code, err.param))
     yield "data: [DONE]\n\n"
-
