@@ -26,6 +26,9 @@ from pipeline.settings import ModelSettings
 CUT_MARGIN_S = 0.002
 MAX_CUT_LAG_S = 0.25
 MIN_TOKENS = 8
+# When the learned TTFT has kept every call away this long, one call goes with the configured
+# first guess instead: an idle engine's first token is fast again, and only a call can tell.
+PROBE_AFTER_S = 2.0
 
 
 @dataclass(slots=True)
@@ -52,17 +55,31 @@ class _Rates:
     """Measured TTFT and decode speed per model (EWMA), seeded from the config."""
 
     def __init__(self, model: ModelSettings) -> None:
+        self.first_guess_ms = model.ttft_ms
         self.ttft_ms = model.ttft_ms
         self.tokens_per_s = model.decode_tokens_per_s
+        self.last_call = time.monotonic()
 
     def update(self, c: Completion, alpha: float = 0.2) -> None:
-        if c.completion_tokens < 16:
-            return  # a handful of tokens says little about sustained speed
         if c.ttft_ms is not None:
             self.ttft_ms += alpha * (c.ttft_ms - self.ttft_ms)
+        if c.completion_tokens < 16:
+            return  # a handful of tokens says little about sustained speed
         tps = c.tokens_per_s
         if tps is not None:
             self.tokens_per_s += alpha * (tps - self.tokens_per_s)
+
+    def no_first_token(self, waited_ms: float, alpha: float = 0.2) -> None:
+        """Cut before any token: the TTFT was at least ``waited_ms``. A saturated engine shows
+        itself only this way; without it the estimate stays low and every call is tried, cut
+        late, and answered extractively anyway."""
+        if waited_ms > self.ttft_ms:
+            self.ttft_ms += alpha * (waited_ms - self.ttft_ms)
+
+    def expected_ttft_ms(self) -> float:
+        if time.monotonic() - self.last_call > PROBE_AFTER_S:
+            return min(self.ttft_ms, self.first_guess_ms)
+        return self.ttft_ms
 
 
 class LLMClient:
@@ -89,7 +106,7 @@ class LLMClient:
     def max_tokens_for(self, model: ModelSettings, deadline: Deadline) -> int:
         """How many tokens fit in the time left at the measured speed."""
         r = self.rates(model)
-        left_s = (deadline.remaining_ms() - r.ttft_ms) / 1000.0
+        left_s = (deadline.remaining_ms() - r.expected_ttft_ms()) / 1000.0
         return min(model.max_tokens, max(0, math.floor(left_s * r.tokens_per_s)))
 
     async def complete(
@@ -122,7 +139,7 @@ class LLMClient:
         remaining_s = max(deadline.remaining_ms() / 1000.0, 0.001)
         timeout = httpx.Timeout(remaining_s, connect=min(remaining_s, 1.0))
         completion = Completion(model.name, "", None, False, None, 0.0, 0)
-        t0 = time.monotonic()
+        t0 = self.rates(model).last_call = time.monotonic()
         cut_at = deadline.at - self.cut_lag_s
         try:
             async with asyncio.timeout_at(cut_at):
@@ -132,6 +149,7 @@ class LLMClient:
             # The `async with client.stream` block has exited: the connection is closed and
             # the server aborts the request.
             if completion.ttft_ms is None:
+                self.rates(model).no_first_token((time.monotonic() - t0) * 1000.0)
                 raise LLMTimeout(f"{model.name}: no token before the deadline") from None
             completion.truncated = True
             completion.finish_reason = "deadline"

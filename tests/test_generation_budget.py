@@ -5,7 +5,7 @@ import time
 import pytest
 
 from pipeline.deadline import Deadline
-from pipeline.llm import CUT_MARGIN_S, MAX_CUT_LAG_S, LLMClient
+from pipeline.llm import CUT_MARGIN_S, MAX_CUT_LAG_S, PROBE_AFTER_S, Completion, LLMClient
 from pipeline.sdk import Pipeline
 from pipeline.stage import Outcome
 from tests.conftest import make_settings
@@ -51,6 +51,44 @@ async def test_slow_first_token_is_cut_and_falls_back_to_extractive() -> None:
         assert result.elapsed_ms < 3000
         assert server.wait_for_disconnect(), "the server must see the request abandoned"
         await p.aclose()
+
+
+async def test_after_cuts_with_no_token_a_short_deadline_skips_the_llm_at_once() -> None:
+    """A saturated engine shows itself only by cuts before any token. The client learns that
+    the first token takes at least that long, so a request left with less time answers
+    extractively at once instead of trying, being cut and answering extractively late."""
+    with ScriptedLLM(Script(ttft_s=10.0)) as server:
+        p = Pipeline(make_settings(server.url))
+        await p.arun(QUESTION, deadline_ms=1500)
+        tried = len(server.requests)
+        assert tried == 1
+        # At the configured first guess (20 ms TTFT, 50 tokens/s) 400 ms leaves room for
+        # 8+ tokens; at the learned one (over 250 ms) it does not.
+        result = await p.arun("what does a paper statement cost", deadline_ms=400)
+        assert len(server.requests) == tried, "the engine must not be tried"
+        rec = gen_record(result)
+        assert result.answer_kind == "extractive" and rec.fallback == "cheaper"
+        assert rec.outcome is Outcome.TIMEOUT and "generation" in result.degraded
+        await p.aclose()
+
+
+async def test_the_learned_ttft_lets_a_probe_through_and_comes_back_down() -> None:
+    model = make_settings("http://127.0.0.1:9/v1").llm.models[0]
+    client = LLMClient()
+    r = client.rates(model)
+    r.no_first_token(2000.0)
+    assert r.ttft_ms > 300 and client.max_tokens_for(model, Deadline.after_ms(400)) == 0
+    r.no_first_token(10.0)  # a lower bound under the estimate says nothing new
+    high = r.ttft_ms
+    assert high > 300
+    # No call for a while: the next one is let through at the configured first guess ...
+    r.last_call -= PROBE_AFTER_S + 0.1
+    assert client.max_tokens_for(model, Deadline.after_ms(400)) >= 8
+    # ... and a fast first token (even of a short answer) pulls the estimate back down.
+    r.last_call += PROBE_AFTER_S + 0.1
+    r.update(Completion(model.name, "ok", "stop", False, 15.0, 40.0, 3))
+    assert r.ttft_ms < high
+    await client.aclose()
 
 
 async def test_stream_cut_at_deadline_returns_partial_text_marked_truncated() -> None:
