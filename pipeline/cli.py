@@ -132,6 +132,7 @@ def serve(
     import uvicorn
 
     from pipeline.http import create_app
+    from pipeline.http.server import uvicorn_config
     from pipeline.sdk import Pipeline
 
     try:
@@ -158,8 +159,8 @@ def serve(
 
     async def main() -> None:
         await start_then_log()
-        server = uvicorn.Server(uvicorn.Config(app, host=bind_host, port=bind_port,
-                                               log_level="warning", lifespan="off"))
+        server = uvicorn.Server(uvicorn_config(app, settings, host=bind_host, port=bind_port,
+                                               lifespan="off"))
         try:
             await server.serve()
         finally:

@@ -255,6 +255,9 @@ class ServerSettings(_Model):
     # The model id clients send; GET /v1/models lists it.
     model_name: str = "ragpacer"
     max_body_bytes: PositiveInt = 256 * 1024
+    # Seconds an idle client connection stays open: longer than clients pool one (5 s in
+    # httpx and the OpenAI SDK), so they never reuse a connection the server is closing.
+    keep_alive_s: int = Field(default=75, ge=1, le=3600)
     # Bearer keys: plain (hashed at load, never kept) or "sha256:<hex>". Empty: no auth,
     # which is only sensible on loopback (the default host).
     api_keys: list[SecretStr] = Field(default_factory=list)
