@@ -56,7 +56,12 @@ def eval_settings(max_tokens: int | None = None,
     overrides["llm"] = {"models": [model], **({"engine": "external"} if url else {})}
     if generation_budget_ms:  # the sweep: the deadline, not the stage budget, is the limit
         overrides["stages"] = {"generation": {"budget_ms": generation_budget_ms}}
-    return load_settings(ROOT / "ragpacer.yaml", environ={}, overrides=overrides)
+    settings = load_settings(ROOT / "ragpacer.yaml", environ={}, overrides=overrides)
+    if generation_budget_ms:  # a route's own generation budget (lending: 2,300) too
+        for route in settings.routing.routes.values():
+            if "generation" in route.budgets:
+                route.budgets["generation"] = generation_budget_ms
+    return settings
 
 
 def words(text: str) -> set[str]:

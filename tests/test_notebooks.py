@@ -55,3 +55,14 @@ def test_serving_notebook_runs(name: str, engine_url: str,
                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EVAL_LLM_URL", engine_url)  # the kernel inherits it
     execute(name)
+
+
+def test_the_budget_sweep_lifts_every_generation_budget() -> None:
+    """The sweep lets the deadline be the only limit; a route's own generation budget
+    (lending: 2,300 ms) once cut its 'unconstrained' reference answers at 2.3 s."""
+    from evals.budget_sweep import eval_settings
+
+    settings = eval_settings(generation_budget_ms=30_000)
+    assert any("generation" in r.budgets for r in settings.routing.routes.values())
+    for route in settings.routing.routes.values():
+        assert settings.stage("generation", route).budget_ms == 30_000
