@@ -46,14 +46,6 @@ def _child_setup(nice: int) -> Callable[[], None]:
     return setup
 
 
-def autogroup_nice(pid: int) -> int | None:
-    """The autogroup niceness of a process's session; None where the kernel has none."""
-    try:
-        return int(Path(f"/proc/{pid}/autogroup").read_text().split("nice")[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def cpu_flags() -> set[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()

@@ -139,7 +139,8 @@ class LLMClient:
         remaining_s = max(deadline.remaining_ms() / 1000.0, 0.001)
         timeout = httpx.Timeout(remaining_s, connect=min(remaining_s, 1.0))
         completion = Completion(model.name, "", None, False, None, 0.0, 0)
-        t0 = self.rates(model).last_call = time.monotonic()
+        rates = self.rates(model)
+        t0 = rates.last_call = time.monotonic()
         cut_at = deadline.at - self.cut_lag_s
         try:
             async with asyncio.timeout_at(cut_at):
@@ -149,12 +150,12 @@ class LLMClient:
             # The `async with client.stream` block has exited: the connection is closed and
             # the server aborts the request.
             if completion.ttft_ms is None:
-                self.rates(model).no_first_token((time.monotonic() - t0) * 1000.0)
+                rates.no_first_token((time.monotonic() - t0) * 1000.0)
                 raise LLMTimeout(f"{model.name}: no token before the deadline") from None
             completion.truncated = True
             completion.finish_reason = "deadline"
         completion.elapsed_ms = (time.monotonic() - t0) * 1000.0
-        self.rates(model).update(completion)
+        rates.update(completion)
         return completion
 
     def _learn_cut_lag(self, late_s: float) -> None:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from pipeline.deadline import Deadline
-from pipeline.engine import ManagedEngine, autogroup_nice
+from pipeline.engine import ManagedEngine
 from pipeline.engine_prepare import PrepareError, find_gguf, manifest_ok, prepare
 from pipeline.llm import LLMClient
 from pipeline.sdk import Pipeline
@@ -114,6 +114,14 @@ async def test_continuous_batching_raises_aggregate_throughput(vllm) -> None:  #
     # Measured 7x at 16 streams on an AVX-512 CPU, 1.6x at 8 on an AVX2 one: batching must
     # at least help, clearly.
     assert aggregate > 1.3 * single, (single, aggregate)
+
+
+def autogroup_nice(pid: int) -> int | None:
+    """The autogroup niceness of a process's session; None where the kernel has none."""
+    try:
+        return int(Path(f"/proc/{pid}/autogroup").read_text().split("nice")[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def test_engine_runs_at_a_lower_cpu_priority_than_the_pipeline(vllm) -> None:  # type: ignore[no-untyped-def]
