@@ -22,6 +22,9 @@ class IntentRouter:
 
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update:
         routing = ctx.settings.routing
+        if state.get("decline"):  # declined before classification (an injection attempt)
+            return {"route": routing.decline_route, "intent": None, "intent_confidence": 0.0,
+                    "low_confidence": False}
         update: Update = {}
         aembed = getattr(self.classifier, "aembed", None)
         if aembed is not None:  # computed once; the cache and the retriever reuse it
@@ -29,6 +32,12 @@ class IntentRouter:
             if vector is None:
                 vector = update["query_vector"] = await aembed(state["query"], ctx.cutoff)
             intent, confidence = self.classifier.classify_vector(vector)  # type: ignore[attr-defined]
+            scope = self.classifier.scope(vector)  # type: ignore[attr-defined]
+            if scope < routing.scope_threshold:  # far from every intent: out of scope
+                update.update(intent=intent, intent_confidence=round(confidence, 4),
+                              low_confidence=True, route=routing.decline_route,
+                              decline="out_of_scope")
+                return update
         else:
             intent, confidence = self.classifier.classify(state["query"])
         low = intent is None or confidence < routing.min_confidence

@@ -204,5 +204,8 @@ class EmbeddingIntentClassifier:
     def classify_vector(self, vector: np.ndarray) -> tuple[str, float]:
         return self.head.classify_vector(vector)
 
+    def scope(self, vector: np.ndarray) -> float:
+        return self.head.in_scope(vector)
+
     def classify(self, query: str) -> tuple[str | None, float]:
         return self.head.classify_vector(self.embed(query))

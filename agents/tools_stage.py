@@ -29,8 +29,7 @@ class ToolsStage:
             except ToolArgumentError as exc:
                 rejected.append(ToolResult(name, "invalid_arguments", error=str(exc)))
         results = rejected + await run_tools(calls, ctx.cutoff)
-        update: Update = {"tool_results": [r.as_dict() for r in results if r.outcome == "ok"],
-                          "tool_outcomes": {r.name: r.outcome for r in results}}
+        update: Update = {"tool_results": [r.as_dict() for r in results if r.outcome == "ok"]}
         failed = [f"{r.name}: {r.outcome}" for r in results if r.outcome != "ok"]
         return Degraded(update, "; ".join(failed)) if failed else update
 

@@ -113,8 +113,7 @@ class SequentialTools(ToolsStage):
         for name in route.tools:
             tool = self.registry.get(name)
             results.append(await _one(tool, tool.arguments_from(state), ctx.deadline))
-        return {"tool_results": [r.as_dict() for r in results if r.outcome == "ok"],
-                "tool_outcomes": {r.name: r.outcome for r in results}}
+        return {"tool_results": [r.as_dict() for r in results if r.outcome == "ok"]}
 
 
 class BaselinePipeline:

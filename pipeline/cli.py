@@ -25,6 +25,8 @@ features_app = typer.Typer(no_args_is_help=True, help="The Feast feature store."
 app.add_typer(features_app, name="features")
 intents_app = typer.Typer(no_args_is_help=True, help="Train and evaluate the intent classifier.")
 app.add_typer(intents_app, name="intents")
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate what the pipeline answers.")
+app.add_typer(eval_app, name="eval")
 console = Console()
 err = Console(stderr=True)
 
@@ -34,13 +36,13 @@ ConfigOpt = Annotated[
 ]
 
 
-def _settings(config: Path | None):  # type: ignore[no-untyped-def]
+def _settings(config: Path | None, overrides: dict | None = None):  # type: ignore[no-untyped-def]
     """The file given, else $RAGPACER_CONFIG, else ./ragpacer.yaml when present, else defaults."""
     from pipeline.settings import env_value
 
     if config is None and env_value("CONFIG") is None and Path("ragpacer.yaml").exists():
         config = Path("ragpacer.yaml")
-    return load_settings(config)
+    return load_settings(config, overrides=overrides)
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -496,6 +498,98 @@ def intents_eval(
     for gold, pred, n in report["confused"]:
         table.add_row(gold, pred, str(n))
     console.print(table)
+
+
+QUALITY_METRICS = (
+    ("gold_at_3", "gold article in sources@3", True),
+    ("fact_accuracy", "fact accuracy", True),
+    ("unsupported_rate", "answers with an unsupported claim", True),
+    ("decline_rate_out_of_scope", "out-of-scope + injection declined", True),
+    ("decline_rate_unanswerable", "unanswerable declined", True),
+    ("false_decline_rate", "answerable but declined", True),
+    ("mid_sentence_rate", "answers cut mid-sentence", True),
+    ("p50_ms", "latency p50 ms", False),
+    ("p95_ms", "latency p95 ms", False),
+)
+
+
+def quality_table(reports: dict[str, dict], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    for name in reports:
+        table.add_column(name, justify="right")
+    for key, label, is_rate in QUALITY_METRICS:
+        cells = []
+        for rep in reports.values():
+            v = rep.get(key)
+            cells.append("-" if v is None else f"{v:.1%}" if is_rate else f"{v:,.0f}")
+        table.add_row(label, *cells)
+    return table
+
+
+@eval_app.command("answers")
+def eval_answers(
+    config: ConfigOpt = None,
+    cases: Annotated[Path, typer.Option(help="Answer-quality cases (JSONL).")] = Path(
+        "evals/data/answer_quality.jsonl"),
+    url: Annotated[str | None, typer.Option(help="A running server instead of the SDK.")] = None,
+    api_key: Annotated[str | None, typer.Option(help="Bearer key for --url.")] = None,
+    model: Annotated[str, typer.Option(help="The model name to send with --url.")] = "ragpacer",
+    deadline_ms: Annotated[float | None, typer.Option(help="Per-request deadline.")] = None,
+    variants: Annotated[str, typer.Option(
+        help="SDK only: comma-separated answer paths side by side: shipped (the config as it "
+             "is), llm (unchecked), llm_grounded, extractive.")] = "shipped",
+    limit: Annotated[int | None, typer.Option(help="Only the first N cases.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Cases in flight at once.")] = 4,
+    out: Annotated[Path | None, typer.Option(help="Write reports and rows as JSON here.")] = None,
+) -> None:
+    """Fact accuracy, unsupported claims, declines, mid-sentence cuts and latency."""
+    import asyncio
+
+    import httpx
+    from rich.progress import Progress
+
+    from pipeline import quality
+    from retrieval.corpus import demo_knowledge_base, load_jsonl
+
+    try:
+        chosen = quality.load_cases(cases)[:limit]
+    except (OSError, ValueError) as exc:
+        raise _fail(exc) from None
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+
+    async def main(bar: Progress) -> dict:
+        def progress(name: str, total: int):  # type: ignore[no-untyped-def]
+            task = bar.add_task(name, total=total)
+            return lambda: bar.advance(task)
+
+        if url is None:
+            return await quality.compare(lambda o: _settings(config, o), names, chosen,
+                                         deadline_ms=deadline_ms, concurrency=concurrency,
+                                         say=_say, progress=progress)
+        settings = _settings(config)
+        kb = settings.retrieval.knowledge_base or demo_knowledge_base()
+        texts = {d.id: f"{d.title}. {d.text}" for d in load_jsonl(kb)}
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        async with httpx.AsyncClient(timeout=60, headers=headers) as client:
+            target = quality.http_target(client, url, model, deadline_ms, texts)
+            rows = await quality.run_cases(target, chosen, concurrency=concurrency,
+                                           progress=progress("http", len(chosen)))
+        return {"http": {"report": quality.report(rows), "rows": rows}}
+
+    try:
+        with Progress(console=err, transient=True) as bar:
+            result = asyncio.run(main(bar))
+    except (RagpacerError, ValueError, httpx.HTTPError) as exc:
+        raise _fail(exc) from None
+    where = url or "SDK"
+    console.print(quality_table({k: v["report"]["overall"] for k, v in result.items()},
+                                f"{len(chosen)} cases via {where}, deadline "
+                                f"{deadline_ms or 'default'} ms"))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, default=str))
+        console.print(f"wrote {out}")
 
 
 if __name__ == "__main__":

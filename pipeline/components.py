@@ -13,12 +13,14 @@ from agents.lexical import LexicalIntentClassifier, demo_intents, read_intents
 from agents.tools_stage import ToolsStage
 from pipeline.errors import ConfigError, InvalidFiltersError
 from pipeline.generation import Generation
+from pipeline.grounding import Grounding
 from pipeline.guardrails import InputGuardrails, OutputGuardrails
 from pipeline.llm import LLMClient
 from pipeline.settings import Settings
 from pipeline.stage import Stage
 from retrieval.bm25 import BM25Index
 from retrieval.corpus import demo_knowledge_base, load_jsonl
+from retrieval.extractive import SentenceIndex, SentenceSelector
 from retrieval.filters import Filters, normalise_filters
 from retrieval.hybrid import HybridIndex
 from retrieval.stage import Retrieval
@@ -144,6 +146,16 @@ def document_vectors(index: BM25Index, embedder: Any) -> Any:
     return _VECTORS[key]
 
 
+def sentence_selector(settings: Settings, index: BM25Index, embedder: Any) -> SentenceSelector:
+    """Picks the extractive answer's sentences; their vectors are embedded at first start and
+    cached beside the index (keyed by index and embedder version)."""
+    if embedder is None:
+        return SentenceSelector(None, index.analyzer, index.idf)
+    name = f"sentences-v2-{index_version(index)}-{embedder.checksum[:12]}.npz"
+    vectors = SentenceIndex.load_or_build(index_root(settings) / name, index.documents, embedder)
+    return SentenceSelector(vectors, index.analyzer, index.idf)
+
+
 _TX_STORES: dict[str | None, Any] = {}
 
 
@@ -197,12 +209,14 @@ def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict
     hybrid: Any = edge_store(settings)
     if hybrid is None and embedder is not None and settings.retrieval.mode != "bm25":
         hybrid = HybridIndex(index, document_vectors(index, embedder))
+    selector = sentence_selector(settings, index, embedder)
     stages: dict[str, Stage] = {
         "input_guardrails": InputGuardrails(),
         "intent": IntentRouter(intent_classifier(settings, embedder)),
         "retrieval": Retrieval(index, route_filters(settings), hybrid),
         "tools": ToolsStage(registry),
-        "generation": Generation(llm, registry),
+        "generation": Generation(llm, registry, selector),
+        "grounding": Grounding(selector),
         "output_guardrails": OutputGuardrails(),
     }
     if features is not None:

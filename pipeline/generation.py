@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
+from pipeline.answers import decline, decline_reason, extractive, lacks_evidence, select
 from pipeline.context import RunContext
 from pipeline.errors import LLMError, LLMUnavailable
+from pipeline.grounding import complete_sentences, strip_markup
 from pipeline.llm import Completion, LLMClient
-from pipeline.prompt import build_messages, extractive_answer
+from pipeline.prompt import build_messages
 from pipeline.settings import ModelSettings, Settings
 from pipeline.stage import Degraded, Update
 from pipeline.state import RequestState
+from retrieval.extractive import SentenceSelector
 
 
 def assemble_tool_calls(deltas: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -41,16 +44,23 @@ class Generation:
     fallbacks: ClassVar[frozenset[str]] = frozenset({"cheaper"})
     self_limiting: ClassVar[bool] = True  # the LLM client stops at ctx.cutoff, keeping text
 
-    def __init__(self, llm: LLMClient, tools: Any = None) -> None:
+    def __init__(self, llm: LLMClient, tools: Any = None,
+                 selector: SentenceSelector | None = None) -> None:
         self.llm = llm
         self.tools = tools  # agents.tools.ToolRegistry, for routes with llm_tools
+        self.selector = selector or SentenceSelector(None)
 
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update | Degraded:
         route = ctx.settings.routing.routes[state["route"]]
-        if route.model is None:
-            if route.template is not None:
-                return {"answer": route.template, "answer_kind": "template", "model": None}
-            return self._extractive(state)
+        if (reason := decline_reason(state, ctx)) is not None:
+            return decline(reason, ctx)
+        if route.model is None and route.template is not None:
+            return {"answer": route.template, "answer_kind": "template", "model": None}
+        selection = select(self.selector, state, ctx)
+        if route.model is None or route.answer == "extractive" or lacks_evidence(
+                selection, state, ctx):
+            # No LLM: the extractive answer, or a decline when the sources do not answer.
+            return extractive(selection, state, ctx)
         messages = build_messages(
             ctx.settings.llm.system_prompt,
             state["query"],
@@ -66,6 +76,9 @@ class Generation:
                 failures.append(str(exc))
                 continue
             update = self._update(c)
+            if not update["answer"]:  # cut before its first sentence ended
+                update = extractive(selection, state, ctx)
+                failures.append("no complete sentence before the cut")
             if used:
                 update["tool_results"] = [*state.get("tool_results", []), *used]
             if failures or c.truncated:
@@ -78,9 +91,11 @@ class Generation:
         self, model: ModelSettings, messages: list[dict[str, Any]], route: Any, ctx: RunContext
     ) -> tuple[Completion, list[dict[str, Any]]]:
         """The model may ask for tools; run them and ask again, bounded by rounds and time."""
+        # A grounded answer may still be replaced: it reaches the caller whole, once checked.
+        on_token = ctx.on_token if route.answer == "llm" else None
         if not route.llm_tools or self.tools is None:
             c = await self.llm.complete(model, messages, deadline=ctx.cutoff,
-                                        on_token=ctx.on_token)
+                                        on_token=on_token)
             return c, []
         from agents.tool_runner import run_tools
         from agents.tools import ToolArgumentError, openai_tool
@@ -92,7 +107,7 @@ class Generation:
             offer = round_no < route.max_tool_rounds
             extra = {"tools": specs, "tool_choice": "auto"} if offer else None
             c = await self.llm.complete(model, messages, deadline=ctx.cutoff,
-                                        on_token=ctx.on_token, extra=extra)
+                                        on_token=on_token, extra=extra)
             calls = assemble_tool_calls(c.tool_calls)
             if not calls or not offer:
                 return c, used
@@ -119,12 +134,17 @@ class Generation:
 
     @staticmethod
     def _update(c: Completion) -> Update:
+        # Markup never reaches the caller, and an answer ends at its last complete sentence
+        # (a cut one loses its unfinished tail; "" when none was finished).
+        text = strip_markup(c.text.strip())
+        answer = complete_sentences(text)
+        cut = c.truncated or c.finish_reason == "length" or answer != text
         return {
-            "answer": c.text.strip(),
+            "answer": answer,
             "answer_kind": "llm",
             "model": c.model,
             "truncated": c.truncated,
-            "finish_reason": "length" if c.truncated else (c.finish_reason or "stop"),
+            "finish_reason": "length" if cut else (c.finish_reason or "stop"),
             "ttft_ms": c.ttft_ms,
             "usage": {
                 "prompt_tokens": c.prompt_tokens,
@@ -133,10 +153,7 @@ class Generation:
             },
         }
 
-    @staticmethod
-    def _extractive(state: RequestState) -> Update:
-        answer = extractive_answer(state["query"], state.get("sources", []))
-        return {"answer": answer, "answer_kind": "extractive", "model": None}
-
     def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
-        return self._extractive(state)
+        if (reason := decline_reason(state, ctx)) is not None:
+            return decline(reason, ctx)
+        return extractive(select(self.selector, state, ctx), state, ctx)

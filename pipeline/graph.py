@@ -2,7 +2,7 @@
 
     START -> input_guardrails -> intent --(route)--> features | retrieval | tools (parallel)
                                               \\-----------------------------> generation
-          generation -> output_guardrails -> END
+          generation -> grounding -> output_guardrails -> END
 
 The router reads the routing table; branch stages that a route does not list never run.
 """
@@ -22,7 +22,7 @@ from pipeline.settings import Settings
 from pipeline.stage import Stage
 from pipeline.state import RequestState
 
-REQUIRED = ("input_guardrails", "intent", "generation", "output_guardrails")
+REQUIRED = ("input_guardrails", "intent", "generation", "grounding", "output_guardrails")
 
 
 def build_graph(settings: Settings, stages: Mapping[str, Stage], runner: StageRunner) -> Any:
@@ -55,6 +55,7 @@ def build_graph(settings: Settings, stages: Mapping[str, Stage], runner: StageRu
     g.add_conditional_edges("intent", route_after_intent, [*branches, "generation"])
     for b in branches:
         g.add_edge(b, "generation")
-    g.add_edge("generation", "output_guardrails")
+    g.add_edge("generation", "grounding")
+    g.add_edge("grounding", "output_guardrails")
     g.add_edge("output_guardrails", END)
     return g.compile()

@@ -105,10 +105,13 @@ def looks_like_injection(text: str) -> bool:
 def check_input(query: str, cfg: GuardrailSettings) -> Update:
     """Injection and PII checks; raises BlockedInputError when the config says block."""
     flags: list[str] = []
+    update: Update = {}
     if looks_like_injection(query):
         if cfg.injection_action == "block":
             raise BlockedInputError("the query looks like a prompt-injection attempt")
         flags.append("prompt_injection")
+        if cfg.injection_action == "decline":
+            update["decline"] = "injection"
     allow = frozenset(cfg.pii_allowlist)
     pii = sorted({kind for kind, _, _ in find_pii(query, allow)})
     if pii:
@@ -119,7 +122,7 @@ def check_input(query: str, cfg: GuardrailSettings) -> Update:
         flags += [f"pii:{k}" for k in pii]
         if cfg.pii_action == "redact":
             query, _ = redact_pii(query, allow)
-    return {"query": query, "flags": flags} if flags else {}
+    return {**update, "query": query, "flags": flags} if flags else update
 
 
 def check_output(answer: str, cfg: GuardrailSettings) -> Update:
@@ -171,8 +174,11 @@ class StreamRedactor:
         self.cfg = cfg
         self.allow = frozenset(cfg.pii_allowlist)
         self._pending = ""
+        self.fed = False  # whether any streamed text came in
+
 
     def feed(self, text: str) -> str:
+        self.fed = True
         self._pending += text
         cut = 0
         for match in _BOUNDARY.finditer(self._pending):

@@ -9,7 +9,7 @@ from pipeline.settings import Settings
 
 PRE_ROUTE = ("cache", "input_guardrails", "intent")
 BRANCHES = ("features", "retrieval", "tools")
-POST = ("generation", "output_guardrails")
+POST = ("generation", "grounding", "output_guardrails")
 ANY_ROUTE = "*"
 
 

@@ -43,20 +43,3 @@ def build_messages(
         {"role": "system", "content": system_prompt},
         {"role": "user", "content": "\n".join(parts)},
     ]
-
-
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
-
-
-def extractive_answer(query: str, sources: Sequence[Hit], max_sentences: int = 2) -> str:
-    """An answer without any LLM: the first sentences of the best sources, cited."""
-    if not sources:
-        return (
-            "I could not find this in the help centre. Please contact support in the app "
-            "under Help."
-        )
-    lines = []
-    for i, hit in enumerate(sources[:2], 1):
-        sentences = _SENTENCE.split(hit.text.strip())
-        lines.append(f"{' '.join(sentences[:max_sentences])} [{i}]")
-    return "\n".join(lines)

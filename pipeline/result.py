@@ -21,7 +21,8 @@ class Result:
     degraded: list[str]
     elapsed_ms: float
     trace_id: str
-    answer_kind: str = "llm"
+    answer_kind: str = "llm"  # llm | extractive | template | decline
+    decline: str | None = None  # out_of_scope | injection | no_evidence
     model: str | None = None
     truncated: bool = False
     finish_reason: str = "stop"
@@ -39,11 +40,13 @@ class Result:
         return {
             "answer": self.answer,
             "answer_kind": self.answer_kind,
+            "decline": self.decline,
             "sources": [s.as_dict() for s in self.sources],
             "route": self.route,
             "intent": self.intent,
             "intent_confidence": self.intent_confidence,
             "low_confidence": self.low_confidence,
+            "finish_reason": self.finish_reason,
             "model": self.model,
             "truncated": self.truncated,
             "cached": self.cached,
@@ -61,6 +64,7 @@ class Result:
         return {
             "answer": self.answer,
             "answer_kind": self.answer_kind,
+            "decline": self.decline,
             "sources": [s.as_dict() for s in self.sources],
             "route": self.route,
             "intent": self.intent,

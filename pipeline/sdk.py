@@ -227,12 +227,14 @@ class Pipeline:
             result = task.result()
             while not queue.empty():
                 redactor.feed(queue.get_nowait())
-            streamed = redactor.flush()
-            if result.answer_kind == "llm" and not result.cached:
-                if streamed:
-                    yield streamed
+            rest = redactor.flush()
+            if redactor.fed and result.answer_kind == "llm" and not result.cached:
+                if rest:
+                    yield rest
             elif result.answer:
-                yield result.answer  # template, extractive or cached: one chunk
+                # Not streamed token by token (grounded, template, extractive, decline or
+                # cached): the checked answer in one chunk.
+                yield result.answer
             yield result
         finally:
             if not task.done():
@@ -304,6 +306,7 @@ class Pipeline:
             elapsed_ms=ctx.deadline.elapsed_ms(),
             trace_id=ctx.trace_id,
             answer_kind=final.get("answer_kind", "llm"),
+            decline=final.get("decline"),
             model=final.get("model"),
             truncated=final.get("truncated", False),
             finish_reason=final.get("finish_reason", "stop"),
@@ -331,6 +334,7 @@ class Pipeline:
             elapsed_ms=ctx.deadline.elapsed_ms(),
             trace_id=ctx.trace_id,
             answer_kind=hit.get("answer_kind", "llm"),
+            decline=hit.get("decline"),
             model=hit.get("model"),
             cached=True,
             cache_hit=update.get("cache_hit"),

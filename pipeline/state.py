@@ -24,9 +24,9 @@ class RequestState(TypedDict, total=False):
     features: dict[str, Any]
     sources: list[Any]  # retrieval.Hit
     tool_results: list[dict[str, Any]]
-    tool_outcomes: dict[str, str]
     answer: str
-    answer_kind: str  # llm | extractive | template
+    answer_kind: str  # llm | extractive | template | decline
+    decline: str  # out_of_scope | injection | no_evidence: why the request is declined
     truncated: bool
     finish_reason: str
     ttft_ms: float | None

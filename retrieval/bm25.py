@@ -48,6 +48,7 @@ class BM25Index:
             t: math.log(1 + (n - len(ids) + 0.5) / (len(ids) + 0.5))
             for t, (ids, _) in self._postings.items()
         }
+        self._max_idf = math.log(1 + (n + 0.5) / 0.5)
         self._facets: dict[str, dict[str, np.ndarray]] = {}
         for i, d in enumerate(self.documents):
             for key, value in d.metadata.items():
@@ -59,6 +60,10 @@ class BM25Index:
 
     def __len__(self) -> int:
         return len(self.documents)
+
+    def idf(self, term: str) -> float:
+        """A term's IDF; one absent from the corpus counts as the rarest."""
+        return self._idf.get(term, self._max_idf)
 
     def mask(self, filters: Filters) -> np.ndarray | None:
         if not filters:
@@ -76,11 +81,13 @@ class BM25Index:
 
     def scores(self, query: str) -> np.ndarray:
         scores = np.zeros(len(self.documents), dtype=np.float32)
-        for term in set(self.analyzer(query)):
+        # A term the query repeats weighs that many times: long, paragraph-style questions
+        # keep their emphasis.
+        for term, count in Counter(self.analyzer(query)).items():
             posting = self._postings.get(term)
             if posting is not None:
                 ids, ws = posting
-                scores[ids] += self._idf[term] * ws
+                scores[ids] += (count * self._idf[term]) * ws
         return scores
 
     def search(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pipeline.errors import InvalidFiltersError
+from retrieval.types import Hit
 
 Filters = dict[str, tuple[str, ...]]
 
@@ -49,3 +50,17 @@ def merge_filters(route: Filters, request: Filters) -> Filters:
 
 def matches(metadata: Mapping[str, Any], filters: Filters) -> bool:
     return all(str(metadata.get(k)) in values for k, values in filters.items())
+
+
+# A hit of the route's own documents moves up this many places: it wins over comparable hits,
+# never over a clearly better one from elsewhere.
+BOOST_RANKS = 2
+
+
+def boost(hits: list[Hit], filters: Filters, k: int, ranks: int = BOOST_RANKS) -> list[Hit]:
+    """The top ``k`` of ``hits`` (best first) with those matching ``filters`` moved up."""
+    if not filters:
+        return hits[:k]
+    order = sorted(range(len(hits)),
+                   key=lambda i: i - (ranks if matches(hits[i].metadata, filters) else 0))
+    return [hits[i] for i in order[:k]]

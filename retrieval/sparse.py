@@ -29,5 +29,7 @@ def document_weights(tokenised: Sequence[list[str]], k1: float = 1.2,
 
 
 def query_vector(analyzer: Analyzer, query: str) -> tuple[list[int], list[float]]:
-    ids = sorted({term_id(t) for t in analyzer(query)})
-    return ids, [1.0] * len(ids)
+    """Each term weighted by how often the query says it (as the in-memory index does)."""
+    counts = Counter(term_id(t) for t in analyzer(query))
+    ids = sorted(counts)
+    return ids, [float(counts[i]) for i in ids]

@@ -9,7 +9,7 @@ from pipeline.context import RunContext
 from pipeline.stage import Update
 from pipeline.state import RequestState
 from retrieval.bm25 import BM25Index
-from retrieval.filters import Filters, merge_filters
+from retrieval.filters import BOOST_RANKS, Filters, boost, merge_filters
 from retrieval.hybrid import HybridIndex
 
 
@@ -26,25 +26,39 @@ class Retrieval:
         # HybridIndex (in memory) or EdgeStore (Qdrant Edge): the same search() signature.
         self.hybrid = hybrid
 
-    def _filters(self, state: RequestState) -> Filters:
-        return merge_filters(self.route_filters.get(state["route"], {}), state.get("filters", {}))
+    def _plan(self, state: RequestState, ctx: RunContext) -> tuple[Filters, Filters, int]:
+        """(filters to search with, filters to boost, how many hits to fetch).
+
+        A route's filters can hide the answer (a savings question routed to `fees` would never
+        see the savings guides), so by default they only rank the route's documents first;
+        the caller's own filters always narrow the search."""
+        route = self.route_filters.get(state["route"], {})
+        request = state.get("filters", {})
+        top_k = ctx.settings.routing.routes[state["route"]].top_k
+        if ctx.settings.retrieval.route_filters == "filter" or not route:
+            return merge_filters(route, request), {}, top_k
+        return request, route, top_k + BOOST_RANKS * 2
 
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update:
+        search, preferred, fetch = self._plan(state, ctx)
         top_k = ctx.settings.routing.routes[state["route"]].top_k
         vector = state.get("query_vector")
         if self.hybrid is None or vector is None:
-            return {"sources": self.index.search(state["query"], top_k, self._filters(state))}
-        cfg = ctx.settings.retrieval
-        hits = self.hybrid.search(state["query"], vector, top_k, self._filters(state),
-                                  cfg.mode, cfg.candidates)
-        if inspect.isawaitable(hits):  # the Qdrant server backend is async
-            hits = await hits
-        return {"sources": hits}
+            hits = self.index.search(state["query"], fetch, search)
+        else:
+            cfg = ctx.settings.retrieval
+            hits = self.hybrid.search(state["query"], vector, fetch, search, cfg.mode,
+                                      cfg.candidates)
+            if inspect.isawaitable(hits):  # the Qdrant server backend is async
+                hits = await hits
+        return {"sources": boost(hits, preferred, top_k)}
 
     def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
         """BM25 only, on the same corpus the main path searches."""
+        search, preferred, fetch = self._plan(state, ctx)
         top_k = ctx.settings.routing.routes[state["route"]].top_k
         if self.hybrid is not None and not inspect.iscoroutinefunction(self.hybrid.search):
-            return {"sources": self.hybrid.search(state["query"], None, top_k,
-                                                  self._filters(state), "bm25")}
-        return {"sources": self.index.search(state["query"], top_k, self._filters(state))}
+            hits = self.hybrid.search(state["query"], None, fetch, search, "bm25")
+        else:
+            hits = self.index.search(state["query"], fetch, search)
+        return {"sources": boost(hits, preferred, top_k)}

@@ -60,6 +60,7 @@ def ragpacer_block(result: Result) -> dict[str, Any]:
         "intent_confidence": result.intent_confidence,
         "low_confidence": result.low_confidence,
         "answer_kind": result.answer_kind,
+        "decline": result.decline,
         "model": result.model,
         "cached": result.cached,
         "truncated": result.truncated,

@@ -1,0 +1,49 @@
+"""Answers made without an LLM: declines and the extractive answer.
+
+The generation stage, its fallback and the grounding stage all end here when the LLM cannot or
+must not answer, so a decline or an extractive answer reads the same whichever path made it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pipeline.context import RunContext
+from pipeline.stage import Update
+from pipeline.state import RequestState
+from retrieval.extractive import Selection, SentenceSelector
+
+DeclineReason = Literal["out_of_scope", "injection", "no_evidence"]
+
+
+def decline_reason(state: RequestState, ctx: RunContext) -> DeclineReason | None:
+    """Why this request is declined, if it is: set by a stage, or the decline route itself."""
+    reason = state.get("decline")
+    if reason is None and state.get("route") == ctx.settings.routing.decline_route:
+        return "out_of_scope"
+    return reason
+
+
+def decline(reason: DeclineReason, ctx: RunContext) -> Update:
+    text = getattr(ctx.settings.answers, reason)
+    return {"answer": text, "answer_kind": "decline", "decline": reason, "model": None}
+
+
+def select(selector: SentenceSelector, state: RequestState, ctx: RunContext) -> Selection:
+    return selector.select(state["query"], state.get("query_vector"), state.get("sources", []),
+                           ctx.settings.answers.max_sentences)
+
+
+def lacks_evidence(selection: Selection, state: RequestState, ctx: RunContext) -> bool:
+    """The sources do not answer the question (and no tool result stands in for them)."""
+    if not selection.sentences:
+        return True
+    if state.get("tool_results") or selection.evidence is None:
+        return False
+    return selection.evidence < ctx.settings.answers.min_evidence
+
+
+def extractive(selection: Selection, state: RequestState, ctx: RunContext) -> Update:
+    if lacks_evidence(selection, state, ctx):
+        return decline("no_evidence", ctx)
+    return {"answer": selection.answer(), "answer_kind": "extractive", "model": None}

@@ -1,0 +1,155 @@
+"""The extractive answer: the sentences of the sources that answer the question, cited.
+
+Every sentence of the knowledge base is embedded once (at first start, cached on disk by index
+and embedder version). A request scores the sentences of its top sources against the query
+vector it already has, plus the share of the query's terms each sentence contains, and keeps
+the best. No model call: a few dot products over a few dozen sentences.
+
+The best sentence's score is also the request's *evidence*: below a calibrated threshold the
+help centre does not answer the question, and the pipeline says so instead of quoting
+unrelated articles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrieval.analyzer import Analyzer
+from retrieval.types import Document, Hit
+
+log = logging.getLogger("ragpacer.extractive")
+
+_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+# How much the lexical overlap weighs beside the cosine, and how much a better-ranked source
+# is preferred; both were chosen on the answer-quality eval (evals/answer_quality.py).
+LEXICAL_WEIGHT = 0.35
+RANK_PENALTY = 0.04
+SAME_SOURCE_PENALTY = 0.1
+SOURCES_CONSIDERED = 3
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SPLIT.split(text.strip()) if s.strip()]
+
+
+def _key(title: str, sentence: str) -> str:
+    return hashlib.blake2b(f"{title}\n{sentence}".encode(), digest_size=8).hexdigest()
+
+
+def _in_context(title: str, sentence: str) -> str:
+    """A sentence is embedded under its article's title: "The fee is 0.5%" alone says
+    nothing about international transfers."""
+    return f"{title}: {sentence}" if title else sentence
+
+
+class SentenceIndex:
+    """Unit vectors of every knowledge-base sentence, looked up by the sentence's text."""
+
+    def __init__(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        self.rows = {k: i for i, k in enumerate(keys)}
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+
+    @classmethod
+    def build(cls, documents: Sequence[Document], embedder: Any) -> SentenceIndex:
+        pairs = sorted({(d.title, s) for d in documents for s in split_sentences(d.text)})
+        texts = [_in_context(t, s) for t, s in pairs]
+        vectors = embedder.embed_many(texts) if texts else np.zeros((0, 384))
+        return cls([_key(t, s) for t, s in pairs], vectors)
+
+    @classmethod
+    def load_or_build(cls, path: Path, documents: Sequence[Document],
+                      embedder: Any) -> SentenceIndex:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls([str(k) for k in data["keys"]], data["vectors"])
+        except (OSError, KeyError, ValueError):
+            pass
+        index = cls.build(documents, embedder)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".partial.npz")
+            np.savez(tmp, keys=np.array(list(index.rows)), vectors=index.vectors)
+            tmp.replace(path)
+        except OSError as exc:  # a read-only home still serves; it just embeds again
+            log.warning("cannot cache sentence vectors at %s: %s", path, exc)
+        return index
+
+    def vector(self, title: str, sentence: str) -> np.ndarray | None:
+        row = self.rows.get(_key(title, sentence))
+        return None if row is None else self.vectors[row]
+
+
+@dataclass(frozen=True, slots=True)
+class Sentence:
+    text: str
+    source: int  # 1-based position among the sources: the citation number
+    position: int  # order inside its source
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    sentences: tuple[Sentence, ...]
+    # The best sentence's score: how well the sources answer the question. None without a
+    # query vector (the lexical classifier), when there is nothing calibrated to compare.
+    evidence: float | None
+
+    def answer(self) -> str:
+        """The chosen sentences in reading order, each cited with its source's number."""
+        ordered = sorted(self.sentences, key=lambda s: (s.source, s.position))
+        return " ".join(f"{s.text} [{s.source}]" for s in ordered)
+
+
+class SentenceSelector:
+    def __init__(self, index: SentenceIndex | None, analyzer: Analyzer | None = None,
+                 idf: Callable[[str], float] | None = None) -> None:
+        self.index = index
+        self.analyzer = analyzer or Analyzer()
+        self.idf = idf or (lambda term: 1.0)  # rare query terms say more than common ones
+
+    def select(self, query: str, vector: np.ndarray | None, sources: Sequence[Hit],
+               max_sentences: int = 2) -> Selection:
+        weights = {t: self.idf(t) for t in self.analyzer(query)}
+        total = sum(weights.values())
+        scored: list[Sentence] = []
+        for rank, hit in enumerate(sources[:SOURCES_CONSIDERED]):
+            title_terms = set(self.analyzer(hit.title))
+            for pos, text in enumerate(split_sentences(hit.text)):
+                words = set(self.analyzer(text)) | title_terms
+                lexical = sum(w for t, w in weights.items() if t in words) / total if total else 0
+                cosine = self._cosine(hit.title, text, vector)
+                score = cosine + LEXICAL_WEIGHT * lexical - RANK_PENALTY * rank
+                scored.append(Sentence(text, rank + 1, pos, score))
+        calibrated = vector is not None and self.index is not None
+        if not scored:
+            return Selection((), 0.0 if calibrated else None)
+        scored.sort(key=lambda s: -s.score)
+        return Selection(_diverse(scored, max_sentences), scored[0].score if calibrated else None)
+
+    def _cosine(self, title: str, sentence: str, vector: np.ndarray | None) -> float:
+        if vector is None or self.index is None:
+            return 0.0
+        v = self.index.vector(title, sentence)
+        return 0.0 if v is None else float(v @ vector)
+
+
+def _diverse(ranked: list[Sentence], k: int) -> tuple[Sentence, ...]:
+    """The best sentence, then the best of the rest with a sentence from a source already
+    quoted counting for less: a question about two things often needs two articles."""
+    chosen = [ranked[0]]
+    rest = ranked[1:]
+    while rest and len(chosen) < k:
+        quoted = {s.source for s in chosen}
+        best = max(rest, key=lambda s: s.score - (SAME_SOURCE_PENALTY if s.source in quoted
+                                                  else 0.0))
+        chosen.append(best)
+        rest.remove(best)
+    return tuple(chosen)
