@@ -541,6 +541,8 @@ def eval_answers(
              "is), llm (unchecked), llm_grounded, extractive.")] = "shipped",
     limit: Annotated[int | None, typer.Option(help="Only the first N cases.")] = None,
     concurrency: Annotated[int, typer.Option(help="Cases in flight at once.")] = 4,
+    history: Annotated[bool, typer.Option(
+        help="Send conversations' earlier turns (--no-history: only the last message).")] = True,
     out: Annotated[Path | None, typer.Option(help="Write reports and rows as JSON here.")] = None,
 ) -> None:
     """Fact accuracy, unsupported claims, declines, mid-sentence cuts and latency."""
@@ -566,13 +568,13 @@ def eval_answers(
         if url is None:
             return await quality.compare(lambda o: _settings(config, o), names, chosen,
                                          deadline_ms=deadline_ms, concurrency=concurrency,
-                                         say=_say, progress=progress)
+                                         history=history, say=_say, progress=progress)
         settings = _settings(config)
         kb = settings.retrieval.knowledge_base or demo_knowledge_base()
         texts = {d.id: f"{d.title}. {d.text}" for d in load_jsonl(kb)}
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         async with httpx.AsyncClient(timeout=60, headers=headers) as client:
-            target = quality.http_target(client, url, model, deadline_ms, texts)
+            target = quality.http_target(client, url, model, deadline_ms, texts, history)
             rows = await quality.run_cases(target, chosen, concurrency=concurrency,
                                            progress=progress("http", len(chosen)))
         return {"http": {"report": quality.report(rows), "rows": rows}}

@@ -189,11 +189,13 @@ async def run_cases(target: Target, cases: Sequence[Case], *, concurrency: int =
     return list(await asyncio.gather(*(one(c) for c in cases)))
 
 
-def sdk_target(pipeline: Any, deadline_ms: float | None) -> Target:
-    """Cases through ``Pipeline.arun`` (the last user message is the query)."""
+def sdk_target(pipeline: Any, deadline_ms: float | None, history: bool = True) -> Target:
+    """Cases through ``Pipeline.arun``: the last user message is the query, the earlier turns
+    its history (or none, to measure what history handling adds)."""
 
     async def call(case: Case) -> Answer:
-        r = await pipeline.arun(case.question, deadline_ms=deadline_ms)
+        r = await pipeline.arun(case.question, deadline_ms=deadline_ms,
+                                history=list(case.history) if history else None)
         return Answer(r.answer, r.answer_kind, r.route,
                       [(s.id, f"{s.title}. {s.text}") for s in r.sources], r.elapsed_ms,
                       list(r.degraded), {"decline": r.decline, "finish_reason": r.finish_reason})
@@ -202,12 +204,13 @@ def sdk_target(pipeline: Any, deadline_ms: float | None) -> Target:
 
 
 def http_target(client: Any, url: str, model: str, deadline_ms: float | None,
-                texts: dict[str, str]) -> Target:
+                texts: dict[str, str], history: bool = True) -> Target:
     """Cases through the OpenAI-compatible endpoint; source texts looked up in ``texts``
     (the knowledge base by document id), since the response names sources by id."""
 
     async def call(case: Case) -> Answer:
-        body: dict[str, Any] = {"model": model, "messages": list(case.messages)}
+        messages = list(case.messages) if history else [case.messages[-1]]
+        body: dict[str, Any] = {"model": model, "messages": messages}
         if deadline_ms is not None:
             body["deadline_ms"] = deadline_ms
         t0 = time.perf_counter()
@@ -243,6 +246,7 @@ def variant_overrides(variant: str, routes: dict[str, Any]) -> dict[str, Any]:
 
 async def compare(settings_for: Callable[[dict[str, Any]], Any], variants: Sequence[str],
                   cases: Sequence[Case], *, deadline_ms: float | None, concurrency: int,
+                  history: bool = True,
                   say: Callable[[str], None] = print,
                   progress: Callable[[str, int], Callable[[], None]] | None = None,
                   ) -> dict[str, Any]:
@@ -263,7 +267,7 @@ async def compare(settings_for: Callable[[dict[str, Any]], Any], variants: Seque
             try:
                 await pipeline.astart(say)
                 tick = progress(variant, len(cases)) if progress else None
-                rows = await run_cases(sdk_target(pipeline, deadline_ms), cases,
+                rows = await run_cases(sdk_target(pipeline, deadline_ms, history), cases,
                                        concurrency=concurrency, progress=tick)
             finally:
                 if pipeline is not first:

@@ -11,6 +11,7 @@ from retrieval.types import Hit
 
 @dataclass(slots=True)
 class Result:
+    query: str  # what was answered: the question, or a follow-up's standalone form
     answer: str
     sources: list[Hit]
     route: str | None
@@ -38,6 +39,7 @@ class Result:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "query": self.query,
             "answer": self.answer,
             "answer_kind": self.answer_kind,
             "decline": self.decline,

@@ -22,6 +22,7 @@ from pipeline.cache import (
 )
 from pipeline.components import config_version, default_stages, index_version, load_index
 from pipeline.context import RunContext
+from pipeline.conversation import history_turns, standalone_query
 from pipeline.deadline import Deadline
 from pipeline.errors import InputError
 from pipeline.graph import build_graph
@@ -112,6 +113,9 @@ class Pipeline:
             self._warm = True
         if self.settings.llm.engine != "managed" or self.engine is not None:
             return
+        if not self.uses_llm:
+            say("no route answers with the LLM: the managed engine is not started")
+            return
         from pipeline.engine_manager import managed_engine
 
         engine = await asyncio.to_thread(managed_engine, self.settings, say)
@@ -119,6 +123,12 @@ class Pipeline:
         self.engine = engine
         seconds = await asyncio.to_thread(engine.wait_healthy, None, say)
         say(f"{engine.cfg.kind} healthy at {engine.base_url} after {seconds:.1f} s")
+
+    @property
+    def uses_llm(self) -> bool:
+        """Whether any route can ask the LLM (an extractive route never does)."""
+        return any(r.model is not None and r.answer != "extractive"
+                   for r in self.settings.routing.routes.values())
 
     async def __aenter__(self) -> Pipeline:
         await self.astart()
@@ -138,12 +148,16 @@ class Pipeline:
         deadline_ms: float | None = None,
         on_token: Callable[[str], None] | None = None,
         tenant: str | None = None,
+        history: Sequence[Mapping[str, Any]] | None = None,
     ) -> Result:
-        """Answer one query. ``tenant`` separates cache entries (the HTTP layer passes the
-        caller's key id), so one tenant never receives another's cached answers."""
+        """Answer one query. ``history``: the conversation's earlier turns (OpenAI-style
+        ``{"role", "content"}`` messages); a follow-up is answered as a standalone query built
+        from them (``Result.query``). ``tenant`` separates cache entries (the HTTP layer passes
+        the caller's key id), so one tenant never receives another's cached answers."""
         self.metrics.in_flight.inc()
         try:
-            result = await self._answer(query, user_id, filters, deadline_ms, on_token, tenant)
+            result = await self._answer(query, user_id, filters, deadline_ms, on_token, tenant,
+                                        history)
         finally:
             self.metrics.in_flight.dec()
         self.metrics.observe_result(result)
@@ -157,9 +171,12 @@ class Pipeline:
         deadline_ms: float | None,
         on_token: Callable[[str], None] | None,
         tenant: str | None = None,
+        history: Sequence[Mapping[str, Any]] | None = None,
     ) -> Result:
         start_ns = time.time_ns()
         deadline, query, scope = self.check_input(query, filters, deadline_ms)
+        # The cache, intent and retrieval see the standalone form of a follow-up.
+        query = standalone_query(query, history_turns(history))
         ctx = RunContext(
             deadline, self.settings, trace_id=os.urandom(16).hex(), on_token=on_token
         )
@@ -295,6 +312,7 @@ class Pipeline:
     def _result(self, final: RequestState, ctx: RunContext) -> Result:
         records = final.get("records", [])
         return Result(
+            query=final.get("query", ""),
             answer=final.get("answer", ""),
             sources=list(final.get("sources", [])),
             route=final.get("route"),
@@ -323,6 +341,7 @@ class Pipeline:
     ) -> Result:
         hit = update["cached"]
         return Result(
+            query=update.get("query", ""),
             answer=hit["answer"],
             sources=[Hit(**s) for s in hit.get("sources", [])],
             route=hit.get("route"),

@@ -81,10 +81,11 @@ class RouteSettings(_Model):
     model: str | None = "default"
     # With model null: the fixed answer; without a template the answer is extractive.
     template: str | None = None
-    # How a route with a model answers: llm_grounded (the LLM, checked against the sources
-    # by the grounding stage and replaced by the extractive answer when it is not supported),
-    # extractive (the sources' best sentences, no LLM), llm (the LLM unchecked; for evals).
-    answer: Literal["llm_grounded", "extractive", "llm"] = "llm_grounded"
+    # How a route with a model answers: extractive (the sources' best sentences, no LLM; the
+    # best on the answer-quality eval with the demo model), llm_grounded (the LLM, checked
+    # against the sources by the grounding stage and replaced by the extractive answer when
+    # it is not supported), llm (the LLM unchecked; for evals).
+    answer: Literal["llm_grounded", "extractive", "llm"] = "extractive"
     tools: list[str] = Field(default_factory=list)
     # Tools the model may call itself (OpenAI tool-call format), in at most this many rounds.
     llm_tools: list[str] = Field(default_factory=list)
@@ -94,6 +95,11 @@ class RouteSettings(_Model):
     top_k: PositiveInt = 4
     # Answers that depend on the customer (features, tools) are never shared through the cache.
     cacheable: bool = True
+
+
+_DECLINE_ROUTE: dict[str, Any] = {
+    "description": "Declined requests: a template, no retrieval, no LLM.",
+    "stages": [], "model": None}
 
 
 class RoutingSettings(_Model):
@@ -113,14 +119,17 @@ class RoutingSettings(_Model):
     max_batch: PositiveInt = 32
     intents: dict[str, str] = Field(default_factory=dict)
     routes: dict[str, RouteSettings] = Field(
-        default_factory=lambda: {"rag": RouteSettings(description="general help-centre RAG")}
+        default_factory=lambda: {"rag": RouteSettings(description="general help-centre RAG"),
+                                 "decline": RouteSettings(**_DECLINE_ROUTE)}
     )
     # Declined requests (out of scope, injection, no evidence) take this route: no retrieval,
     # no LLM, the matching template of `answers`. Added with those defaults when absent.
     decline_route: str = "decline"
     # The embedding head's in-scope score (cosine to the nearest intent's examples, scaled to
-    # 0..1) below which a request is out of scope and declined; 0 turns the gate off.
-    scope_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    # 0..1) below which a request is declined as out of scope before retrieval; 0: off. Off by
+    # default: on the demo, in-scope questions ("where's your nearest branch?") score 0 too;
+    # the head's `out_of_scope` class and the evidence check decline instead.
+    scope_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="before")
     @classmethod
@@ -129,9 +138,7 @@ class RoutingSettings(_Model):
             name = data.get("decline_route", "decline")
             routes = data.get("routes")
             if isinstance(routes, dict) and name not in routes:
-                data = {**data, "routes": {**routes, name: {
-                    "description": "Declined requests: a template, no retrieval, no LLM.",
-                    "stages": [], "model": None}}}
+                data = {**data, "routes": {**routes, name: dict(_DECLINE_ROUTE)}}
         return data
 
     @model_validator(mode="after")
@@ -241,11 +248,11 @@ class AnswerSettings(_Model):
     """What reaches the customer: sized to the deadline, grounded, or declined."""
 
     # Sentences in the extractive answer (the fast path and every fallback).
-    max_sentences: PositiveInt = 2
+    max_sentences: PositiveInt = 3
     # Below this evidence score (best source sentence: cosine to the query plus term overlap)
     # the help centre does not answer the question: the no_evidence template instead of
     # quotes of unrelated articles. Calibrated on the answer-quality eval; 0 turns it off.
-    min_evidence: float = Field(default=0.55, ge=0.0, le=2.0)
+    min_evidence: float = Field(default=0.4, ge=0.0, le=2.0)
     # An LLM answer whose numbers, amounts, times, contacts or URLs are not all in its
     # evidence, or with fewer of its content words in the sources than this, is replaced.
     min_overlap: float = Field(default=0.6, ge=0.0, le=1.0)
@@ -434,11 +441,11 @@ def _env_value(key: str, raw: str) -> Any:
         return raw
 
 
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(merged.get(k), dict):
-            merged[k] = _deep_merge(merged[k], v)
+            merged[k] = deep_merge(merged[k], v)
         else:
             merged[k] = v
     return merged
@@ -473,9 +480,9 @@ def load_settings(
     if path is None and env.get("RAGPACER_CONFIG"):
         path = env["RAGPACER_CONFIG"]
     data = _read_yaml(Path(path)) if path is not None else {}
-    data = _deep_merge(data, _env_overrides(env))
+    data = deep_merge(data, _env_overrides(env))
     if overrides:
-        data = _deep_merge(data, dict(overrides))
+        data = deep_merge(data, dict(overrides))
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

@@ -33,6 +33,7 @@ _SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 LEXICAL_WEIGHT = 0.35
 RANK_PENALTY = 0.04
 SAME_SOURCE_PENALTY = 0.1
+KEEP_RELATIVE = 0.7  # a further sentence must score this share of the best one
 SOURCES_CONSIDERED = 3
 
 
@@ -145,7 +146,7 @@ def _diverse(ranked: list[Sentence], k: int) -> tuple[Sentence, ...]:
     """The best sentence, then the best of the rest with a sentence from a source already
     quoted counting for less: a question about two things often needs two articles."""
     chosen = [ranked[0]]
-    rest = ranked[1:]
+    rest = [s for s in ranked[1:] if s.score >= KEEP_RELATIVE * ranked[0].score]
     while rest and len(chosen) < k:
         quoted = {s.source for s in chosen}
         best = max(rest, key=lambda s: s.score - (SAME_SOURCE_PENALTY if s.source in quoted

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from pipeline.quality import variant_overrides
 from pipeline.sdk import Pipeline
-from pipeline.settings import Settings, load_settings
+from pipeline.settings import Settings, deep_merge, load_settings
 from tests.scripted_llm import Script, ScriptedLLM
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,15 +29,20 @@ def scripted() -> Iterator[ScriptedLLM]:
         yield server
 
 
-def make_settings(llm_url: str, **overrides: Any) -> Settings:
-    """The shipped example config pointed at a given LLM server."""
+def make_settings(llm_url: str, answer: str | None = "llm", **overrides: Any) -> Settings:
+    """The shipped example config pointed at a given LLM server. Every route with a model
+    answers ``answer``'s way (default: through the LLM, unchecked, since most tests exercise
+    the LLM path's budgets, cuts and streaming); ``answer=None`` keeps the shipped paths."""
     base: dict[str, Any] = {
         "tracing": {"exporter": "none"},
         "llm": {"engine": "external",
                 "models": [{"name": "smollm2", "url": llm_url, "decode_tokens_per_s": 50,
                             "ttft_ms": 20}]},
     }
-    base.update(overrides)
+    if answer is not None:
+        shipped = load_settings(ROOT / "ragpacer.yaml", environ={}).routing.routes
+        base.update(variant_overrides(answer, shipped))
+    base = deep_merge(base, overrides)
     return load_settings(ROOT / "ragpacer.yaml", environ={}, overrides=base)
 
 

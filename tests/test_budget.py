@@ -60,6 +60,7 @@ def test_plan_reserves_for_later_stages_and_parallel_branches_share() -> None:
     )
     plan = build_plan(s)["rag"]
     gen, out = s.stages["generation"].reserve_ms, s.stages["output_guardrails"].reserve_ms
+    out += s.stages["grounding"].reserve_ms
     assert plan["retrieval"].reserve_ms == gen + out
     assert plan["features"].reserve_ms == plan["tools"].reserve_ms == gen + out
     # Before the branches: the largest branch reserve, not their sum.

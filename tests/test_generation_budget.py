@@ -92,13 +92,13 @@ async def test_the_learned_ttft_lets_a_probe_through_and_comes_back_down() -> No
 
 
 async def test_stream_cut_at_deadline_returns_partial_text_marked_truncated() -> None:
-    script = Script(tokens=[f"word{i} " for i in range(400)], token_delay_s=0.01)
+    script = Script(tokens=[f"word{i}. " for i in range(400)], token_delay_s=0.01)
     with ScriptedLLM(script) as server:
         p = Pipeline(make_settings(server.url, llm={"models": [
             {"name": "smollm2", "url": server.url, "max_tokens": 400,
              "decode_tokens_per_s": 1000, "ttft_ms": 5}]}))
         result = await p.arun(QUESTION, deadline_ms=800)
-        assert result.truncated and result.answer.startswith("word0 word1")
+        assert result.truncated and result.answer.startswith("word0. word1.")
         assert len(result.answer.split()) < 400
         rec = gen_record(result)
         assert rec.outcome is Outcome.DEGRADED and "truncated" in (rec.detail or "")

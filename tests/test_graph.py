@@ -26,7 +26,7 @@ async def test_independent_branches_run_concurrently(scripted) -> None:
     names = [r.name for r in result.stages]
     assert names[:3] == ["cache", "input_guardrails", "intent"]
     assert {"features", "retrieval", "tools"} <= set(names)
-    assert names[-2:] == ["generation", "output_guardrails"]
+    assert names[-3:] == ["generation", "grounding", "output_guardrails"]
     # What the branches produced reached the model's prompt.
     prompt = scripted.requests[-1]["messages"][-1]["content"]
     assert "tier=gold" in prompt and '<tool name="balance">' in prompt and "<source" in prompt
@@ -41,7 +41,7 @@ async def test_route_without_branches_skips_them_and_the_llm(scripted) -> None:
     assert features.calls == tools.calls == 0
     assert scripted.requests == []
     assert [r.name for r in result.stages] == [
-        "cache", "input_guardrails", "intent", "generation", "output_guardrails"]
+        "cache", "input_guardrails", "intent", "generation", "grounding", "output_guardrails"]
     await p.aclose()
 
 

@@ -45,16 +45,20 @@ class ChatCompletionRequest(BaseModel):
     deadline_ms: float | None = Field(default=None, gt=0)
 
     def to_call(self) -> dict[str, Any]:
-        """The pipeline's arguments: the last user message is the query."""
-        users = [m for m in self.messages if m.role == "user"]
-        if not users:
+        """The pipeline's arguments: the last user message is the query, the user and
+        assistant turns before it its history."""
+        last = max((i for i, m in enumerate(self.messages) if m.role == "user"), default=None)
+        if last is None:
             raise InputError("messages must contain at least one user message")
-        return {"query": users[-1].text(), "user_id": self.user, "filters": self.metadata,
-                "deadline_ms": self.deadline_ms}
+        history = [{"role": m.role, "content": m.text()} for m in self.messages[:last]
+                   if m.role in ("user", "assistant")]
+        return {"query": self.messages[last].text(), "user_id": self.user,
+                "filters": self.metadata, "deadline_ms": self.deadline_ms, "history": history}
 
 
 def ragpacer_block(result: Result) -> dict[str, Any]:
     return {
+        "query": result.query,
         "route": result.route,
         "intent": result.intent,
         "intent_confidence": result.intent_confidence,

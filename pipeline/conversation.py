@@ -1,0 +1,64 @@
+"""A conversation in, one standalone query out: what the cache, intent and retrieval see.
+
+"How much does that cost?" means nothing alone. A follow-up (it refers back, or says too little
+to stand alone) carries the previous user turn's words along; a self-contained question stands
+as it is. Microseconds of string work, no model call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pipeline.errors import InputError
+from retrieval.analyzer import Analyzer
+
+# Words that point back at an earlier turn.
+_REFERS_BACK = re.compile(
+    r"\b(?:it|its|that|this|these|those|they|them|their|one|ones|there|then|same|also|"
+    r"instead|else|another|more)\b", re.IGNORECASE)
+# A question with fewer content words than this needs its context.
+MIN_STANDALONE_TERMS = 3
+REPLY_CHARS = 200
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+_analyzer = Analyzer()
+
+
+def history_turns(history: Sequence[Mapping[str, Any]] | None) -> list[dict[str, str]]:
+    """Earlier turns as ``{"role", "content"}``, validated; raises a typed InputError."""
+    turns: list[dict[str, str]] = []
+    for i, m in enumerate(history or ()):
+        if not isinstance(m, Mapping) or m.get("role") not in ROLES:
+            raise InputError(f"history[{i}] must be a message with a role in {sorted(ROLES)}")
+        content = m.get("content")
+        if content is not None and not isinstance(content, str):
+            raise InputError(f"history[{i}].content must be a string")
+        turns.append({"role": str(m["role"]), "content": content or ""})
+    return turns
+
+
+def is_follow_up(query: str) -> bool:
+    return bool(_REFERS_BACK.search(query)) or len(_analyzer(query)) < MIN_STANDALONE_TERMS
+
+
+def standalone_query(query: str, history: Sequence[Mapping[str, str]]) -> str:
+    """The query itself, or, for a follow-up, the previous exchange followed by it: the user's
+    last turn and the first sentence of the reply to it, which usually names the topic."""
+    if not history or not is_follow_up(query):
+        return query
+    last_user = max((i for i, m in enumerate(history)
+                     if m["role"] == "user" and m["content"].strip()), default=None)
+    if last_user is None:
+        return query
+    parts = [history[last_user]["content"].strip()]
+    reply = next((m["content"] for m in history[last_user + 1:]
+                  if m["role"] == "assistant" and m["content"].strip()), None)
+    if reply:
+        parts.append(_first_sentence(reply)[:REPLY_CHARS])
+    return " ".join([*parts, query])
+
+
+def _first_sentence(text: str) -> str:
+    return re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0]
