@@ -32,8 +32,8 @@ class IntentRouter:
             if vector is None:
                 vector = update["query_vector"] = await aembed(state["query"], ctx.cutoff)
             intent, confidence = self.classifier.classify_vector(vector)  # type: ignore[attr-defined]
-            scope = self.classifier.scope(vector)  # type: ignore[attr-defined]
-            if scope < routing.scope_threshold:  # far from every intent: out of scope
+            if routing.scope_threshold > 0 and (  # far from every intent: out of scope
+                    self.classifier.scope(vector) < routing.scope_threshold):  # type: ignore[attr-defined]
                 update.update(intent=intent, intent_confidence=round(confidence, 4),
                               low_confidence=True, route=routing.decline_route,
                               decline="out_of_scope")

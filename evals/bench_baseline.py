@@ -21,6 +21,7 @@ from evals.common import save
 from evals.server_process import ROOT
 from pipeline.loadgen import SdkTarget, run_load
 from pipeline.sdk import Pipeline
+from pipeline.quality import variant_overrides
 from pipeline.settings import load_settings
 
 STAGES = ["cache", "input_guardrails", "intent", "features", "retrieval", "tools",
@@ -58,12 +59,16 @@ def _ratio(r: dict[str, float]) -> str:
 
 async def main_async(requests: int, concurrency: int) -> dict[str, Any]:
     settings = load_settings(ROOT / "ragpacer.yaml")
-    shipped = Pipeline(settings)
+    # Every route with a model through the LLM: the baseline always asks it, and so does this
+    # run of ragpacer (the shipped extractive answers never wait for the model).
+    llm = load_settings(ROOT / "ragpacer.yaml", overrides=variant_overrides(
+        "llm_grounded", settings.routing.routes))
+    shipped = Pipeline(llm)
     await shipped.astart(print)  # starts (or adopts) the managed engine
-    no_cache = Pipeline(settings.model_copy(update={"cache": settings.cache.model_copy(
+    no_cache = Pipeline(llm.model_copy(update={"cache": llm.cache.model_copy(
         update={"enabled": False})}), llm=shipped.llm)
     await no_cache.astart()
-    base = BaselinePipeline(settings)
+    base = BaselinePipeline(llm)
     await base.astart()
     targets = {"baseline": BaselineTarget(base),
                "ragpacer_cache_off": SdkTarget(no_cache, None),

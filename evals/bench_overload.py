@@ -20,12 +20,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from evals.common import save
-from evals.server_process import ROOT, ServerProcess, sampled, served
+from evals.server_process import ROOT, ServerProcess, llm_answers, sampled, served
 from pipeline.loadgen import HttpTarget, run_load
 from pipeline.settings import load_settings
 
 DEADLINE_MS = 2500
-ON = {"RAGPACER_CACHE__ENABLED": "false", "RAGPACER_TRACING__EXPORTER": "none",
+ON = {**llm_answers(), "RAGPACER_CACHE__ENABLED": "false", "RAGPACER_TRACING__EXPORTER": "none",
       "RAGPACER_DEADLINE_MS": str(DEADLINE_MS), "RAGPACER_SERVER__MAX_CONCURRENCY": "16",
       "RAGPACER_SERVER__MAX_QUEUE": "32"}
 OFF = {**ON, "RAGPACER_DEADLINE_MS": "30000", "RAGPACER_SERVER__MAX_CONCURRENCY": "100000",

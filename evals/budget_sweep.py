@@ -31,9 +31,10 @@ PATHS = ("llm", "llm_grounded")
 
 
 def eval_settings(max_tokens: int | None = None, generation_budget_ms: float | None = None,
-                  answer: str | None = None) -> Settings:
-    """ragpacer.yaml without the process environment; with EVAL_LLM_URL, that running engine
-    (CI points the notebooks at one) instead of starting the managed one."""
+                  answer: str = "llm_grounded") -> Settings:
+    """ragpacer.yaml without the process environment, every route with a model answering
+    ``answer``'s way (the latency notebooks measure the LLM path); with EVAL_LLM_URL, that
+    running engine (CI points the notebooks at one) instead of starting the managed one."""
     overrides: dict[str, Any] = {"cache": {"enabled": False}, "tracing": {"exporter": "none"}}
     url = os.environ.get("EVAL_LLM_URL")
     # Greedy decoding: answers then differ only where the deadline cuts them, not by sampling.
@@ -44,7 +45,7 @@ def eval_settings(max_tokens: int | None = None, generation_budget_ms: float | N
     overrides["llm"] = {"models": [model], **({"engine": "external"} if url else {})}
     if generation_budget_ms:  # the sweep: the deadline, not the stage budget, is the limit
         overrides["stages"] = {"generation": {"budget_ms": generation_budget_ms}}
-    if answer is not None:  # every route with a model answers this way
+    if answer != "shipped":  # every route with a model answers this way
         overrides.update(quality.variant_overrides(
             answer, load_settings(ROOT / "ragpacer.yaml", environ={}).routing.routes))
     settings = load_settings(ROOT / "ragpacer.yaml", environ={}, overrides=overrides)

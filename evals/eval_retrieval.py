@@ -64,6 +64,52 @@ def evaluate_cranfield(data_dir: Path, home: Path, variants: list[str],
     return rows
 
 
+def evaluate_edge(data_dir: Path, home: Path, modes: tuple[str, ...] = ("fusion",),
+                  queries: int | None = None) -> dict[str, dict]:
+    """The shipped retrieval path: Cranfield through `ragpacer ingest` (chunks, sparse BM25
+    weights, INT8 embeddings) into a Qdrant Edge shard, queried as the retrieval stage does."""
+    import json
+    import tempfile
+
+    from retrieval.ingest import current_index, ingest
+    from retrieval.stores.edge import EdgeStore
+
+    folder = data_dir / "cranfield"
+    docs, qs, rel = cranfield.documents(folder), cranfield.queries(folder), cranfield.qrels(folder)
+    if queries is not None:
+        rel = {q: r for q, r in rel.items() if q <= queries}
+    emb = Embedder(embedder_dir(home), threads=2)
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "cranfield.jsonl"
+        corpus.write_text("".join(json.dumps({"id": d.id, "title": d.title, "text": d.text})
+                                  + "\n" for d in docs))
+        ingest(corpus, Path(tmp) / "index", emb, [])
+        store = EdgeStore.open(current_index(Path(tmp) / "index"))
+        try:
+            for mode in modes:
+                nd, rc, lat = [], [], []
+                for qi, q in enumerate(qs, 1):
+                    if qi not in rel:
+                        continue
+                    v = emb.embed_one(q)
+                    t0 = time.perf_counter()
+                    hits = store.search(q, v, 200, None, mode, 100)
+                    lat.append((time.perf_counter() - t0) * 1000)
+                    ranked = list(dict.fromkeys(h.id.split("#", 1)[0] for h in hits))
+                    nd.append(cranfield.ndcg(ranked, rel[qi]))
+                    rc.append(cranfield.recall(ranked, rel[qi]))
+                key = f"edge {mode} (int8)"
+                rows[key] = {"ndcg@10": float(np.mean(nd)), "recall@100": float(np.mean(rc)),
+                             "latency_ms": percentiles(lat), "queries": len(nd)}
+                print(f"{key:28} nDCG@10 {rows[key]['ndcg@10']:.3f}  R@100 "
+                      f"{rows[key]['recall@100']:.3f}  p50 {rows[key]['latency_ms']['p50']:.2f} ms",
+                      flush=True)
+        finally:
+            store.close()
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
@@ -71,6 +117,7 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["int8", "fp32"])
     args = ap.parse_args()
     rows = evaluate_cranfield(args.data_dir, args.home, args.variants)
+    rows.update(evaluate_edge(args.data_dir, args.home, ("bm25", "dense", "fusion")))
     print("saved", save("eval_retrieval", {"results": rows}))
 
 

@@ -23,6 +23,16 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def llm_answers(answer: str = "llm_grounded") -> dict[str, str]:
+    """RAGPACER_* variables making every route with a model answer through the LLM: load
+    runs measure the engine under load, which the shipped extractive answers never call."""
+    from pipeline.settings import load_settings
+
+    routes = load_settings(ROOT / "ragpacer.yaml", environ={}).routing.routes
+    return {f"RAGPACER_ROUTING__ROUTES__{name.upper()}__ANSWER": answer
+            for name, route in routes.items() if route.model is not None}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -81,7 +91,8 @@ def served(env: dict[str, str] | None = None, timeout_s: float = 300) -> Iterato
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{server.url}/readyz", timeout=2).json()["checks"]["llm"] == "ok":
+                checks = httpx.get(f"{server.url}/readyz", timeout=2).json()["checks"]
+                if checks["llm"] in ("ok", "unused"):
                     break
             time.sleep(0.5)
         else:

@@ -20,7 +20,7 @@ import statistics
 from typing import Any
 
 from evals.common import save
-from evals.server_process import sampled, served
+from evals.server_process import llm_answers, sampled, served
 from pipeline.loadgen import HttpTarget, run_load
 
 GROWTH_MB = 64.0
@@ -31,7 +31,7 @@ DEADLINE_MS = 2500
 
 async def soak(url_env: dict[str, str], minutes: float, rate: float | None,
                sample_every_s: float = 5.0) -> dict[str, Any]:
-    with served(url_env) as server:
+    with served({**llm_answers(), **url_env}) as server:
         if rate is None:  # the sustainable rate: closed-loop throughput with 8 callers
             probe = HttpTarget(server.url, None, None)
             rate = round((await run_load(probe, requests=200, concurrency=8,

@@ -134,11 +134,11 @@ class Generation:
 
     @staticmethod
     def _update(c: Completion) -> Update:
-        # Markup never reaches the caller, and an answer ends at its last complete sentence
-        # (a cut one loses its unfinished tail; "" when none was finished).
+        # Markup never reaches the caller, and a cut answer ends at its last complete
+        # sentence ("" when none was finished); one the model ended itself stays whole.
         text = strip_markup(c.text.strip())
-        answer = complete_sentences(text)
-        cut = c.truncated or c.finish_reason == "length" or answer != text
+        cut = c.truncated or c.finish_reason == "length"
+        answer = complete_sentences(text) if cut else text
         return {
             "answer": answer,
             "answer_kind": "llm",

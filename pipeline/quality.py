@@ -250,29 +250,30 @@ async def compare(settings_for: Callable[[dict[str, Any]], Any], variants: Seque
                   say: Callable[[str], None] = print,
                   progress: Callable[[str, int], Callable[[], None]] | None = None,
                   ) -> dict[str, Any]:
-    """Each variant over the same cases in one run, the response cache off. The first
-    pipeline starts the managed engine (if the config has one); the others use it."""
+    """Each variant over the same cases in one run, the response cache off. A managed engine
+    (if the config has one and a variant asks the LLM) is started once and shared."""
     from pipeline.sdk import Pipeline
 
-    off = {"cache": {"enabled": False}}
-    first = Pipeline(settings_for(off))
-    await first.astart(say)
+    off: dict[str, Any] = {"cache": {"enabled": False}}
+    routes = settings_for(off).routing.routes
+    needs_llm = any(v != "extractive" for v in variants)
+    owner = Pipeline(settings_for(
+        {**off, **variant_overrides("llm_grounded" if needs_llm else "shipped", routes)}))
+    await owner.astart(say)
+    shared = {"llm": {"engine": "external"}} if owner.engine is not None else {}
     out: dict[str, Any] = {}
     try:
         for variant in variants:
-            overrides = {**off, **variant_overrides(variant, first.settings.routing.routes)}
-            if first.engine is not None:
-                overrides["llm"] = {"engine": "external"}
-            pipeline = Pipeline(settings_for(overrides)) if overrides != off else first
+            pipeline = Pipeline(settings_for(
+                {**off, **shared, **variant_overrides(variant, routes)}))
             try:
                 await pipeline.astart(say)
                 tick = progress(variant, len(cases)) if progress else None
                 rows = await run_cases(sdk_target(pipeline, deadline_ms, history), cases,
                                        concurrency=concurrency, progress=tick)
             finally:
-                if pipeline is not first:
-                    await pipeline.aclose()
+                await pipeline.aclose()
             out[variant] = {"report": report(rows), "rows": rows}
     finally:
-        await first.aclose()
+        await owner.aclose()
     return out

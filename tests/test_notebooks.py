@@ -50,6 +50,7 @@ def engine_url() -> Iterator[str]:
 
 @pytest.mark.llm
 @pytest.mark.parametrize("name", ["latency_breakdown.ipynb", "budget_sweep.ipynb",
+                                  "answer_quality.ipynb",
                                   "load_test.ipynb"])
 def test_serving_notebook_runs(name: str, engine_url: str,
                                monkeypatch: pytest.MonkeyPatch) -> None:

@@ -120,11 +120,11 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         checks = {"index": "ok" if len(pipeline.index) else "empty",
-                  "llm": await _llm_check(pipeline)}
+                  "llm": await _llm_check(pipeline) if pipeline.uses_llm else "unused"}
         if settings.redis_url:
             checks["redis"] = await _redis_check(settings.redis_url)
         ready = checks["index"] == "ok"
-        healthy = all(v == "ok" for k, v in checks.items() if k != "index")
+        healthy = all(v in ("ok", "unused") for k, v in checks.items() if k != "index")
         status = "ok" if ready and healthy else ("degraded" if ready else "down")
         body: dict[str, Any] = {"status": status, "checks": checks}
         if settings.redis_url:  # whether cached answers survive a Redis restart
