@@ -20,8 +20,8 @@ from evals.baseline import BaselinePipeline, BaselineTarget
 from evals.common import save
 from evals.server_process import ROOT
 from pipeline.loadgen import SdkTarget, run_load
-from pipeline.sdk import Pipeline
 from pipeline.quality import variant_overrides
+from pipeline.sdk import Pipeline
 from pipeline.settings import load_settings
 
 STAGES = ["cache", "input_guardrails", "intent", "features", "retrieval", "tools",
