@@ -16,7 +16,7 @@ import numpy as np
 from evals import cranfield
 from evals.common import percentiles, save
 from retrieval.bm25 import BM25Index
-from retrieval.embedder import Embedder
+from retrieval.embedder import DOCUMENT_TOKENS, Embedder
 from retrieval.embedder_prepare import embedder_dir
 from retrieval.hybrid import HybridIndex
 
@@ -64,10 +64,19 @@ def evaluate_cranfield(data_dir: Path, home: Path, variants: list[str],
     return rows
 
 
-def evaluate_edge(data_dir: Path, home: Path, modes: tuple[str, ...] = ("fusion",),
+# (mode, fusion, feedback docs, feedback terms); the first is the shipped default.
+EDGE_CONFIGS = (("fusion", "dbsf", 1, 20), ("fusion", "rrf", 1, 20), ("fusion", "dbsf", 0, 0),
+                ("fusion", "rrf", 0, 0), ("bm25", "rrf", 1, 20), ("bm25", "rrf", 0, 0),
+                ("dense", "rrf", 0, 0))
+
+
+def evaluate_edge(data_dir: Path, home: Path,
+                  configs: tuple[tuple[str, str, int, int], ...] = EDGE_CONFIGS,
                   queries: int | None = None) -> dict[str, dict]:
     """The shipped retrieval path: Cranfield through `ragpacer ingest` (chunks, sparse BM25
-    weights, INT8 embeddings) into a Qdrant Edge shard, queried as the retrieval stage does."""
+    weights, INT8 embeddings of up to DOCUMENT_TOKENS) into a Qdrant Edge shard, queried as
+    the retrieval stage does: pseudo-relevance feedback from the in-memory BM25 index, the
+    query embedded with 128 tokens, BM25 and dense fused."""
     import json
     import tempfile
 
@@ -78,31 +87,35 @@ def evaluate_edge(data_dir: Path, home: Path, modes: tuple[str, ...] = ("fusion"
     docs, qs, rel = cranfield.documents(folder), cranfield.queries(folder), cranfield.qrels(folder)
     if queries is not None:
         rel = {q: r for q, r in rel.items() if q <= queries}
-    emb = Embedder(embedder_dir(home), threads=2)
+    doc_embedder = Embedder(embedder_dir(home), threads=2, max_tokens=DOCUMENT_TOKENS)
+    query_embedder = Embedder(embedder_dir(home), threads=2)
+    vectors = {qi: query_embedder.embed_one(q) for qi, q in enumerate(qs, 1) if qi in rel}
+    bm25 = BM25Index(docs)
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "cranfield.jsonl"
         corpus.write_text("".join(json.dumps({"id": d.id, "title": d.title, "text": d.text})
                                   + "\n" for d in docs))
-        ingest(corpus, Path(tmp) / "index", emb, [])
+        ingest(corpus, Path(tmp) / "index", doc_embedder, [])
         store = EdgeStore.open(current_index(Path(tmp) / "index"))
         try:
-            for mode in modes:
+            for mode, fusion, fb_docs, fb_terms in configs:
                 nd, rc, lat = [], [], []
                 for qi, q in enumerate(qs, 1):
                     if qi not in rel:
                         continue
-                    v = emb.embed_one(q)
                     t0 = time.perf_counter()
-                    hits = store.search(q, v, 200, None, mode, 100)
+                    sparse = bm25.feedback_terms(q, fb_docs, fb_terms) if fb_docs else q
+                    hits = store.search(sparse, vectors[qi], 200, None, mode, 100, fusion)
                     lat.append((time.perf_counter() - t0) * 1000)
                     ranked = list(dict.fromkeys(h.id.split("#", 1)[0] for h in hits))
                     nd.append(cranfield.ndcg(ranked, rel[qi]))
                     rc.append(cranfield.recall(ranked, rel[qi]))
-                key = f"edge {mode} (int8)"
+                key = f"edge {mode}" + (f" {fusion}" if mode == "fusion" else "") + (
+                    f", feedback {fb_docs}/{fb_terms}" if fb_docs else "")
                 rows[key] = {"ndcg@10": float(np.mean(nd)), "recall@100": float(np.mean(rc)),
                              "latency_ms": percentiles(lat), "queries": len(nd)}
-                print(f"{key:28} nDCG@10 {rows[key]['ndcg@10']:.3f}  R@100 "
+                print(f"{key:36} nDCG@10 {rows[key]['ndcg@10']:.4f}  R@100 "
                       f"{rows[key]['recall@100']:.3f}  p50 {rows[key]['latency_ms']['p50']:.2f} ms",
                       flush=True)
         finally:
@@ -117,7 +130,7 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["int8", "fp32"])
     args = ap.parse_args()
     rows = evaluate_cranfield(args.data_dir, args.home, args.variants)
-    rows.update(evaluate_edge(args.data_dir, args.home, ("bm25", "dense", "fusion")))
+    rows.update(evaluate_edge(args.data_dir, args.home))
     print("saved", save("eval_retrieval", {"results": rows}))
 
 

@@ -190,7 +190,7 @@ def _ingest_demo_if_empty(settings) -> None:  # type: ignore[no-untyped-def]
     if not (embedder_dir(settings.home) / "model-int8.onnx").exists():
         return  # no embedder prepared: the knowledge base is searched in memory
     source = settings.retrieval.knowledge_base or demo_knowledge_base()
-    out = ingest(source, index_root(settings), _embedder(settings),
+    out = ingest(source, index_root(settings), _embedder(settings, documents=True),
                  settings.retrieval.filter_fields)
     _say(f"index was empty: ingested {out['chunks']} chunks from {source}")
 
@@ -339,7 +339,7 @@ def ingest(
             raise _fail(ValueError("give a PATH to ingest, or --delete DOC_ID"))
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task("embedding and indexing", total=None)
-            out = run_ingest(path, index_root(settings), _embedder(settings),
+            out = run_ingest(path, index_root(settings), _embedder(settings, documents=True),
                              settings.retrieval.filter_fields,
                              lambda done, total: bar.update(task, completed=done, total=total))
     except RagpacerError as exc:
@@ -417,11 +417,12 @@ DataOpt = Annotated[Path | None, typer.Option(
     "--data", help="CSV text,label or a folder with train.csv/test.csv (default: demo intents)")]
 
 
-def _embedder(settings):  # type: ignore[no-untyped-def]
-    from retrieval.embedder import Embedder
+def _embedder(settings, documents: bool = False):  # type: ignore[no-untyped-def]
+    from retrieval.embedder import DOCUMENT_TOKENS, Embedder
     from retrieval.embedder_prepare import embedder_dir
 
-    return Embedder(embedder_dir(settings.home), threads=2)
+    return Embedder(embedder_dir(settings.home), threads=2,
+                    max_tokens=DOCUMENT_TOKENS if documents else 128)
 
 
 @models_app.command("prepare")

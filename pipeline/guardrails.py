@@ -24,6 +24,8 @@ _INJECTION = re.compile(
     r"|disregard\s+(?:all\s+|the\s+|your\s+)*(?:previous\s+|prior\s+)?(?:instructions|rules)"
     r"|(?:reveal|print|show|repeat)\s+(?:me\s+)?(?:your|the)\s+(?:system\s+)?prompt"
     r"|you\s+are\s+now\s+(?:a|an|in)\b|developer\s+mode|jailbreak|\bDAN\b"
+    r"|forget\s+(?:everything|all|your)\b[^.?!]{0,40}\b(?:told|instructions|rules|prompt)"
+    r"|pretend\s+(?:that\s+)?you\s+(?:have|are|had)\s+no\b"
     r"|</?(?:system|source|tool)>|\[/?INST\]|<\|im_(?:start|end)\|>",
     re.IGNORECASE,
 )

@@ -30,6 +30,11 @@ class Metrics:
         self.request_seconds = Histogram("ragpacer_request_duration_seconds",
                                          "End-to-end request time", buckets=_MS_BUCKETS,
                                          registry=r)
+        # How answers were made: kind llm | extractive | template | decline; reason the
+        # decline's (out_of_scope, injection, no_evidence) or ungrounded (an LLM answer the
+        # grounding stage replaced).
+        self.answers = Counter("ragpacer_answers_total", "Answers by how they were made",
+                               ["kind", "reason"], registry=r)
         self.cache = Counter("ragpacer_cache_lookups_total", "Response cache lookups",
                              ["result"], registry=r)
         self.in_flight = Gauge("ragpacer_requests_in_flight", "Requests being answered",
@@ -51,6 +56,8 @@ class Metrics:
         self.requests.labels(result.route or "", str(bool(result.degraded)).lower()).inc()
         self.request_seconds.observe(result.elapsed_ms / 1000.0)
         self.cache.labels(result.cache_hit or "miss").inc()
+        reason = result.decline or ("ungrounded" if "grounding" in result.degraded else "")
+        self.answers.labels(result.answer_kind, reason).inc()
         tokens = (result.usage or {}).get("completion_tokens", 0)
         if result.model and tokens and not result.cached:
             self.tokens.labels(result.model).inc(tokens)

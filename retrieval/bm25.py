@@ -14,6 +14,7 @@ import numpy as np
 
 from retrieval.analyzer import Analyzer
 from retrieval.filters import Filters
+from retrieval.sparse import SparseQuery, query_terms
 from retrieval.types import Document, Hit
 
 
@@ -31,6 +32,7 @@ class BM25Index:
         self.k1, self.b = k1, b
         n = len(self.documents)
         tokenised = [self.analyzer(f"{d.title}\n{d.text}") for d in self.documents]
+        self._tokens = tokenised
         lengths = np.array([len(t) for t in tokenised], dtype=np.float32)
         avgdl = float(lengths.mean()) if n else 1.0
         postings: dict[str, tuple[list[int], list[float]]] = {}
@@ -79,18 +81,36 @@ class BM25Index:
             mask &= any_of
         return mask
 
-    def scores(self, query: str) -> np.ndarray:
+    def scores(self, query: SparseQuery) -> np.ndarray:
         scores = np.zeros(len(self.documents), dtype=np.float32)
-        # A term the query repeats weighs that many times: long, paragraph-style questions
-        # keep their emphasis.
-        for term, count in Counter(self.analyzer(query)).items():
+        for term, count in query_terms(self.analyzer, query).items():
             posting = self._postings.get(term)
             if posting is not None:
                 ids, ws = posting
                 scores[ids] += (count * self._idf[term]) * ws
         return scores
 
-    def search(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
+    def feedback_terms(self, query: SparseQuery, docs: int = 1, terms: int = 20,
+                       weight: float = 2.0) -> Counter[str]:
+        """Pseudo-relevance feedback: the query's terms (``weight`` times their count) plus,
+        once each, the ``terms`` that best characterise its top ``docs`` BM25 hits
+        (frequency in the hit x IDF): a question gains the vocabulary of the document that
+        most likely answers it."""
+        own = query_terms(self.analyzer, query)
+        out = Counter({t: weight * c for t, c in own.items()})
+        scores = self.scores(own)
+        top = [int(i) for i in np.argsort(-scores)[:docs] if scores[i] > 0]
+        gain: Counter[str] = Counter()
+        for i in top:
+            tokens = self._tokens[i]
+            for term, tf in Counter(tokens).items():
+                if term not in own:
+                    gain[term] += tf / len(tokens) * self._idf[term]
+        out.update({t: 1.0 for t, _ in gain.most_common(terms)})
+        return out
+
+    def search(self, query: SparseQuery, k: int = 10,
+               filters: Filters | None = None) -> list[Hit]:
         scores = self.scores(query)
         mask = self.mask(filters or {})
         if mask is not None:

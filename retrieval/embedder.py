@@ -18,6 +18,9 @@ from pipeline.errors import RagpacerError
 from retrieval.embedder_prepare import embedder_checksum
 
 DIM = 384
+# Documents are embedded with up to this many tokens at ingest (abstract-length articles lose
+# their second half at 128); queries keep the session's 128.
+DOCUMENT_TOKENS = 256
 
 
 class EmbedderError(RagpacerError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 from retrieval.analyzer import Analyzer
@@ -28,8 +28,22 @@ def document_weights(tokenised: Sequence[list[str]], k1: float = 1.2,
     return out
 
 
-def query_vector(analyzer: Analyzer, query: str) -> tuple[list[int], list[float]]:
-    """Each term weighted by how often the query says it (as the in-memory index does)."""
-    counts = Counter(term_id(t) for t in analyzer(query))
-    ids = sorted(counts)
-    return ids, [float(counts[i]) for i in ids]
+# A sparse query: the question's text, or its analysed terms with weights (feedback).
+SparseQuery = str | Mapping[str, float]
+
+
+def query_terms(analyzer: Analyzer, query: SparseQuery) -> Counter[str]:
+    """Analysed terms and their weights. A term the question repeats weighs that many times:
+    long, paragraph-style questions keep their emphasis."""
+    if isinstance(query, str):
+        return Counter(analyzer(query))
+    return Counter(dict(query))
+
+
+def query_vector(analyzer: Analyzer, query: SparseQuery) -> tuple[list[int], list[float]]:
+    """Term ids and weights, as the in-memory index scores them."""
+    weights: Counter[int] = Counter()
+    for term, w in query_terms(analyzer, query).items():
+        weights[term_id(term)] += w
+    ids = sorted(weights)
+    return ids, [float(weights[i]) for i in ids]

@@ -11,6 +11,7 @@ from pipeline.state import RequestState
 from retrieval.bm25 import BM25Index
 from retrieval.filters import BOOST_RANKS, Filters, boost, merge_filters
 from retrieval.hybrid import HybridIndex
+from retrieval.sparse import SparseQuery
 
 
 class Retrieval:
@@ -39,16 +40,23 @@ class Retrieval:
             return merge_filters(route, request), {}, top_k
         return request, route, top_k + BOOST_RANKS * 2
 
+    def _sparse(self, state: RequestState, ctx: RunContext) -> SparseQuery:
+        cfg = ctx.settings.retrieval
+        if not cfg.feedback_docs:
+            return state["query"]
+        return self.index.feedback_terms(state["query"], cfg.feedback_docs, cfg.feedback_terms)
+
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update:
         search, preferred, fetch = self._plan(state, ctx)
         top_k = ctx.settings.routing.routes[state["route"]].top_k
         vector = state.get("query_vector")
+        sparse = self._sparse(state, ctx)
         if self.hybrid is None or vector is None:
-            hits = self.index.search(state["query"], fetch, search)
+            hits = self.index.search(sparse, fetch, search)
         else:
             cfg = ctx.settings.retrieval
-            hits = self.hybrid.search(state["query"], vector, fetch, search, cfg.mode,
-                                      cfg.candidates)
+            hits = self.hybrid.search(sparse, vector, fetch, search, cfg.mode, cfg.candidates,
+                                      cfg.fusion)
             if inspect.isawaitable(hits):  # the Qdrant server backend is async
                 hits = await hits
         return {"sources": boost(hits, preferred, top_k)}

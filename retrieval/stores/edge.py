@@ -17,7 +17,7 @@ import qdrant_edge as q
 
 from retrieval.analyzer import Analyzer
 from retrieval.filters import Filters
-from retrieval.sparse import query_vector
+from retrieval.sparse import SparseQuery, query_vector
 from retrieval.types import Document, Hit
 
 DENSE, SPARSE = "dense", "bm25"
@@ -75,8 +75,9 @@ class EdgeStore:
         self.shard.flush()
         self.shard.close()
 
-    def request(self, query: str, vector: np.ndarray | None, k: int, filters: Filters | None,
-                mode: str, candidates: int) -> q.QueryRequest:
+    def request(self, query: SparseQuery, vector: np.ndarray | None, k: int,
+                filters: Filters | None, mode: str, candidates: int,
+                fusion: str = "rrf") -> q.QueryRequest:
         """The query for a mode; a server backend sends the same structure."""
         flt = to_filter(filters)
         ids, values = query_vector(self.analyzer, query)
@@ -90,14 +91,16 @@ class EdgeStore:
             return q.QueryRequest(limit=k, query=dense, with_payload=True,
                                   prefetches=[q.Prefetch(limit=candidates, query=sparse,
                                                          filter=flt)])
-        return q.QueryRequest(limit=k, query=q.Fusion.Rrf(k=RRF_K), with_payload=True,
+        fused = q.Fusion.Dbsf() if fusion == "dbsf" else q.Fusion.Rrf(k=RRF_K)
+        return q.QueryRequest(limit=k, query=fused, with_payload=True,
                               prefetches=[q.Prefetch(limit=candidates, query=sparse, filter=flt),
                                           q.Prefetch(limit=candidates, query=dense, filter=flt)])
 
-    def search(self, query: str, vector: np.ndarray | None, k: int = 10,
+    def search(self, query: SparseQuery, vector: np.ndarray | None, k: int = 10,
                filters: Filters | None = None, mode: str = "fusion",
-               candidates: int = 100) -> list[Hit]:
-        points = self.shard.query(self.request(query, vector, k, filters, mode, candidates))
+               candidates: int = 100, fusion: str = "rrf") -> list[Hit]:
+        points = self.shard.query(self.request(query, vector, k, filters, mode, candidates,
+                                               fusion))
         return [_hit(p) for p in points]
 
     def __len__(self) -> int:

@@ -17,7 +17,7 @@ from qdrant_client import models as m
 
 from retrieval.analyzer import Analyzer
 from retrieval.filters import Filters
-from retrieval.sparse import query_vector
+from retrieval.sparse import SparseQuery, query_vector
 from retrieval.stores.edge import DENSE, RRF_K, SPARSE, point_id
 from retrieval.types import Document, Hit
 
@@ -61,8 +61,9 @@ class ServerStore:
         ]
         await self.client.upsert(self.collection, points=points, wait=True)
 
-    def request(self, query: str, vector: np.ndarray | None, k: int, filters: Filters | None,
-                mode: str, candidates: int) -> dict[str, Any]:
+    def request(self, query: SparseQuery, vector: np.ndarray | None, k: int,
+                filters: Filters | None, mode: str, candidates: int,
+                fusion: str = "rrf") -> dict[str, Any]:
         """query_points arguments for a mode: the same structure as EdgeStore.request."""
         flt = to_filter(filters)
         ids, values = query_vector(self.analyzer, query)
@@ -76,15 +77,16 @@ class ServerStore:
         if mode == "bm25_then_dense":
             return {"prefetch": [sparse_stage], "query": dense, "using": DENSE, "limit": k}
         dense_stage = m.Prefetch(query=dense, using=DENSE, filter=flt, limit=candidates)
-        return {"prefetch": [sparse_stage, dense_stage],
-                "query": m.RrfQuery(rrf=m.Rrf(k=RRF_K)), "limit": k}
+        fused = (m.FusionQuery(fusion=m.Fusion.DBSF) if fusion == "dbsf"
+                 else m.RrfQuery(rrf=m.Rrf(k=RRF_K)))
+        return {"prefetch": [sparse_stage, dense_stage], "query": fused, "limit": k}
 
-    async def search(self, query: str, vector: np.ndarray | None, k: int = 10,
+    async def search(self, query: SparseQuery, vector: np.ndarray | None, k: int = 10,
                      filters: Filters | None = None, mode: str = "fusion",
-                     candidates: int = 100) -> list[Hit]:
+                     candidates: int = 100, fusion: str = "rrf") -> list[Hit]:
         res = await self.client.query_points(
             self.collection, with_payload=True,
-            **self.request(query, vector, k, filters, mode, candidates))
+            **self.request(query, vector, k, filters, mode, candidates, fusion))
         return [_hit(p) for p in res.points]
 
     async def aclose(self) -> None:
