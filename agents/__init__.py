@@ -1,7 +1,7 @@
 """Agents: intent classification and routing."""
 
-from agents.intent_stage import IntentClassifier, IntentRouter
-from agents.lexical import IntentDataError, LexicalIntentClassifier, read_intents
+from ragpacer.agents.intent_stage import IntentClassifier, IntentRouter
+from ragpacer.agents.lexical import IntentDataError, LexicalIntentClassifier, read_intents
 
 __all__ = [
     "IntentClassifier",

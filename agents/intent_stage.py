@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar, Protocol
 
-from pipeline.context import RunContext
-from pipeline.stage import Update
-from pipeline.state import RequestState
+from ragpacer.pipeline.context import RunContext
+from ragpacer.pipeline.stage import Update
+from ragpacer.pipeline.state import RequestState
 
 
 class IntentClassifier(Protocol):

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from pipeline.errors import RagpacerError
+from ragpacer.pipeline.errors import RagpacerError
 
 ARTIFACT_VERSION = 1
 

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from agents.intents import IntentHead, evaluate, train_head
-from agents.lexical import IntentDataError, demo_intents, read_intents
-from retrieval.embedder import Embedder
+from ragpacer.agents.intents import IntentHead, evaluate, train_head
+from ragpacer.agents.lexical import IntentDataError, demo_intents, read_intents
+from ragpacer.retrieval.embedder import Embedder
 
 
 def data_files(data: Path | None) -> tuple[Path, Path | None]:

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from pipeline.errors import InputError
-from retrieval.bm25 import BM25Index
-from retrieval.types import Document
+from ragpacer.pipeline.errors import InputError
+from ragpacer.retrieval.bm25 import BM25Index
+from ragpacer.retrieval.types import Document
 
 
 class IntentDataError(InputError):
@@ -23,7 +23,7 @@ class IntentDataError(InputError):
 
 
 def demo_intents() -> Path:
-    return Path(str(resources.files("pipeline") / "demo" / "intents.csv"))
+    return Path(str(resources.files("ragpacer.pipeline") / "demo" / "intents.csv"))
 
 
 def read_intents(path: Path) -> list[tuple[str, str]]:

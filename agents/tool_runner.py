@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agents.tools import Tool, ToolArgumentError, validate_arguments
-from pipeline.deadline import Deadline
+from ragpacer.agents.tools import Tool, ToolArgumentError, validate_arguments
+from ragpacer.pipeline.deadline import Deadline
 
 
 @dataclass(slots=True)

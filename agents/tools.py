@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pipeline.errors import RagpacerError
+from ragpacer.pipeline.errors import RagpacerError
 
 
 class ToolArgumentError(RagpacerError, ValueError):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from agents.tool_runner import ToolResult, run_tools
-from agents.tools import ToolArgumentError, ToolRegistry
-from pipeline.context import RunContext
-from pipeline.stage import Degraded, Update
-from pipeline.state import RequestState
+from ragpacer.agents.tool_runner import ToolResult, run_tools
+from ragpacer.agents.tools import ToolArgumentError, ToolRegistry
+from ragpacer.pipeline.context import RunContext
+from ragpacer.pipeline.stage import Degraded, Update
+from ragpacer.pipeline.state import RequestState
 
 
 class ToolsStage:

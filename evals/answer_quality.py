@@ -17,9 +17,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ragpacer.pipeline import quality
+from ragpacer.pipeline.settings import Settings, deep_merge, load_settings
+
 from evals.common import save
-from pipeline import quality
-from pipeline.settings import Settings, deep_merge, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "evals" / "data" / "answer_quality.jsonl"

@@ -20,16 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from agents.tool_runner import _one
-from agents.tools_stage import ToolsStage
-from pipeline.components import default_stages, load_index
-from pipeline.context import RunContext
-from pipeline.deadline import Deadline
-from pipeline.llm import LLMClient
-from pipeline.settings import Settings
-from pipeline.stage import Degraded
-from retrieval.filters import matches, merge_filters
+from ragpacer.agents.tool_runner import _one
+from ragpacer.agents.tools_stage import ToolsStage
+from ragpacer.pipeline.components import default_stages, load_index
+from ragpacer.pipeline.context import RunContext
+from ragpacer.pipeline.deadline import Deadline
+from ragpacer.pipeline.llm import LLMClient
+from ragpacer.pipeline.settings import Settings
+from ragpacer.pipeline.stage import Degraded
+from ragpacer.retrieval.filters import matches, merge_filters
 
 NO_DEADLINE_MS = 120_000.0
 
@@ -88,7 +87,7 @@ class ExhaustiveRetrieval:
         self.route_filters = {name: r.filters for name, r in settings.routing.routes.items()}
 
     async def __call__(self, state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-        from retrieval.types import Hit
+        from ragpacer.retrieval.types import Hit
 
         top_k = ctx.settings.routing.routes[state["route"]].top_k
         lexical = np.argsort(-self.bm25.get_scores(self.analyzer(state["query"])))
@@ -118,8 +117,8 @@ class SequentialTools(ToolsStage):
 
 class BaselinePipeline:
     def __init__(self, settings: Settings, llm: LLMClient | None = None) -> None:
-        from pipeline.engine_prepare import engine_env
-        from retrieval.embedder_prepare import _source_dir
+        from ragpacer.pipeline.engine_prepare import engine_env
+        from ragpacer.retrieval.embedder_prepare import _source_dir
 
         # No decode-speed guess shrinks max_tokens: every answer may use the model's full one.
         models = [m.model_copy(update={"decode_tokens_per_s": 1e9, "ttft_ms": 0.0})

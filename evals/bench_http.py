@@ -15,10 +15,10 @@ import sys
 import time
 
 import httpx
+from ragpacer.pipeline.sdk import Pipeline
+from ragpacer.pipeline.settings import load_settings
 
 from evals.common import percentiles, save
-from pipeline.sdk import Pipeline
-from pipeline.settings import load_settings
 from tests.test_http import free_port
 
 BODY = {"model": "ragpacer", "messages": [{"role": "user", "content": "how do I freeze my card"}]}
@@ -73,8 +73,9 @@ def main() -> None:
     args = ap.parse_args()
     port = free_port()
     env = {**os.environ, "RAGPACER_LLM__ENGINE": "external", "RAGPACER_TRACING__EXPORTER": "none"}
-    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([sys.executable, "-m", "ragpacer.pipeline.cli", "serve",
+                               "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):

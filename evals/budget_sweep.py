@@ -18,10 +18,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ragpacer.pipeline import quality
+from ragpacer.pipeline.sdk import Pipeline
+from ragpacer.pipeline.settings import Settings, load_settings
+
 from evals.common import save
-from pipeline import quality
-from pipeline.sdk import Pipeline
-from pipeline.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "evals" / "data" / "answer_quality.jsonl"

@@ -6,7 +6,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from retrieval.types import Document
+from ragpacer.retrieval.types import Document
 
 
 def _records(path: Path) -> list[dict[str, str]]:

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from ragpacer.agents.intents import evaluate, train_head
+from ragpacer.agents.lexical import read_intents
+from ragpacer.retrieval.batcher import MicroBatcher
+from ragpacer.retrieval.embedder import Embedder
+from ragpacer.retrieval.embedder_prepare import embedder_dir
 
-from agents.intents import evaluate, train_head
-from agents.lexical import read_intents
 from evals.common import RESULTS, percentiles, save
-from retrieval.batcher import MicroBatcher
-from retrieval.embedder import Embedder
-from retrieval.embedder_prepare import embedder_dir
 
 
 def accuracy_for(variant: str, home: Path, train, test) -> tuple[dict, object, Embedder]:  # type: ignore[no-untyped-def]

@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from ragpacer.retrieval.bm25 import BM25Index
+from ragpacer.retrieval.embedder import DOCUMENT_TOKENS, Embedder
+from ragpacer.retrieval.embedder_prepare import embedder_dir
+from ragpacer.retrieval.hybrid import HybridIndex
 
 from evals import cranfield
 from evals.common import percentiles, save
-from retrieval.bm25 import BM25Index
-from retrieval.embedder import DOCUMENT_TOKENS, Embedder
-from retrieval.embedder_prepare import embedder_dir
-from retrieval.hybrid import HybridIndex
 
 
 def evaluate_cranfield(data_dir: Path, home: Path, variants: list[str],
@@ -80,8 +80,8 @@ def evaluate_edge(data_dir: Path, home: Path,
     import json
     import tempfile
 
-    from retrieval.ingest import current_index, ingest
-    from retrieval.stores.edge import EdgeStore
+    from ragpacer.retrieval.ingest import current_index, ingest
+    from ragpacer.retrieval.stores.edge import EdgeStore
 
     folder = data_dir / "cranfield"
     docs, qs, rel = cranfield.documents(folder), cranfield.queries(folder), cranfield.qrels(folder)

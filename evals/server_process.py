@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def llm_answers(answer: str = "llm_grounded") -> dict[str, str]:
     """RAGPACER_* variables making every route with a model answer through the LLM: load
     runs measure the engine under load, which the shipped extractive answers never call."""
-    from pipeline.settings import load_settings
+    from ragpacer.pipeline.settings import load_settings
 
     routes = load_settings(ROOT / "ragpacer.yaml", environ={}).routing.routes
     return {f"RAGPACER_ROUTING__ROUTES__{name.upper()}__ANSWER": answer
@@ -81,8 +81,9 @@ def served(env: dict[str, str] | None = None, timeout_s: float = 300) -> Iterato
     # failed stage logs a line) and then blocks the server's event loop on its next write.
     log_path = Path(tempfile.mkdtemp(prefix="ragpacer-serve-")) / "serve.log"
     log = log_path.open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve"], cwd=ROOT, env=full,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "ragpacer.pipeline.cli", "serve"], cwd=ROOT,
+                            env=full, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     log.close()
     server = ServerProcess(proc, f"http://127.0.0.1:{port}")
     try:

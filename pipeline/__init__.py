@@ -1,9 +1,9 @@
 """ragpacer's pipeline: configuration, budgets, the graph, the SDK."""
 
-from pipeline.budget import LatencyWindow, allot
-from pipeline.context import RunContext
-from pipeline.deadline import Deadline
-from pipeline.errors import (
+from ragpacer.pipeline.budget import LatencyWindow, allot
+from ragpacer.pipeline.context import RunContext
+from ragpacer.pipeline.deadline import Deadline
+from ragpacer.pipeline.errors import (
     BlockedInputError,
     ConfigError,
     DeadlineExceeded,
@@ -17,19 +17,19 @@ from pipeline.errors import (
     RagpacerError,
     StageFailed,
 )
-from pipeline.result import Result
-from pipeline.settings import Settings, load_settings
-from pipeline.stage import Degraded, Outcome, Stage, StageRecord
+from ragpacer.pipeline.result import Result
+from ragpacer.pipeline.settings import Settings, load_settings
+from ragpacer.pipeline.stage import Degraded, Outcome, Stage, StageRecord
 
 
 def __getattr__(name: str) -> object:
     # Pipeline pulls in agents and retrieval, which themselves import pipeline.errors:
     # importing it lazily keeps `import retrieval` free of a cycle.
     if name == "Pipeline":
-        from pipeline.sdk import Pipeline
+        from ragpacer.pipeline.sdk import Pipeline
 
         return Pipeline
-    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+    raise AttributeError(f"module 'ragpacer.pipeline' has no attribute {name!r}")
 
 
 __all__ = [

@@ -19,8 +19,8 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from pipeline.deadline import Deadline
-from pipeline.errors import RagpacerError
+from ragpacer.pipeline.deadline import Deadline
+from ragpacer.pipeline.errors import RagpacerError
 
 
 class Overloaded(RagpacerError):

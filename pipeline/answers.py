@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pipeline.context import RunContext
-from pipeline.stage import Update
-from pipeline.state import RequestState
-from retrieval.extractive import Selection, SentenceSelector
+from ragpacer.pipeline.context import RunContext
+from ragpacer.pipeline.stage import Update
+from ragpacer.pipeline.state import RequestState
+from ragpacer.retrieval.extractive import Selection, SentenceSelector
 
 DeclineReason = Literal["out_of_scope", "injection", "no_evidence"]
 

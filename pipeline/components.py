@@ -8,22 +8,22 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from agents.intent_stage import IntentClassifier, IntentRouter
-from agents.lexical import LexicalIntentClassifier, demo_intents, read_intents
-from agents.tools_stage import ToolsStage
-from pipeline.errors import ConfigError, InvalidFiltersError
-from pipeline.generation import Generation
-from pipeline.grounding import Grounding
-from pipeline.guardrails import InputGuardrails, OutputGuardrails
-from pipeline.llm import LLMClient
-from pipeline.settings import Settings
-from pipeline.stage import Stage
-from retrieval.bm25 import BM25Index
-from retrieval.corpus import demo_knowledge_base, load_jsonl
-from retrieval.extractive import SentenceIndex, SentenceSelector
-from retrieval.filters import Filters, normalise_filters
-from retrieval.hybrid import HybridIndex
-from retrieval.stage import Retrieval
+from ragpacer.agents.intent_stage import IntentClassifier, IntentRouter
+from ragpacer.agents.lexical import LexicalIntentClassifier, demo_intents, read_intents
+from ragpacer.agents.tools_stage import ToolsStage
+from ragpacer.pipeline.errors import ConfigError, InvalidFiltersError
+from ragpacer.pipeline.generation import Generation
+from ragpacer.pipeline.grounding import Grounding
+from ragpacer.pipeline.guardrails import InputGuardrails, OutputGuardrails
+from ragpacer.pipeline.llm import LLMClient
+from ragpacer.pipeline.settings import Settings
+from ragpacer.pipeline.stage import Stage
+from ragpacer.retrieval.bm25 import BM25Index
+from ragpacer.retrieval.corpus import demo_knowledge_base, load_jsonl
+from ragpacer.retrieval.extractive import SentenceIndex, SentenceSelector
+from ragpacer.retrieval.filters import Filters, normalise_filters
+from ragpacer.retrieval.hybrid import HybridIndex
+from ragpacer.retrieval.stage import Retrieval
 
 
 def route_filters(settings: Settings) -> dict[str, Filters]:
@@ -61,15 +61,15 @@ def intent_artifact(settings: Settings) -> Path:
     local = settings.home / "intents" / "intents.npz"
     if local.exists() or settings.routing.examples is not None:
         return local
-    return Path(str(resources.files("pipeline") / "demo" / "intents.npz"))
+    return Path(str(resources.files("ragpacer.pipeline") / "demo" / "intents.npz"))
 
 
 def load_embedder(settings: Settings) -> Any:
     """The one ONNX embedder of the process, when the config uses embeddings at all."""
     if settings.routing.classifier != "embedding":
         return None
-    from retrieval.embedder import Embedder
-    from retrieval.embedder_prepare import embedder_dir
+    from ragpacer.retrieval.embedder import Embedder
+    from ragpacer.retrieval.embedder_prepare import embedder_dir
 
     return Embedder(embedder_dir(settings.home))
 
@@ -77,12 +77,12 @@ def load_embedder(settings: Settings) -> Any:
 def intent_classifier(settings: Settings, embedder: Any) -> IntentClassifier:
     if embedder is None:
         return LexicalIntentClassifier(read_intents(settings.routing.examples or demo_intents()))
-    from agents.intents import EmbeddingIntentClassifier, IntentHead
+    from ragpacer.agents.intents import EmbeddingIntentClassifier, IntentHead
 
     head = IntentHead.load(intent_artifact(settings), embedder.checksum)
     batcher = None
     if settings.routing.batch_window_ms > 0:
-        from retrieval.batcher import MicroBatcher
+        from ragpacer.retrieval.batcher import MicroBatcher
 
         batcher = MicroBatcher(embedder.embed, window_ms=settings.routing.batch_window_ms,
                                max_batch=settings.routing.max_batch)
@@ -95,13 +95,13 @@ def index_root(settings: Settings) -> Path:
 
 def edge_store(settings: Settings) -> Any:
     """The ingested Qdrant Edge index, when the config says to use it."""
-    from retrieval.ingest import current_index
+    from ragpacer.retrieval.ingest import current_index
 
     cfg = settings.retrieval
     if cfg.backend == "memory":
         return None
     if cfg.backend == "server":
-        from retrieval.stores.server import ServerStore
+        from ragpacer.retrieval.stores.server import ServerStore
 
         if not cfg.qdrant_url:
             raise ConfigError("the server backend needs retrieval.qdrant_url",
@@ -113,7 +113,7 @@ def edge_store(settings: Settings) -> Any:
             raise ConfigError(f"no index under {index_root(settings)}: run `ragpacer ingest`",
                               field="retrieval.backend")
         return None
-    from retrieval.stores.edge import EdgeStore
+    from ragpacer.retrieval.stores.edge import EdgeStore
 
     # An Edge shard is locked by the process that opens it: one store per path per process.
     # Several server processes need the Qdrant server backend instead.
@@ -161,7 +161,7 @@ _TX_STORES: dict[str | None, Any] = {}
 
 def transaction_store(settings: Settings) -> Any:
     """Request-time transactions: one store per Redis URL (or in-process) per process."""
-    from agents.builtin.transactions import RedisTransactionStore, TransactionStore
+    from ragpacer.agents.builtin.transactions import RedisTransactionStore, TransactionStore
 
     url = settings.redis_url
     if url not in _TX_STORES:
@@ -170,10 +170,10 @@ def transaction_store(settings: Settings) -> Any:
 
 
 def tool_registry(settings: Settings, index: BM25Index, features: Any = None) -> Any:
-    from agents.builtin.currency import CurrencyConvert
-    from agents.builtin.knowledge import KnowledgeSearch
-    from agents.builtin.transactions import RecentTransactions
-    from agents.tools import ToolRegistry
+    from ragpacer.agents.builtin.currency import CurrencyConvert
+    from ragpacer.agents.builtin.knowledge import KnowledgeSearch
+    from ragpacer.agents.builtin.transactions import RecentTransactions
+    from ragpacer.agents.tools import ToolRegistry
 
     cfg = settings.tools
     store = transaction_store(settings)
@@ -183,11 +183,11 @@ def tool_registry(settings: Settings, index: BM25Index, features: Any = None) ->
         KnowledgeSearch(index, cfg.default_timeout_s),
     ])
     if features is not None:
-        from agents.builtin.profile import CustomerProfile
+        from ragpacer.agents.builtin.profile import CustomerProfile
 
         registry.register(CustomerProfile(features, cfg.default_timeout_s))
     if cfg.http_url:
-        from agents.builtin.http_service import HttpServiceTool
+        from ragpacer.agents.builtin.http_service import HttpServiceTool
 
         registry.register(HttpServiceTool(cfg.http_url, cfg.http_timeout_s))
     for name, route in settings.routing.routes.items():
@@ -202,7 +202,7 @@ def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict
     embedder = load_embedder(settings)
     features = None
     if settings.features.enabled:
-        from pipeline.features import FeaturesStage
+        from ragpacer.pipeline.features import FeaturesStage
 
         features = FeaturesStage(settings, transaction_store(settings))
     registry = tool_registry(settings, index, features)

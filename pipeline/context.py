@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from pipeline.deadline import Deadline
+from ragpacer.pipeline.deadline import Deadline
 
 if TYPE_CHECKING:
-    from pipeline.settings import Settings
+    from ragpacer.pipeline.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.errors import InputError
-from retrieval.analyzer import Analyzer
+from ragpacer.pipeline.errors import InputError
+from ragpacer.retrieval.analyzer import Analyzer
 
 # Words that point back at an earlier turn.
 _REFERS_BACK = re.compile(

@@ -18,10 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-
-from pipeline.engine_prepare import Prepared, has_cuda
-from pipeline.errors import RagpacerError
-from pipeline.settings import ManagedEngineSettings
+from ragpacer.pipeline.engine_prepare import Prepared, has_cuda
+from ragpacer.pipeline.errors import RagpacerError
+from ragpacer.pipeline.settings import ManagedEngineSettings
 
 _PR_SET_PDEATHSIG = 1
 

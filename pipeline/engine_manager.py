@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pipeline.engine import ManagedEngine
-from pipeline.engine_prepare import prepare
-from pipeline.errors import ConfigError
-from pipeline.settings import Settings
+from ragpacer.pipeline.engine import ManagedEngine
+from ragpacer.pipeline.engine_prepare import prepare
+from ragpacer.pipeline.errors import ConfigError
+from ragpacer.pipeline.settings import Settings
 
 
 def managed_engine(settings: Settings, say: Callable[[str], None] = print) -> ManagedEngine:

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-
-from pipeline.context import RunContext
-from pipeline.settings import Settings
-from pipeline.stage import Degraded, Update
-from pipeline.state import RequestState
+from ragpacer.pipeline.context import RunContext
+from ragpacer.pipeline.settings import Settings
+from ragpacer.pipeline.stage import Degraded, Update
+from ragpacer.pipeline.state import RequestState
 
 
 def _defer_feasts_torch_import() -> None:
@@ -73,7 +72,7 @@ def _definitions(repo: Path) -> list[Any]:
 
 def materialize(settings: Settings, *, demo: bool = False) -> dict[str, Any]:
     """The nightly batch job: apply the definitions, then load the online store."""
-    from pipeline.feature_data import write_demo_customers
+    from ragpacer.pipeline.feature_data import write_demo_customers
 
     repo = settings.feast_repo.resolve()
     parquet = repo / "data" / "customer_stats.parquet"

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from pipeline.answers import decline, decline_reason, extractive, lacks_evidence, select
-from pipeline.context import RunContext
-from pipeline.errors import LLMError, LLMUnavailable
-from pipeline.grounding import complete_sentences, strip_markup
-from pipeline.llm import Completion, LLMClient
-from pipeline.prompt import build_messages
-from pipeline.settings import ModelSettings, Settings
-from pipeline.stage import Degraded, Update
-from pipeline.state import RequestState
-from retrieval.extractive import SentenceSelector
+from ragpacer.pipeline.answers import decline, decline_reason, extractive, lacks_evidence, select
+from ragpacer.pipeline.context import RunContext
+from ragpacer.pipeline.errors import LLMError, LLMUnavailable
+from ragpacer.pipeline.grounding import complete_sentences, strip_markup
+from ragpacer.pipeline.llm import Completion, LLMClient
+from ragpacer.pipeline.prompt import build_messages
+from ragpacer.pipeline.settings import ModelSettings, Settings
+from ragpacer.pipeline.stage import Degraded, Update
+from ragpacer.pipeline.state import RequestState
+from ragpacer.retrieval.extractive import SentenceSelector
 
 
 def assemble_tool_calls(deltas: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -97,8 +97,8 @@ class Generation:
             c = await self.llm.complete(model, messages, deadline=ctx.cutoff,
                                         on_token=on_token)
             return c, []
-        from agents.tool_runner import run_tools
-        from agents.tools import ToolArgumentError, openai_tool
+        from ragpacer.agents.tool_runner import run_tools
+        from ragpacer.agents.tools import ToolArgumentError, openai_tool
 
         specs = [openai_tool(self.tools.get(name)) for name in route.llm_tools]
         used: list[dict[str, Any]] = []

@@ -13,14 +13,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
-
-from pipeline.context import RunContext
-from pipeline.errors import ConfigError
-from pipeline.plan import BRANCHES
-from pipeline.runner import StageRunner
-from pipeline.settings import Settings
-from pipeline.stage import Stage
-from pipeline.state import RequestState
+from ragpacer.pipeline.context import RunContext
+from ragpacer.pipeline.errors import ConfigError
+from ragpacer.pipeline.plan import BRANCHES
+from ragpacer.pipeline.runner import StageRunner
+from ragpacer.pipeline.settings import Settings
+from ragpacer.pipeline.stage import Stage
+from ragpacer.pipeline.state import RequestState
 
 REQUIRED = ("input_guardrails", "intent", "generation", "grounding", "output_guardrails")
 

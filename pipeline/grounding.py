@@ -15,12 +15,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pipeline.answers import extractive, select
-from pipeline.context import RunContext
-from pipeline.stage import Degraded, Update
-from pipeline.state import RequestState
-from retrieval.analyzer import Analyzer
-from retrieval.extractive import SentenceSelector
+from ragpacer.pipeline.answers import extractive, select
+from ragpacer.pipeline.context import RunContext
+from ragpacer.pipeline.stage import Degraded, Update
+from ragpacer.pipeline.state import RequestState
+from ragpacer.retrieval.analyzer import Analyzer
+from ragpacer.retrieval.extractive import SentenceSelector
 
 _URL = re.compile(r"\bhttps?://[^\s<>()\]]+|\bwww\.[^\s<>()\]]+|\b[\w-]+(?:\.[\w-]+)*\."
                   r"(?:com|org|net|eu|io|be|de|fr|uk|example)\b(?:/[^\s<>()\]]*)?",

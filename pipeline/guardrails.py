@@ -5,11 +5,16 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from pipeline.context import RunContext
-from pipeline.errors import BlockedInputError, EmptyQueryError, InputError, QueryTooLongError
-from pipeline.settings import GuardrailSettings
-from pipeline.stage import Update
-from pipeline.state import RequestState
+from ragpacer.pipeline.context import RunContext
+from ragpacer.pipeline.errors import (
+    BlockedInputError,
+    EmptyQueryError,
+    InputError,
+    QueryTooLongError,
+)
+from ragpacer.pipeline.settings import GuardrailSettings
+from ragpacer.pipeline.stage import Update
+from ragpacer.pipeline.state import RequestState
 
 _CONTROL = re.compile(
     r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]"

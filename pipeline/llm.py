@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-
-from pipeline.deadline import Deadline
-from pipeline.errors import LLMError, LLMTimeout, LLMUnavailable
-from pipeline.settings import ModelSettings
+from ragpacer.pipeline.deadline import Deadline
+from ragpacer.pipeline.errors import LLMError, LLMTimeout, LLMUnavailable
+from ragpacer.pipeline.settings import ModelSettings
 
 # Stop reading at least this long before the cut-off, so the runner's hard timeout never
 # races us; on a busy loop the client aims earlier by how late its cuts have been landing.

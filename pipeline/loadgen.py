@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.measure import group_rss_mb, percentiles
+from ragpacer.pipeline.measure import group_rss_mb, percentiles
 
 # (weight, query, user): cache hits repeat, simple intents use templates, RAG and tools.
 DEFAULT_MIX: list[tuple[float, str, str | None]] = [

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-
-from pipeline.result import Result
-from pipeline.stage import Outcome, StageRecord
+from ragpacer.pipeline.result import Result
+from ragpacer.pipeline.stage import Outcome, StageRecord
 
 _MS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.errors import ConfigError
-from pipeline.settings import Settings
+from ragpacer.pipeline.errors import ConfigError
+from ragpacer.pipeline.settings import Settings
 
 PRE_ROUTE = ("cache", "input_guardrails", "intent")
 BRANCHES = ("features", "retrieval", "tools")

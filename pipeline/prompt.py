@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from retrieval.types import Hit
+from ragpacer.retrieval.types import Hit
 
 MAX_SOURCE_CHARS = 700
 _TAGLIKE = re.compile(r"</?\s*(?:source|tool|system|customer)\b[^>]*>", re.IGNORECASE)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.grounding import ends_mid_sentence, unsupported
+from ragpacer.pipeline.grounding import ends_mid_sentence, unsupported
 
 DECLINE_KINDS = ("out_of_scope", "injection")
 
@@ -252,7 +252,7 @@ async def compare(settings_for: Callable[[dict[str, Any]], Any], variants: Seque
                   ) -> dict[str, Any]:
     """Each variant over the same cases in one run, the response cache off. A managed engine
     (if the config has one and a variant asks the LLM) is started once and shared."""
-    from pipeline.sdk import Pipeline
+    from ragpacer.pipeline.sdk import Pipeline
 
     off: dict[str, Any] = {"cache": {"enabled": False}}
     routes = settings_for(off).routing.routes

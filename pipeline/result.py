@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.stage import Outcome, StageRecord
-from retrieval.types import Hit
+from ragpacer.pipeline.stage import Outcome, StageRecord
+from ragpacer.retrieval.types import Hit
 
 
 @dataclass(slots=True)

@@ -8,13 +8,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline.budget import LatencyWindow, allot
-from pipeline.context import RunContext
-from pipeline.errors import InputError, StageFailed
-from pipeline.guardrails import redact_pii
-from pipeline.plan import ANY_ROUTE, StagePlan
-from pipeline.stage import Degraded, Outcome, Stage, StageRecord, Update
-from pipeline.state import RequestState
+from ragpacer.pipeline.budget import LatencyWindow, allot
+from ragpacer.pipeline.context import RunContext
+from ragpacer.pipeline.errors import InputError, StageFailed
+from ragpacer.pipeline.guardrails import redact_pii
+from ragpacer.pipeline.plan import ANY_ROUTE, StagePlan
+from ragpacer.pipeline.stage import Degraded, Outcome, Stage, StageRecord, Update
+from ragpacer.pipeline.state import RequestState
 
 log = logging.getLogger("ragpacer.runner")
 

@@ -11,7 +11,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipeline.cache import (
+from ragpacer.pipeline.cache import (
     CacheLookup,
     CacheWriter,
     MemoryCache,
@@ -20,25 +20,25 @@ from pipeline.cache import (
     cache_key,
     semantic_scope,
 )
-from pipeline.components import config_version, default_stages, index_version, load_index
-from pipeline.context import RunContext
-from pipeline.conversation import history_turns, standalone_query
-from pipeline.deadline import Deadline
-from pipeline.errors import InputError
-from pipeline.graph import build_graph
-from pipeline.guardrails import StreamRedactor, validate_query
-from pipeline.llm import LLMClient
-from pipeline.metrics import Metrics
-from pipeline.plan import build_plan, check_fallbacks
-from pipeline.result import Result
-from pipeline.runner import Observer, StageRunner
-from pipeline.semantic_cache import SemanticCache
-from pipeline.settings import Settings, load_settings
-from pipeline.stage import Stage, StageRecord
-from pipeline.state import RequestState
-from pipeline.tracing import Tracing
-from retrieval.filters import normalise_filters
-from retrieval.types import Hit
+from ragpacer.pipeline.components import config_version, default_stages, index_version, load_index
+from ragpacer.pipeline.context import RunContext
+from ragpacer.pipeline.conversation import history_turns, standalone_query
+from ragpacer.pipeline.deadline import Deadline
+from ragpacer.pipeline.errors import InputError
+from ragpacer.pipeline.graph import build_graph
+from ragpacer.pipeline.guardrails import StreamRedactor, validate_query
+from ragpacer.pipeline.llm import LLMClient
+from ragpacer.pipeline.metrics import Metrics
+from ragpacer.pipeline.plan import build_plan, check_fallbacks
+from ragpacer.pipeline.result import Result
+from ragpacer.pipeline.runner import Observer, StageRunner
+from ragpacer.pipeline.semantic_cache import SemanticCache
+from ragpacer.pipeline.settings import Settings, load_settings
+from ragpacer.pipeline.stage import Stage, StageRecord
+from ragpacer.pipeline.state import RequestState
+from ragpacer.pipeline.tracing import Tracing
+from ragpacer.retrieval.filters import normalise_filters
+from ragpacer.retrieval.types import Hit
 
 T = TypeVar("T")
 
@@ -116,7 +116,7 @@ class Pipeline:
         if not self.uses_llm:
             say("no route answers with the LLM: the managed engine is not started")
             return
-        from pipeline.engine_manager import managed_engine
+        from ragpacer.pipeline.engine_manager import managed_engine
 
         engine = await asyncio.to_thread(managed_engine, self.settings, say)
         engine.start()  # from the loop's own thread: the parent-death signal follows it

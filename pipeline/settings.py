@@ -24,8 +24,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-
-from pipeline.errors import ConfigError
+from ragpacer.pipeline.errors import ConfigError
 
 ENV_PREFIX = "RAGPACER_"
 StageName = Literal[

@@ -11,8 +11,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from pipeline.context import RunContext
-    from pipeline.state import RequestState
+    from ragpacer.pipeline.context import RunContext
+    from ragpacer.pipeline.state import RequestState
 
 Update = dict[str, Any]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 from typing import Annotated, Any, TypedDict
 
-from pipeline.stage import StageRecord
+from ragpacer.pipeline.stage import StageRecord
 
 
 class RequestState(TypedDict, total=False):

@@ -24,9 +24,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
-
-from pipeline.result import Result
-from pipeline.settings import Settings
+from ragpacer.pipeline.result import Result
+from ragpacer.pipeline.settings import Settings
 
 log = logging.getLogger("ragpacer.tracing")
 _TRACE_ID: contextvars.ContextVar[int | None] = contextvars.ContextVar("ragpacer_trace_id",

@@ -1,10 +1,10 @@
 """Retrieval: analysis, BM25, filters, documents."""
 
-from retrieval.analyzer import Analyzer
-from retrieval.bm25 import BM25Index
-from retrieval.corpus import CorpusError, load_jsonl
-from retrieval.filters import merge_filters, normalise_filters
-from retrieval.types import Document, Hit
+from ragpacer.retrieval.analyzer import Analyzer
+from ragpacer.retrieval.bm25 import BM25Index
+from ragpacer.retrieval.corpus import CorpusError, load_jsonl
+from ragpacer.retrieval.filters import merge_filters, normalise_filters
+from ragpacer.retrieval.types import Document, Hit
 
 __all__ = [
     "Analyzer",

@@ -13,8 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-
-from pipeline.deadline import Deadline
+from ragpacer.pipeline.deadline import Deadline
 
 
 class MicroBatcher:

@@ -11,11 +11,10 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
-
-from retrieval.analyzer import Analyzer
-from retrieval.filters import Filters
-from retrieval.sparse import SparseQuery, query_terms
-from retrieval.types import Document, Hit
+from ragpacer.retrieval.analyzer import Analyzer
+from ragpacer.retrieval.filters import Filters
+from ragpacer.retrieval.sparse import SparseQuery, query_terms
+from ragpacer.retrieval.types import Document, Hit
 
 
 class BM25Index:

@@ -6,8 +6,8 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from pipeline.errors import InputError
-from retrieval.types import Document
+from ragpacer.pipeline.errors import InputError
+from ragpacer.retrieval.types import Document
 
 
 class CorpusError(InputError):
@@ -15,7 +15,7 @@ class CorpusError(InputError):
 
 
 def demo_knowledge_base() -> Path:
-    return Path(str(resources.files("pipeline") / "demo" / "knowledge_base.jsonl"))
+    return Path(str(resources.files("ragpacer.pipeline") / "demo" / "knowledge_base.jsonl"))
 
 
 def load_jsonl(path: Path) -> list[Document]:

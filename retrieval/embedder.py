@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from ragpacer.pipeline.errors import RagpacerError
+from ragpacer.retrieval.embedder_prepare import embedder_checksum
 from tokenizers import Tokenizer
-
-from pipeline.errors import RagpacerError
-from retrieval.embedder_prepare import embedder_checksum
 
 DIM = 384
 # Documents are embedded with up to this many tokens at ingest (abstract-length articles lose

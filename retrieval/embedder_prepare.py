@@ -12,7 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from pipeline.engine_prepare import (
+from ragpacer.pipeline.engine_prepare import (
     PrepareError,
     Say,
     ensure_env,

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from retrieval.analyzer import Analyzer
-from retrieval.types import Document, Hit
+from ragpacer.retrieval.analyzer import Analyzer
+from ragpacer.retrieval.types import Document, Hit
 
 log = logging.getLogger("ragpacer.extractive")
 

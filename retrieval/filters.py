@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pipeline.errors import InvalidFiltersError
-from retrieval.types import Hit
+from ragpacer.pipeline.errors import InvalidFiltersError
+from ragpacer.retrieval.types import Hit
 
 Filters = dict[str, tuple[str, ...]]
 

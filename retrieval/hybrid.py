@@ -13,11 +13,10 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-
-from retrieval.bm25 import BM25Index
-from retrieval.filters import Filters
-from retrieval.sparse import SparseQuery
-from retrieval.types import Hit
+from ragpacer.retrieval.bm25 import BM25Index
+from ragpacer.retrieval.filters import Filters
+from ragpacer.retrieval.sparse import SparseQuery
+from ragpacer.retrieval.types import Hit
 
 Mode = Literal["bm25", "dense", "bm25_then_dense", "fusion"]
 MODES: tuple[Mode, ...] = ("bm25", "dense", "bm25_then_dense", "fusion")

@@ -17,11 +17,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-
-from retrieval.analyzer import Analyzer
-from retrieval.corpus import CorpusError, load_jsonl
-from retrieval.sparse import document_weights
-from retrieval.types import Document
+from ragpacer.retrieval.analyzer import Analyzer
+from ragpacer.retrieval.corpus import CorpusError, load_jsonl
+from ragpacer.retrieval.sparse import document_weights
+from ragpacer.retrieval.types import Document
 
 SUFFIXES = (".md", ".txt", ".jsonl")
 
@@ -105,7 +104,7 @@ def ingest_lock(index_root: Path) -> Iterator[None]:
 def _build(path: Path, chunks: list[Document], index_root: Path, embedder,  # type: ignore[no-untyped-def]
            filter_fields: Iterable[str], progress: Callable[[int, int], None] | None,
            batch: int, t0: float) -> dict:
-    from retrieval.stores.edge import EdgeStore
+    from ragpacer.retrieval.stores.edge import EdgeStore
 
     build = index_root / f"shard-{time.time_ns()}.partial"
     store = EdgeStore.create(build, 384, list(filter_fields))
@@ -144,8 +143,7 @@ def delete_documents(index_root: Path, doc_ids: Iterable[str]) -> dict:
 
 def _delete(live: Path, index_root: Path, doc_ids: Iterable[str]) -> dict:
     import qdrant_edge as q
-
-    from retrieval.stores.edge import EdgeStore
+    from ragpacer.retrieval.stores.edge import EdgeStore
 
     build = index_root / f"shard-{time.time_ns()}.partial"
     shutil.copytree(live, build)

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
-from retrieval.analyzer import Analyzer
+from ragpacer.retrieval.analyzer import Analyzer
 
 
 @lru_cache(maxsize=262_144)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import inspect
 from typing import Any, ClassVar
 
-from pipeline.context import RunContext
-from pipeline.stage import Update
-from pipeline.state import RequestState
-from retrieval.bm25 import BM25Index
-from retrieval.filters import BOOST_RANKS, Filters, boost, merge_filters
-from retrieval.hybrid import HybridIndex
-from retrieval.sparse import SparseQuery
+from ragpacer.pipeline.context import RunContext
+from ragpacer.pipeline.stage import Update
+from ragpacer.pipeline.state import RequestState
+from ragpacer.retrieval.bm25 import BM25Index
+from ragpacer.retrieval.filters import BOOST_RANKS, Filters, boost, merge_filters
+from ragpacer.retrieval.hybrid import HybridIndex
+from ragpacer.retrieval.sparse import SparseQuery
 
 
 class Retrieval:

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any, ClassVar
 
-from pipeline.stage import Update
+from ragpacer.pipeline.stage import Update
 
 
 class Probe:

@@ -1,11 +1,10 @@
 import time
 
 import pytest
-
-from pipeline.budget import LatencyWindow, allot
-from pipeline.deadline import Deadline
-from pipeline.plan import build_plan
-from pipeline.settings import load_settings
+from ragpacer.pipeline.budget import LatencyWindow, allot
+from ragpacer.pipeline.deadline import Deadline
+from ragpacer.pipeline.plan import build_plan
+from ragpacer.pipeline.settings import load_settings
 
 
 def test_deadline_rejects_non_positive() -> None:

@@ -6,12 +6,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from ragpacer.pipeline.context import RunContext
+from ragpacer.pipeline.deadline import Deadline
+from ragpacer.pipeline.features import FeaturesStage, materialize
+from ragpacer.pipeline.sdk import Pipeline
+from ragpacer.pipeline.stage import Degraded
 
-from pipeline.context import RunContext
-from pipeline.deadline import Deadline
-from pipeline.features import FeaturesStage, materialize
-from pipeline.sdk import Pipeline
-from pipeline.stage import Degraded
 from tests.conftest import ROOT, make_settings
 from tests.test_http import free_port
 from tests.test_redis_cache import redis_up
@@ -92,7 +92,7 @@ async def test_store_down_gives_defaults_and_says_so(repo: Path, scripted) -> No
 
 
 async def test_customer_profile_tool_reads_feast(repo: Path) -> None:
-    from agents.builtin.profile import CustomerProfile
+    from ragpacer.agents.builtin.profile import CustomerProfile
 
     s = settings_for(repo, "sqlite")
     materialize(s)

@@ -15,12 +15,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from ragpacer.pipeline.errors import ConfigError, InputError
+from ragpacer.pipeline.http.protocol import ChatCompletionRequest
+from ragpacer.pipeline.sdk import Pipeline
+from ragpacer.pipeline.settings import Settings, load_settings
+from ragpacer.retrieval.ingest import read_documents
 
-from pipeline.errors import ConfigError, InputError
-from pipeline.http.protocol import ChatCompletionRequest
-from pipeline.sdk import Pipeline
-from pipeline.settings import Settings, load_settings
-from retrieval.ingest import read_documents
 from tests.conftest import ROOT, make_settings
 
 # CI's size; RAGPACER_FUZZ_EXAMPLES=5000 for a long run outside CI.

@@ -1,6 +1,7 @@
 """The graph: routing by intent, parallel branches, cache before the graph."""
 
-from pipeline.sdk import Pipeline
+from ragpacer.pipeline.sdk import Pipeline
+
 from tests.conftest import make_settings
 from tests.stages import Probe
 

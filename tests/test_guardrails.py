@@ -1,7 +1,6 @@
 from hypothesis import given
 from hypothesis import strategies as st
-
-from pipeline.guardrails import (
+from ragpacer.pipeline.guardrails import (
     StreamRedactor,
     find_pii,
     looks_like_injection,
@@ -9,7 +8,7 @@ from pipeline.guardrails import (
     redact_pii,
     validate_query,
 )
-from pipeline.settings import GuardrailSettings
+from ragpacer.pipeline.settings import GuardrailSettings
 
 
 def test_luhn() -> None:

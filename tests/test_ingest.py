@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ragpacer.retrieval.corpus import CorpusError
+from ragpacer.retrieval.embedder import Embedder
+from ragpacer.retrieval.embedder_prepare import embedder_dir
+from ragpacer.retrieval.filters import matches
+from ragpacer.retrieval.ingest import chunk, current_index, ingest, read_documents
+from ragpacer.retrieval.stores.edge import EdgeStore
+from ragpacer.retrieval.types import Document
 
-from retrieval.corpus import CorpusError
-from retrieval.embedder import Embedder
-from retrieval.embedder_prepare import embedder_dir
-from retrieval.filters import matches
-from retrieval.ingest import chunk, current_index, ingest, read_documents
-from retrieval.stores.edge import EdgeStore
-from retrieval.types import Document
 from tests.conftest import ROOT
 from tests.strategies import FILTERS
 
@@ -139,7 +139,7 @@ def test_edge_modes_agree_with_the_in_memory_index(store, embedder) -> None:  # 
 
 
 def test_documents_can_be_deleted_and_the_switch_is_atomic(embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from retrieval.ingest import delete_documents
+    from ragpacer.retrieval.ingest import delete_documents
 
     ingest(KB, tmp_path, embedder, FIELDS)
     out = delete_documents(tmp_path, ["cards-pin", "cards-lost"])
@@ -174,7 +174,7 @@ def test_kill_9_of_the_ingest_process_leaves_the_previous_index_and_a_rerun_comp
                                  "text": f"Document {i} about cards, fees and transfers. " * 8,
                                  "metadata": {"product": "cards"}}) + "\n")
     env = {**os.environ, "RAGPACER_HOME": str(home)}
-    cmd = [sys.executable, "-m", "pipeline.cli", "ingest", str(big)]
+    cmd = [sys.executable, "-m", "ragpacer.pipeline.cli", "ingest", str(big)]
     rng = random.Random(7)
     for _ in range(3):
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,

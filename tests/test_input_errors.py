@@ -1,15 +1,15 @@
 """Bad input gets a typed exception with a clear message, before any work is done."""
 
 import pytest
-
-from pipeline.errors import (
+from ragpacer.pipeline.errors import (
     BlockedInputError,
     EmptyQueryError,
     InputError,
     InvalidFiltersError,
     QueryTooLongError,
 )
-from pipeline.sdk import Pipeline
+from ragpacer.pipeline.sdk import Pipeline
+
 from tests.conftest import make_settings
 
 

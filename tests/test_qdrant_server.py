@@ -11,10 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-
-from retrieval.stores.edge import EdgeStore
-from retrieval.stores.server import ServerStore
-from retrieval.types import Document
+from ragpacer.retrieval.stores.edge import EdgeStore
+from ragpacer.retrieval.stores.server import ServerStore
+from ragpacer.retrieval.types import Document
 
 
 class FakeQdrant:

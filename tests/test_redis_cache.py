@@ -10,9 +10,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from ragpacer.pipeline.cache import CacheUnavailable, RedisCache
+from ragpacer.pipeline.sdk import Pipeline
 
-from pipeline.cache import CacheUnavailable, RedisCache
-from pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.test_http import free_port
 
@@ -127,7 +127,7 @@ async def test_circuit_fails_fast_while_open() -> None:
 @pytest.mark.parametrize("persistent", [True, False])
 async def test_cache_survives_a_restart_only_with_persistence_and_loss_is_never_wrong(
         scripted, tmp_path, persistent: bool) -> None:  # type: ignore[no-untyped-def]
-    from pipeline.cache import redis_persistence
+    from ragpacer.pipeline.cache import redis_persistence
 
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")

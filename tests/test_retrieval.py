@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ragpacer.retrieval.analyzer import Analyzer
+from ragpacer.retrieval.bm25 import BM25Index
+from ragpacer.retrieval.corpus import CorpusError, demo_knowledge_base, load_jsonl
+from ragpacer.retrieval.embedder import Embedder
+from ragpacer.retrieval.embedder_prepare import embedder_dir
+from ragpacer.retrieval.filters import matches
+from ragpacer.retrieval.hybrid import MODES, HybridIndex
 from rank_bm25 import BM25Okapi
 
-from retrieval.analyzer import Analyzer
-from retrieval.bm25 import BM25Index
-from retrieval.corpus import CorpusError, demo_knowledge_base, load_jsonl
-from retrieval.embedder import Embedder
-from retrieval.embedder_prepare import embedder_dir
-from retrieval.filters import matches
-from retrieval.hybrid import MODES, HybridIndex
 from tests.conftest import ROOT
 from tests.strategies import FILTERS
 

@@ -1,14 +1,14 @@
 from typing import Any
 
 import pytest
+from ragpacer.pipeline.context import RunContext
+from ragpacer.pipeline.deadline import Deadline
+from ragpacer.pipeline.errors import StageFailed
+from ragpacer.pipeline.plan import StagePlan
+from ragpacer.pipeline.runner import StageRunner
+from ragpacer.pipeline.settings import load_settings
+from ragpacer.pipeline.stage import Outcome
 
-from pipeline.context import RunContext
-from pipeline.deadline import Deadline
-from pipeline.errors import StageFailed
-from pipeline.plan import StagePlan
-from pipeline.runner import StageRunner
-from pipeline.settings import load_settings
-from pipeline.stage import Outcome
 from tests.stages import Probe
 
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from pipeline.semantic_cache import SemanticCache, polarity
+from ragpacer.pipeline.semantic_cache import SemanticCache, polarity
 
 
 def unit(seed: int) -> np.ndarray:

@@ -1,10 +1,9 @@
 from pathlib import Path
 
 import pytest
-
-from pipeline.errors import ConfigError
-from pipeline.sdk import Pipeline
-from pipeline.settings import load_settings
+from ragpacer.pipeline.errors import ConfigError
+from ragpacer.pipeline.sdk import Pipeline
+from ragpacer.pipeline.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

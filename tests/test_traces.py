@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ragpacer.pipeline import traces as tr
+from ragpacer.pipeline.cli import app
+from ragpacer.pipeline.sdk import Pipeline
 from typer.testing import CliRunner
 
-from pipeline import traces as tr
-from pipeline.cli import app
-from pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 
 

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from agents.tools import ToolArgumentError
+from ragpacer.agents.tools import ToolArgumentError
 
 # Units of each currency per 1 EUR; a demo table, replace it through the config.
 DEFAULT_RATES = {"EUR": 1.0, "USD": 1.08, "GBP": 0.85, "CHF": 0.95, "JPY": 163.0,

@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
-
-from agents.tools import ToolArgumentError
+from ragpacer.agents.tools import ToolArgumentError
 
 
 class HttpServiceTool:

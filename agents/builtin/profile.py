@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from agents.tools import ToolArgumentError
+from ragpacer.agents.tools import ToolArgumentError
 
 
 class CustomerProfile:

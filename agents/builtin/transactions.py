@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from agents.tools import ToolArgumentError
+from ragpacer.agents.tools import ToolArgumentError
 
 
 def tx_key(customer_id: str) -> str:

@@ -1,5 +1,5 @@
 """The OpenAI-compatible HTTP surface."""
 
-from pipeline.http.app import create_app
+from ragpacer.pipeline.http.app import create_app
 
 __all__ = ["create_app"]

@@ -14,16 +14,14 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.exceptions import HTTPException
-
-from pipeline.admission import Admission, Overloaded
-from pipeline.cache import redis_persistence
-from pipeline.errors import RagpacerError
-from pipeline.http import errors
-from pipeline.http.auth import KeyStore, RedisTokenBucket, TokenBucket, retry_after
-from pipeline.http.errors import APIError, to_api_error
-from pipeline.http.limits import BodySizeLimit
-from pipeline.http.protocol import (
+from ragpacer.pipeline.admission import Admission, Overloaded
+from ragpacer.pipeline.cache import redis_persistence
+from ragpacer.pipeline.errors import RagpacerError
+from ragpacer.pipeline.http import errors
+from ragpacer.pipeline.http.auth import KeyStore, RedisTokenBucket, TokenBucket, retry_after
+from ragpacer.pipeline.http.errors import APIError, to_api_error
+from ragpacer.pipeline.http.limits import BodySizeLimit
+from ragpacer.pipeline.http.protocol import (
     ChatCompletionRequest,
     chunk_body,
     completion_body,
@@ -32,8 +30,9 @@ from pipeline.http.protocol import (
     server_timing,
     usage_of,
 )
-from pipeline.result import Result
-from pipeline.sdk import Pipeline
+from ragpacer.pipeline.result import Result
+from ragpacer.pipeline.sdk import Pipeline
+from starlette.exceptions import HTTPException
 
 
 def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:

@@ -9,8 +9,7 @@ import time
 from collections.abc import Sequence
 
 from pydantic import SecretStr
-
-from pipeline.http.errors import APIError
+from ragpacer.pipeline.http.errors import APIError
 
 _BUCKET_LUA = """
 local tokens = tonumber(redis.call('HGET', KEYS[1], 't') or ARGV[2])

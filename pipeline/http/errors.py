@@ -9,10 +9,9 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from ragpacer.pipeline.admission import Overloaded
+from ragpacer.pipeline.errors import InputError, RagpacerError, StageFailed
 from starlette.exceptions import HTTPException
-
-from pipeline.admission import Overloaded
-from pipeline.errors import InputError, RagpacerError, StageFailed
 
 log = logging.getLogger("ragpacer.http")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipeline.http.errors import error_body
+from ragpacer.pipeline.http.errors import error_body
 
 
 class BodyTooLarge(Exception):

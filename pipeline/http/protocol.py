@@ -9,9 +9,8 @@ import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from pipeline.errors import InputError
-from pipeline.result import Result
+from ragpacer.pipeline.errors import InputError
+from ragpacer.pipeline.result import Result
 
 
 class ContentPart(BaseModel):

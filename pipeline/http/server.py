@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import uvicorn
-
-from pipeline.settings import Settings
+from ragpacer.pipeline.settings import Settings
 
 
 def uvicorn_config(app: Any, settings: Settings, *, host: str | None = None,

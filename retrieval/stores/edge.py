@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 import qdrant_edge as q
-
-from retrieval.analyzer import Analyzer
-from retrieval.filters import Filters
-from retrieval.sparse import SparseQuery, query_vector
-from retrieval.types import Document, Hit
+from ragpacer.retrieval.analyzer import Analyzer
+from ragpacer.retrieval.filters import Filters
+from ragpacer.retrieval.sparse import SparseQuery, query_vector
+from ragpacer.retrieval.types import Document, Hit
 
 DENSE, SPARSE = "dense", "bm25"
 RRF_K = 60

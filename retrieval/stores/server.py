@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as m
-
-from retrieval.analyzer import Analyzer
-from retrieval.filters import Filters
-from retrieval.sparse import SparseQuery, query_vector
-from retrieval.stores.edge import DENSE, RRF_K, SPARSE, point_id
-from retrieval.types import Document, Hit
+from ragpacer.retrieval.analyzer import Analyzer
+from ragpacer.retrieval.filters import Filters
+from ragpacer.retrieval.sparse import SparseQuery, query_vector
+from ragpacer.retrieval.stores.edge import DENSE, RRF_K, SPARSE, point_id
+from ragpacer.retrieval.types import Document, Hit
 
 
 def to_filter(filters: Filters | None) -> m.Filter | None:

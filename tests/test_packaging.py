@@ -1,0 +1,66 @@
+"""One installable package: everything beneath `ragpacer`, nothing else at the top level."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+SOURCES = ("pipeline", "agents", "retrieval", "tests", "evals", "ragpacer")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built from a copy of the sources, so the build leaves nothing in the repository."""
+    src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheel")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("ragpacer", "pipeline", "agents", "retrieval"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(out), str(src)], check=True, capture_output=True)
+    return next(out.glob("ragpacer-*.whl"))
+
+
+def test_the_wheel_installs_only_the_ragpacer_package(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/", 1)[0] for n in names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"ragpacer"}
+    for needed in ("ragpacer/__init__.py", "ragpacer/py.typed", "ragpacer/pipeline/sdk.py",
+                   "ragpacer/pipeline/demo/knowledge_base.jsonl",
+                   "ragpacer/pipeline/demo/intents.npz",
+                   "ragpacer/pipeline/engine_scripts/convert_gguf.py",
+                   "ragpacer/retrieval/stores/edge.py", "ragpacer/agents/builtin/currency.py"):
+        assert needed in names, needed
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "ragpacer = ragpacer.pipeline.cli:app" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_no_module_imports_the_folders_by_their_top_level_names() -> None:
+    """Installed, `pipeline`, `agents` and `retrieval` do not exist: every import of ours
+    goes through `ragpacer.`."""
+    bad = []
+    for folder in SOURCES:
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom)
+                         and node.level == 0 else [])
+                bad += [f"{path.relative_to(ROOT)}: {n}" for n in names
+                        if n.split(".")[0] in ("pipeline", "agents", "retrieval")]
+    assert not bad, bad
+
+
+def test_the_cli_reports_its_version() -> None:
+    out = subprocess.run([sys.executable, "-m", "ragpacer.pipeline.cli", "--version"],
+                         capture_output=True, text=True, check=True).stdout
+    from ragpacer import __version__
+
+    assert out.strip() == f"ragpacer {__version__}"
