@@ -6,7 +6,6 @@ from ragpacer.pipeline.deadline import Deadline
 from ragpacer.pipeline.errors import (
     BlockedInputError,
     ConfigError,
-    DeadlineExceeded,
     EmptyQueryError,
     InputError,
     InvalidFiltersError,
@@ -36,7 +35,6 @@ __all__ = [
     "BlockedInputError",
     "ConfigError",
     "Deadline",
-    "DeadlineExceeded",
     "Degraded",
     "EmptyQueryError",
     "InputError",

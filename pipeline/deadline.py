@@ -32,9 +32,6 @@ class Deadline:
     def elapsed_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000.0
 
-    def expired(self) -> bool:
-        return time.monotonic() >= self.at
-
     def sooner(self, ms: float) -> Deadline:
         """A deadline ``ms`` from now, or this one if it comes first."""
         at = min(self.at, time.monotonic() + max(ms, 0.0) / 1000.0)

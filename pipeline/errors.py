@@ -7,7 +7,6 @@
     │   ├── QueryTooLongError
     │   ├── InvalidFiltersError
     │   └── BlockedInputError  a guardrail blocked the query
-    ├── DeadlineExceeded       the request's deadline passed before any answer existed
     ├── StageFailed            a stage with no fallback failed (HTTP 503)
     └── LLMError               the LLM server could not be used
         ├── LLMUnavailable     connection refused, DNS, wrong URL, 5xx
@@ -51,10 +50,6 @@ class InvalidFiltersError(InputError):
 
 class BlockedInputError(InputError):
     code = "blocked_by_guardrail"
-
-
-class DeadlineExceeded(RagpacerError, TimeoutError):
-    """The deadline passed before any usable answer could be produced."""
 
 
 class StageFailed(RagpacerError):

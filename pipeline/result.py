@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ragpacer.pipeline.deadline import Deadline
 from ragpacer.pipeline.stage import Outcome, StageRecord
 from ragpacer.retrieval.types import Hit
+
+# The fields a cache hit reuses.
+_CACHED = ("answer", "answer_kind", "decline", "sources", "route", "intent",
+           "intent_confidence", "model")
 
 
 @dataclass(slots=True)
@@ -33,9 +39,54 @@ class Result:
     flags: list[str] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
 
-    @staticmethod
-    def degraded_of(records: list[StageRecord]) -> list[str]:
-        return [r.name for r in records if r.outcome is not Outcome.OK]
+    @classmethod
+    def from_state(cls, final: Mapping[str, Any], deadline: Deadline, trace_id: str) -> Result:
+        """The result of a request that ran the graph: its final state."""
+        records = final.get("records", [])
+        return cls(
+            query=final.get("query", ""),
+            answer=final.get("answer", ""),
+            sources=list(final.get("sources", [])),
+            route=final.get("route"),
+            intent=final.get("intent"),
+            intent_confidence=final.get("intent_confidence", 0.0),
+            low_confidence=final.get("low_confidence", False),
+            stages=records,
+            degraded=[r.name for r in records if r.outcome is not Outcome.OK],
+            elapsed_ms=deadline.elapsed_ms(),
+            trace_id=trace_id,
+            answer_kind=final.get("answer_kind", "llm"),
+            decline=final.get("decline"),
+            model=final.get("model"),
+            truncated=final.get("truncated", False),
+            finish_reason=final.get("finish_reason", "stop"),
+            ttft_ms=final.get("ttft_ms"),
+            flags=final.get("flags", []),
+            usage=final.get("usage", {}),
+        )
+
+    @classmethod
+    def from_cache(cls, payload: Mapping[str, Any], query: str, records: list[StageRecord],
+                   deadline: Deadline, trace_id: str, cache_hit: str | None) -> Result:
+        """A cache hit: what ``cache_payload`` stored, with this request's own timings."""
+        return cls(
+            query=query,
+            answer=payload["answer"],
+            sources=[Hit(**s) for s in payload.get("sources", [])],
+            route=payload.get("route"),
+            intent=payload.get("intent"),
+            intent_confidence=payload.get("intent_confidence", 0.0),
+            low_confidence=False,
+            stages=records,
+            degraded=[],
+            elapsed_ms=deadline.elapsed_ms(),
+            trace_id=trace_id,
+            answer_kind=payload.get("answer_kind", "llm"),
+            decline=payload.get("decline"),
+            model=payload.get("model"),
+            cached=True,
+            cache_hit=cache_hit,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -62,14 +113,7 @@ class Result:
         }
 
     def cache_payload(self) -> dict[str, Any]:
-        """What a later cache hit needs to answer again; timings are not reused."""
-        return {
-            "answer": self.answer,
-            "answer_kind": self.answer_kind,
-            "decline": self.decline,
-            "sources": [s.as_dict() for s in self.sources],
-            "route": self.route,
-            "intent": self.intent,
-            "intent_confidence": self.intent_confidence,
-            "model": self.model,
-        }
+        """What a later cache hit needs to answer again (``from_cache``); timings are not
+        reused."""
+        whole = self.as_dict()
+        return {k: whole[k] for k in _CACHED}

@@ -38,7 +38,6 @@ from ragpacer.pipeline.stage import Stage, StageRecord
 from ragpacer.pipeline.state import RequestState
 from ragpacer.pipeline.tracing import Tracing
 from ragpacer.retrieval.filters import normalise_filters
-from ragpacer.retrieval.types import Hit
 
 T = TypeVar("T")
 
@@ -197,13 +196,14 @@ class Pipeline:
             )
             records.append(record)
             if "cached" in update:
-                hit = self._from_cache(update, records, ctx)
+                hit = Result.from_cache(update["cached"], query, records, ctx.deadline,
+                                        ctx.trace_id, update.get("cache_hit"))
                 self.tracing.record(hit, start_ns)
                 return hit
             if "query_vector" in update:  # embedded once, for the semantic lookup
                 state["query_vector"] = update["query_vector"]
         final = await self.graph.ainvoke(state, context=ctx)
-        result = self._result(final, ctx)
+        result = Result.from_state(final, ctx.deadline, ctx.trace_id)
         if key is not None and self._cacheable(result):
             self._cache_writer.schedule(key, result.cache_payload(), self.settings.cache.ttl_s)
             vector = final.get("query_vector")
@@ -307,56 +307,6 @@ class Pipeline:
             and not result.truncated
             and not result.flags
             and result.answer
-        )
-
-    def _result(self, final: RequestState, ctx: RunContext) -> Result:
-        records = final.get("records", [])
-        return Result(
-            query=final.get("query", ""),
-            answer=final.get("answer", ""),
-            sources=list(final.get("sources", [])),
-            route=final.get("route"),
-            intent=final.get("intent"),
-            intent_confidence=final.get("intent_confidence", 0.0),
-            low_confidence=final.get("low_confidence", False),
-            stages=records,
-            degraded=Result.degraded_of(records),
-            elapsed_ms=ctx.deadline.elapsed_ms(),
-            trace_id=ctx.trace_id,
-            answer_kind=final.get("answer_kind", "llm"),
-            decline=final.get("decline"),
-            model=final.get("model"),
-            truncated=final.get("truncated", False),
-            finish_reason=final.get("finish_reason", "stop"),
-            ttft_ms=final.get("ttft_ms"),
-            flags=final.get("flags", []),
-            usage=final.get("usage", {}),
-        )
-
-    @staticmethod
-    def _from_cache(
-        update: dict[str, Any],
-        records: list[StageRecord],
-        ctx: RunContext,
-    ) -> Result:
-        hit = update["cached"]
-        return Result(
-            query=update.get("query", ""),
-            answer=hit["answer"],
-            sources=[Hit(**s) for s in hit.get("sources", [])],
-            route=hit.get("route"),
-            intent=hit.get("intent"),
-            intent_confidence=hit.get("intent_confidence", 0.0),
-            low_confidence=False,
-            stages=records,
-            degraded=[],
-            elapsed_ms=ctx.deadline.elapsed_ms(),
-            trace_id=ctx.trace_id,
-            answer_kind=hit.get("answer_kind", "llm"),
-            decline=hit.get("decline"),
-            model=hit.get("model"),
-            cached=True,
-            cache_hit=update.get("cache_hit"),
         )
 
 

@@ -6,7 +6,7 @@ It declares which fallbacks it can provide; the config picks one and is checked 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -45,7 +45,6 @@ class StageRecord:
     body_ms: float = 0.0
     # When the stage started, in ms after the request began (for trace waterfalls).
     offset_ms: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def slack_ms(self) -> float:

@@ -39,6 +39,8 @@ def read_langfuse(host: str, public_key: str, secret_key: str, limit: int = 100)
 
 def stage_rows(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per stage span: trace_id, stage, elapsed_ms, budget_ms, outcome, fallback."""
+    # Each trace's root span start, looked up once per call (waterfall offsets).
+    roots = {s["trace_id"]: s["start_ns"] for s in spans if s.get("parent_id") is None}
     rows = []
     for s in spans:
         a = s.get("attributes") or {}
@@ -47,19 +49,10 @@ def stage_rows(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({"trace_id": s["trace_id"], "stage": s["name"][6:],
                      "elapsed_ms": float(a.get("elapsed_ms", 0.0)),
                      "budget_ms": float(a.get("budget_ms", 0.0)),
-                     "offset_ms": ((s["start_ns"] - _root_start(spans, s["trace_id"])) / 1e6
+                     "offset_ms": ((s["start_ns"] - (roots.get(s["trace_id"]) or 0)) / 1e6
                                    if s.get("start_ns") else 0.0),
                      "outcome": a.get("outcome", ""), "fallback": a.get("fallback") or ""})
     return rows
-
-
-_ROOTS: dict[int, dict[str, int]] = {}
-
-
-def _root_start(spans: list[dict[str, Any]], trace_id: str) -> int:
-    cache = _ROOTS.setdefault(id(spans), {
-        s["trace_id"]: s["start_ns"] for s in spans if s.get("parent_id") is None})
-    return cache.get(trace_id, 0)
 
 
 def _pct(values: list[float], q: float) -> float:

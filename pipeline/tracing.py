@@ -76,10 +76,9 @@ def _exporter(settings: Settings) -> SpanExporter | None:
         return None
     if cfg.exporter == "jsonl":
         return JsonlExporter(cfg.jsonl_path or settings.home / "traces.jsonl")
+    # otlp: the exporter is only imported when configured.
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    if cfg.exporter == "otlp":
-        return OTLPSpanExporter(endpoint=cfg.endpoint, timeout=cfg.export_timeout_s)
     return OTLPSpanExporter(endpoint=cfg.endpoint, timeout=cfg.export_timeout_s)
 
 

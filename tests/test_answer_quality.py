@@ -247,3 +247,15 @@ async def test_replaced_answers_and_declines_are_counted_in_metrics() -> None:
             assert 'ragpacer_answers_total{kind="decline",reason="injection"} 1.0' in text
         finally:
             await p.aclose()
+
+
+async def test_a_cache_hit_returns_the_same_answer_kind_and_query(make_pipeline,
+                                                                  scripted) -> None:
+    p = make_pipeline(scripted.url, answer="extractive")
+    first = await p.arun("How much is express delivery of a replacement card?")
+    await p._cache_writer.drain()
+    again = await p.arun("How much is express delivery of a replacement card?")
+    assert again.cached and not first.cached
+    assert (again.answer, again.answer_kind, again.query) == (
+        first.answer, first.answer_kind, first.query)
+    assert [s.id for s in again.sources] == [s.id for s in first.sources]

@@ -59,3 +59,18 @@ def test_reading_traces_from_langfuse_public_api() -> None:
     assert seen[0].startswith("Basic ")
     (row,) = tr.summary(tr.stage_rows(spans))
     assert row["stage"] == "retrieval" and row["p50_ms"] == 0.5
+
+
+def test_offsets_come_from_the_spans_given_not_an_earlier_call() -> None:
+    """Root starts were once cached by the list's id(); a new list at a reused address got
+    the offsets of a trace read before."""
+    from ragpacer.pipeline.traces import stage_rows
+
+    def spans(root_ns: int) -> list[dict]:
+        return [{"trace_id": "t", "span_id": "r", "parent_id": None, "name": "ragpacer.request",
+                 "start_ns": root_ns, "attributes": {}},
+                {"trace_id": "t", "span_id": "s", "parent_id": "r", "name": "stage.intent",
+                 "start_ns": 5_000_000, "attributes": {"elapsed_ms": 1.0}}]
+
+    for root_ns in (0, 2_000_000, 4_000_000):  # each list freed before the next is made
+        assert stage_rows(spans(root_ns))[0]["offset_ms"] == (5_000_000 - root_ns) / 1e6

@@ -56,25 +56,13 @@ class ChatCompletionRequest(BaseModel):
 
 
 def ragpacer_block(result: Result) -> dict[str, Any]:
-    return {
-        "query": result.query,
-        "route": result.route,
-        "intent": result.intent,
-        "intent_confidence": result.intent_confidence,
-        "low_confidence": result.low_confidence,
-        "answer_kind": result.answer_kind,
-        "decline": result.decline,
-        "model": result.model,
-        "cached": result.cached,
-        "truncated": result.truncated,
-        "degraded": result.degraded,
-        "flags": result.flags,
-        "stages": [r.as_dict() for r in result.stages],
-        "sources": [{"id": s.id, "title": s.title, "score": round(s.score, 4)}
-                    for s in result.sources],
-        "elapsed_ms": round(result.elapsed_ms, 3),
-        "trace_id": result.trace_id,
-    }
+    """Our extras beside OpenAI's fields: the result without the answer and usage (which have
+    their own OpenAI fields), sources by id, title and score."""
+    block = result.as_dict()
+    del block["answer"], block["usage"]
+    block["sources"] = [{"id": s["id"], "title": s["title"], "score": s["score"]}
+                        for s in block["sources"]]
+    return block
 
 
 def usage_of(result: Result) -> dict[str, int]:
