@@ -16,13 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ragpacer.pipeline.errors import RagpacerError
+
+from ragpacer.pipeline.errors import IntentArtifactError
 
 ARTIFACT_VERSION = 1
-
-
-class IntentArtifactError(RagpacerError):
-    """An intent artifact is missing, corrupt, or was trained for another embedder."""
 
 
 @dataclass

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from ragpacer.agents.intents import IntentHead, evaluate, train_head
 from ragpacer.agents.lexical import IntentDataError, demo_intents, read_intents
 from ragpacer.retrieval.embedder import Embedder

@@ -13,13 +13,9 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from ragpacer.pipeline.errors import InputError
+from ragpacer.pipeline.errors import IntentDataError
 from ragpacer.retrieval.bm25 import BM25Index
 from ragpacer.retrieval.types import Document
-
-
-class IntentDataError(InputError):
-    code = "invalid_intent_data"
 
 
 def demo_intents() -> Path:

@@ -10,11 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from ragpacer.pipeline.errors import RagpacerError
-
-
-class ToolArgumentError(RagpacerError, ValueError):
-    """Arguments do not match the tool's schema; the message says which and why."""
+from ragpacer.pipeline.errors import ToolArgumentError
 
 
 @runtime_checkable

@@ -17,10 +17,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from evals.common import save
 from ragpacer.pipeline import quality
 from ragpacer.pipeline.settings import Settings, deep_merge, load_settings
-
-from evals.common import save
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "evals" / "data" / "answer_quality.jsonl"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from ragpacer.agents.tool_runner import _one
 from ragpacer.agents.tools_stage import ToolsStage
 from ragpacer.pipeline.components import default_stages, load_index

@@ -16,14 +16,13 @@ import argparse
 import asyncio
 from typing import Any
 
+from evals.baseline import BaselinePipeline, BaselineTarget
+from evals.common import save
+from evals.server_process import ROOT
 from ragpacer.pipeline.loadgen import SdkTarget, run_load
 from ragpacer.pipeline.quality import variant_overrides
 from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.pipeline.settings import load_settings
-
-from evals.baseline import BaselinePipeline, BaselineTarget
-from evals.common import save
-from evals.server_process import ROOT
 
 STAGES = ["cache", "input_guardrails", "intent", "features", "retrieval", "tools",
           "generation", "output_guardrails"]

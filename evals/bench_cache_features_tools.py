@@ -11,13 +11,12 @@ import asyncio
 import time
 from pathlib import Path
 
+from evals.common import percentiles, save
 from ragpacer.pipeline.context import RunContext
 from ragpacer.pipeline.deadline import Deadline
 from ragpacer.pipeline.features import FeaturesStage, materialize
 from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.pipeline.settings import load_settings
-
-from evals.common import percentiles, save
 
 REDIS = "redis://127.0.0.1:6379/0"
 CONFIG = Path("ragpacer.yaml")
@@ -76,7 +75,6 @@ async def features(n: int) -> dict:
 
 async def tools(n: int) -> dict:
     from ragpacer.agents.tool_runner import run_tools
-
     from tests.test_tools import Sleepy
 
     trio = [Sleepy("a", 0.05), Sleepy("b", 0.10), Sleepy("c", 0.15)]

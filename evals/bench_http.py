@@ -15,10 +15,10 @@ import sys
 import time
 
 import httpx
-from ragpacer.pipeline.sdk import Pipeline
-from ragpacer.pipeline.settings import load_settings
 
 from evals.common import percentiles, save
+from ragpacer.pipeline.sdk import Pipeline
+from ragpacer.pipeline.settings import load_settings
 from tests.test_http import free_port
 
 BODY = {"model": "ragpacer", "messages": [{"role": "user", "content": "how do I freeze my card"}]}

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import httpx
+
+from evals.common import group_rss_mb, percentiles, save
 from ragpacer.pipeline.engine import EngineError, ManagedEngine
 from ragpacer.pipeline.engine_prepare import prepare
 from ragpacer.pipeline.settings import ManagedEngineSettings
-
-from evals.common import group_rss_mb, percentiles, save
 
 PROMPT = [
     {"role": "system", "content": "You are the help-centre assistant of Pacer Bank."},

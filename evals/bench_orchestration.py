@@ -15,11 +15,11 @@ import time
 from typing import Any, ClassVar
 
 from langgraph.graph import END, START, StateGraph
+
+from evals.common import percentiles, save
 from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.pipeline.settings import load_settings
 from ragpacer.pipeline.state import RequestState
-
-from evals.common import percentiles, save
 
 
 class Instant:

@@ -19,11 +19,10 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from ragpacer.pipeline.loadgen import HttpTarget, run_load
-from ragpacer.pipeline.settings import load_settings
-
 from evals.common import save
 from evals.server_process import ROOT, ServerProcess, llm_answers, sampled, served
+from ragpacer.pipeline.loadgen import HttpTarget, run_load
+from ragpacer.pipeline.settings import load_settings
 
 DEADLINE_MS = 2500
 ON = {**llm_answers(), "RAGPACER_CACHE__ENABLED": "false", "RAGPACER_TRACING__EXPORTER": "none",

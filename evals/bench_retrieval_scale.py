@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from evals.common import percentiles, save
 from ragpacer.retrieval.analyzer import Analyzer
 from ragpacer.retrieval.sparse import document_weights
 from ragpacer.retrieval.stores.edge import EdgeStore
 from ragpacer.retrieval.types import Document
-
-from evals.common import percentiles, save
 
 PRODUCTS = ["cards", "loans", "savings", "transfers", "app", "security", "mortgages", "business"]
 

@@ -18,11 +18,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from evals.common import save
 from ragpacer.pipeline import quality
 from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.pipeline.settings import Settings, load_settings
-
-from evals.common import save
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "evals" / "data" / "answer_quality.jsonl"

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from evals.common import RESULTS, percentiles, save
 from ragpacer.agents.intents import evaluate, train_head
 from ragpacer.agents.lexical import read_intents
 from ragpacer.retrieval.batcher import MicroBatcher
 from ragpacer.retrieval.embedder import Embedder
 from ragpacer.retrieval.embedder_prepare import embedder_dir
-
-from evals.common import RESULTS, percentiles, save
 
 
 def accuracy_for(variant: str, home: Path, train, test) -> tuple[dict, object, Embedder]:  # type: ignore[no-untyped-def]

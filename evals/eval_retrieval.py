@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from evals import cranfield
+from evals.common import percentiles, save
 from ragpacer.retrieval.bm25 import BM25Index
 from ragpacer.retrieval.embedder import DOCUMENT_TOKENS, Embedder
 from ragpacer.retrieval.embedder_prepare import embedder_dir
 from ragpacer.retrieval.hybrid import HybridIndex
-
-from evals import cranfield
-from evals.common import percentiles, save
 
 
 def evaluate_cranfield(data_dir: Path, home: Path, variants: list[str],

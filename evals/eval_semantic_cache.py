@@ -11,11 +11,10 @@ import argparse
 import csv
 from pathlib import Path
 
+from evals.common import save
 from ragpacer.pipeline.semantic_cache import SemanticCache
 from ragpacer.retrieval.embedder import Embedder
 from ragpacer.retrieval.embedder_prepare import embedder_dir
-
-from evals.common import save
 
 PAIRS = Path(__file__).resolve().parent / "data" / "semantic_cache_pairs.csv"
 

@@ -19,10 +19,9 @@ import asyncio
 import statistics
 from typing import Any
 
-from ragpacer.pipeline.loadgen import HttpTarget, run_load
-
 from evals.common import save
 from evals.server_process import llm_answers, sampled, served
+from ragpacer.pipeline.loadgen import HttpTarget, run_load
 
 GROWTH_MB = 64.0
 FD_GROWTH = 32

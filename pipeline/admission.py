@@ -20,13 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from ragpacer.pipeline.deadline import Deadline
-from ragpacer.pipeline.errors import RagpacerError
-
-
-class Overloaded(RagpacerError):
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+from ragpacer.pipeline.errors import Overloaded
 
 
 class Admission:

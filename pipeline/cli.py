@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
 from ragpacer.pipeline.errors import RagpacerError
 from ragpacer.pipeline.result import Result
 from ragpacer.pipeline.settings import load_settings
-from rich.console import Console
-from rich.table import Table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 config_app = typer.Typer(no_args_is_help=True, help="Validate and inspect configuration.")
@@ -146,6 +147,7 @@ def serve(
     import gc
 
     import uvicorn
+
     from ragpacer.pipeline.http import create_app
     from ragpacer.pipeline.http.server import uvicorn_config
     from ragpacer.pipeline.sdk import Pipeline
@@ -335,10 +337,11 @@ def ingest(
         "--delete", help="Remove a document (all its chunks) by id; repeatable.")] = None,
 ) -> None:
     """Chunk, embed and index documents into a new Qdrant Edge shard, then switch to it."""
+    from rich.progress import Progress
+
     from ragpacer.pipeline.components import index_root
     from ragpacer.retrieval.ingest import delete_documents
     from ragpacer.retrieval.ingest import ingest as run_ingest
-    from rich.progress import Progress
 
     try:
         settings = _settings(config)
@@ -376,9 +379,10 @@ def bench(
     """Load test: per-stage latency, throughput, breaches, fallbacks and peak memory."""
     import asyncio
 
+    from rich.progress import Progress
+
     from ragpacer.pipeline.loadgen import HttpTarget, SdkTarget, run_load
     from ragpacer.pipeline.sdk import Pipeline
-    from rich.progress import Progress
 
     async def main() -> dict:
         pipeline = None
@@ -561,9 +565,10 @@ def eval_answers(
     import asyncio
 
     import httpx
+    from rich.progress import Progress
+
     from ragpacer.pipeline import quality
     from ragpacer.retrieval.corpus import demo_knowledge_base, load_jsonl
-    from rich.progress import Progress
 
     try:
         chosen = quality.load_cases(cases)[:limit]

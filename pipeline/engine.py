@@ -18,15 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
 from ragpacer.pipeline.engine_prepare import Prepared, has_cuda
-from ragpacer.pipeline.errors import RagpacerError
+from ragpacer.pipeline.errors import EngineError
 from ragpacer.pipeline.settings import ManagedEngineSettings
 
 _PR_SET_PDEATHSIG = 1
-
-
-class EngineError(RagpacerError):
-    """The managed engine could not start or stopped unexpectedly."""
 
 
 def _child_setup(nice: int) -> Callable[[], None]:

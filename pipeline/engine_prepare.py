@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragpacer.pipeline.errors import RagpacerError
+from ragpacer.pipeline.errors import PrepareError
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -41,10 +41,6 @@ LLAMACPP_STEPS: tuple[tuple[str, ...], ...] = (
 )
 
 Say = Callable[[str], None]
-
-
-class PrepareError(RagpacerError):
-    """Preparing the engine or the model failed; the message says what to do."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,21 @@
 
     RagpacerError
     ├── ConfigError            a config file or value is invalid (raised at startup)
+    ├── SetupError             something the operator prepares is missing or unusable
+    │   ├── CorpusError        a knowledge-base file or the index
+    │   ├── IntentDataError    an intent training file
+    │   ├── IntentArtifactError  a trained intent head (missing, corrupt, other embedder)
+    │   ├── EmbedderError      the ONNX embedder (run `ragpacer models prepare`)
+    │   ├── PrepareError       preparing the LLM engine or its model
+    │   └── EngineError        the managed engine could not start or stopped
     ├── InputError             the request itself is unusable (HTTP 400)
     │   ├── EmptyQueryError
     │   ├── QueryTooLongError
     │   ├── InvalidFiltersError
     │   └── BlockedInputError  a guardrail blocked the query
+    ├── Overloaded             no admission slot in time (HTTP 503 + Retry-After)
     ├── StageFailed            a stage with no fallback failed (HTTP 503)
+    ├── ToolArgumentError      a tool call's arguments break its schema (told to the model)
     └── LLMError               the LLM server could not be used
         ├── LLMUnavailable     connection refused, DNS, wrong URL, 5xx
         └── LLMTimeout         no first token before the budget ran out
@@ -30,6 +39,35 @@ class ConfigError(RagpacerError):
         super().__init__(f"{field}: {message}" if field else message)
 
 
+class SetupError(RagpacerError):
+    """Something the operator prepares (a file, a model, the engine) is missing or unusable;
+    the message says what to run or fix. Never the caller's fault: not an HTTP 400."""
+
+
+class CorpusError(SetupError):
+    code = "invalid_corpus"
+
+
+class IntentDataError(SetupError):
+    code = "invalid_intent_data"
+
+
+class IntentArtifactError(SetupError):
+    """An intent artifact is missing, corrupt, or was trained for another embedder."""
+
+
+class EmbedderError(SetupError):
+    """The embedding model is missing or unusable; run `ragpacer models prepare`."""
+
+
+class PrepareError(SetupError):
+    """Preparing the engine or the model failed; the message says what to do."""
+
+
+class EngineError(SetupError):
+    """The managed engine could not start or stopped unexpectedly."""
+
+
 class InputError(RagpacerError, ValueError):
     """The request cannot be processed as given."""
 
@@ -50,6 +88,18 @@ class InvalidFiltersError(InputError):
 
 class BlockedInputError(InputError):
     code = "blocked_by_guardrail"
+
+
+class Overloaded(RagpacerError):
+    """No admission slot within the request's deadline."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ToolArgumentError(RagpacerError, ValueError):
+    """Arguments do not match the tool's schema; the message says which and why."""
 
 
 class StageFailed(RagpacerError):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
+
 from ragpacer.pipeline.context import RunContext
 from ragpacer.pipeline.settings import Settings
 from ragpacer.pipeline.stage import Degraded, Update

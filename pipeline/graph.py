@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
+
 from ragpacer.pipeline.context import RunContext
 from ragpacer.pipeline.errors import ConfigError
 from ragpacer.pipeline.plan import BRANCHES

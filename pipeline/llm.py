@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
 from ragpacer.pipeline.deadline import Deadline
 from ragpacer.pipeline.errors import LLMError, LLMTimeout, LLMUnavailable
 from ragpacer.pipeline.settings import ModelSettings

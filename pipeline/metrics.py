@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
 from ragpacer.pipeline.result import Result
 from ragpacer.pipeline.stage import Outcome, StageRecord
 

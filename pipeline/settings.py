@@ -24,6 +24,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+
 from ragpacer.pipeline.errors import ConfigError
 
 ENV_PREFIX = "RAGPACER_"

@@ -23,8 +23,10 @@ from ragpacer.pipeline.errors import (
     LLMError,
     LLMTimeout,
     LLMUnavailable,
+    Overloaded,
     QueryTooLongError,
     RagpacerError,
+    SetupError,
     StageFailed,
 )
 from ragpacer.pipeline.result import Result
@@ -58,11 +60,13 @@ __all__ = [
     "LLMError",
     "LLMTimeout",
     "LLMUnavailable",
+    "Overloaded",
     "Pipeline",
     "QueryTooLongError",
     "RagpacerError",
     "Result",
     "Settings",
+    "SetupError",
     "StageFailed",
     "__version__",
 ]

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+
 from ragpacer.retrieval.analyzer import Analyzer
 from ragpacer.retrieval.filters import Filters
 from ragpacer.retrieval.sparse import SparseQuery, query_terms

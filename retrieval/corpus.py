@@ -6,12 +6,8 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from ragpacer.pipeline.errors import InputError
+from ragpacer.pipeline.errors import CorpusError
 from ragpacer.retrieval.types import Document
-
-
-class CorpusError(InputError):
-    code = "invalid_corpus"
 
 
 def demo_knowledge_base() -> Path:

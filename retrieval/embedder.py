@@ -12,18 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from ragpacer.pipeline.errors import RagpacerError
-from ragpacer.retrieval.embedder_prepare import embedder_checksum
 from tokenizers import Tokenizer
+
+from ragpacer.pipeline.errors import EmbedderError
+from ragpacer.retrieval.embedder_prepare import embedder_checksum
 
 DIM = 384
 # Documents are embedded with up to this many tokens at ingest (abstract-length articles lose
 # their second half at 128); queries keep the session's 128.
 DOCUMENT_TOKENS = 256
-
-
-class EmbedderError(RagpacerError):
-    """The embedding model is missing or unusable; run `ragpacer models prepare`."""
 
 
 class Embedder:

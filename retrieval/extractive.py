@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from ragpacer.retrieval.analyzer import Analyzer
 from ragpacer.retrieval.types import Document, Hit
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+
 from ragpacer.retrieval.bm25 import BM25Index
 from ragpacer.retrieval.filters import Filters
 from ragpacer.retrieval.sparse import SparseQuery

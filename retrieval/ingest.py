@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+
 from ragpacer.retrieval.analyzer import Analyzer
 from ragpacer.retrieval.corpus import CorpusError, load_jsonl
 from ragpacer.retrieval.sparse import document_weights
@@ -143,6 +144,7 @@ def delete_documents(index_root: Path, doc_ids: Iterable[str]) -> dict:
 
 def _delete(live: Path, index_root: Path, doc_ids: Iterable[str]) -> dict:
     import qdrant_edge as q
+
     from ragpacer.retrieval.stores.edge import EdgeStore
 
     build = index_root / f"shard-{time.time_ns()}.partial"

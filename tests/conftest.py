@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ragpacer.pipeline.quality import variant_overrides
 from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.pipeline.settings import Settings, deep_merge, load_settings
-
 from tests.scripted_llm import Script, ScriptedLLM
 
 ROOT = Path(__file__).resolve().parent.parent

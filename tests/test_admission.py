@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from ragpacer.pipeline.sdk import Pipeline
 
+from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
 from tests.test_http import server_errors, serving

@@ -1,6 +1,7 @@
 import time
 
 import pytest
+
 from ragpacer.pipeline.budget import LatencyWindow, allot
 from ragpacer.pipeline.deadline import Deadline
 from ragpacer.pipeline.plan import build_plan

@@ -1,8 +1,9 @@
 import json
 from pathlib import Path
 
-from ragpacer.pipeline.cli import app
 from typer.testing import CliRunner
+
+from ragpacer.pipeline.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -46,7 +47,6 @@ def test_config_check(tmp_path: Path) -> None:
 async def test_load_generator_closed_and_open_loop(scripted) -> None:
     from ragpacer.pipeline.loadgen import SdkTarget, run_load
     from ragpacer.pipeline.sdk import Pipeline
-
     from tests.conftest import make_settings
 
     p = Pipeline(make_settings(scripted.url))

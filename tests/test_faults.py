@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from ragpacer.pipeline.sdk import Pipeline
 
+from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import ROOT, make_settings
 from tests.faultproxy import FaultProxy
 from tests.loopback import json_peer

@@ -6,12 +6,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from ragpacer.pipeline.context import RunContext
 from ragpacer.pipeline.deadline import Deadline
 from ragpacer.pipeline.features import FeaturesStage, materialize
 from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.pipeline.stage import Degraded
-
 from tests.conftest import ROOT, make_settings
 from tests.test_http import free_port
 from tests.test_redis_cache import redis_up

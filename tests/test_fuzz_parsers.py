@@ -15,12 +15,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from ragpacer.pipeline.errors import ConfigError, InputError
+
+from ragpacer.pipeline.errors import ConfigError, CorpusError, InputError
 from ragpacer.pipeline.http.protocol import ChatCompletionRequest
 from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.pipeline.settings import Settings, load_settings
 from ragpacer.retrieval.ingest import read_documents
-
 from tests.conftest import ROOT, make_settings
 
 # CI's size; RAGPACER_FUZZ_EXAMPLES=5000 for a long run outside CI.
@@ -119,7 +119,7 @@ def test_ingest_parsers_accept_or_raise_a_corpus_error(lines: list[str], markdow
         for path in (folder / "a.jsonl", folder / "b.md", folder / "c.txt", folder):
             try:
                 docs = read_documents(path)
-            except InputError as exc:
+            except CorpusError as exc:
                 assert str(path.name) in str(exc) or str(folder) in str(exc), exc
                 continue
             assert all(isinstance(d.text, str) and d.id for d in docs)

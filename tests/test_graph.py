@@ -1,7 +1,6 @@
 """The graph: routing by intent, parallel branches, cache before the graph."""
 
 from ragpacer.pipeline.sdk import Pipeline
-
 from tests.conftest import make_settings
 from tests.stages import Probe
 

@@ -1,5 +1,6 @@
 from hypothesis import given
 from hypothesis import strategies as st
+
 from ragpacer.pipeline.guardrails import (
     StreamRedactor,
     find_pii,

@@ -13,10 +13,10 @@ import httpx
 import openai
 import pytest
 import uvicorn
+
 from ragpacer.pipeline.http import create_app
 from ragpacer.pipeline.http.server import uvicorn_config
 from ragpacer.pipeline.sdk import Pipeline
-
 from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
 

@@ -9,8 +9,8 @@ import time
 import httpx
 import openai
 import pytest
-from ragpacer.pipeline.sdk import Pipeline
 
+from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
 from tests.test_http import serving

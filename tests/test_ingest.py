@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from ragpacer.retrieval.corpus import CorpusError
 from ragpacer.retrieval.embedder import Embedder
 from ragpacer.retrieval.embedder_prepare import embedder_dir
@@ -16,7 +17,6 @@ from ragpacer.retrieval.filters import matches
 from ragpacer.retrieval.ingest import chunk, current_index, ingest, read_documents
 from ragpacer.retrieval.stores.edge import EdgeStore
 from ragpacer.retrieval.types import Document
-
 from tests.conftest import ROOT
 from tests.strategies import FILTERS
 

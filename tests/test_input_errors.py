@@ -1,6 +1,7 @@
 """Bad input gets a typed exception with a clear message, before any work is done."""
 
 import pytest
+
 from ragpacer.pipeline.errors import (
     BlockedInputError,
     EmptyQueryError,
@@ -9,7 +10,6 @@ from ragpacer.pipeline.errors import (
     QueryTooLongError,
 )
 from ragpacer.pipeline.sdk import Pipeline
-
 from tests.conftest import make_settings
 
 

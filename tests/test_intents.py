@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from ragpacer.agents.intents import EmbeddingIntentClassifier, IntentArtifactError, IntentHead
 from ragpacer.agents.intents_training import train
 from ragpacer.agents.lexical import IntentDataError, demo_intents, read_intents
 from ragpacer.retrieval.embedder import Embedder
 from ragpacer.retrieval.embedder_prepare import embedder_dir
-
 from tests.conftest import ROOT
 
 HOME = ROOT / ".ragpacer"

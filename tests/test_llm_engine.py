@@ -13,12 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from ragpacer.pipeline.deadline import Deadline
 from ragpacer.pipeline.engine import ManagedEngine
 from ragpacer.pipeline.engine_prepare import PrepareError, find_gguf, manifest_ok, prepare
 from ragpacer.pipeline.llm import LLMClient
 from ragpacer.pipeline.sdk import Pipeline
-
 from tests.conftest import ROOT, make_settings
 
 pytestmark = pytest.mark.llm

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
 from ragpacer.pipeline.engine import ManagedEngine
 from ragpacer.pipeline.engine_prepare import manifest_ok, prepare
 from ragpacer.pipeline.settings import ManagedEngineSettings
-
 from tests.conftest import ROOT
 
 DATA = ROOT.parent / "shared" / "data"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ragpacer.pipeline.sdk import Pipeline
 
+from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
 from tests.test_http import serving

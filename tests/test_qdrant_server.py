@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+
 from ragpacer.retrieval.stores.edge import EdgeStore
 from ragpacer.retrieval.stores.server import ServerStore
 from ragpacer.retrieval.types import Document

@@ -10,9 +10,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from ragpacer.pipeline.cache import CacheUnavailable, RedisCache
 from ragpacer.pipeline.sdk import Pipeline
-
 from tests.conftest import make_settings
 from tests.test_http import free_port
 

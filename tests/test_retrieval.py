@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rank_bm25 import BM25Okapi
+
 from ragpacer.retrieval.analyzer import Analyzer
 from ragpacer.retrieval.bm25 import BM25Index
 from ragpacer.retrieval.corpus import CorpusError, demo_knowledge_base, load_jsonl
@@ -13,8 +15,6 @@ from ragpacer.retrieval.embedder import Embedder
 from ragpacer.retrieval.embedder_prepare import embedder_dir
 from ragpacer.retrieval.filters import matches
 from ragpacer.retrieval.hybrid import MODES, HybridIndex
-from rank_bm25 import BM25Okapi
-
 from tests.conftest import ROOT
 from tests.strategies import FILTERS
 

@@ -1,6 +1,7 @@
 from typing import Any
 
 import pytest
+
 from ragpacer.pipeline.context import RunContext
 from ragpacer.pipeline.deadline import Deadline
 from ragpacer.pipeline.errors import StageFailed
@@ -8,7 +9,6 @@ from ragpacer.pipeline.plan import StagePlan
 from ragpacer.pipeline.runner import StageRunner
 from ragpacer.pipeline.settings import load_settings
 from ragpacer.pipeline.stage import Outcome
-
 from tests.stages import Probe
 
 

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+
 from ragpacer.pipeline.errors import ConfigError
 from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.pipeline.settings import load_settings

@@ -5,9 +5,9 @@ request is stuck, and shutdown leaves no process of the server or the engine beh
 from __future__ import annotations
 
 import pytest
-from ragpacer.pipeline.engine_prepare import manifest_ok
 
 from evals.soak import soak, verdict
+from ragpacer.pipeline.engine_prepare import manifest_ok
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.llm

@@ -7,13 +7,13 @@ import time
 from typing import Any, ClassVar
 
 import pytest
+
 from ragpacer.agents.builtin.currency import CurrencyConvert
 from ragpacer.agents.builtin.transactions import RecentTransactions, RedisTransactionStore
 from ragpacer.agents.tool_runner import run_tools
 from ragpacer.agents.tools import ToolArgumentError, openai_tool, validate_arguments
 from ragpacer.pipeline.deadline import Deadline
 from ragpacer.pipeline.sdk import Pipeline
-
 from tests.conftest import make_settings
 
 
@@ -175,7 +175,6 @@ async def test_bad_arguments_from_the_model_are_rejected_and_reported_back() -> 
 
 async def test_http_service_tool_calls_a_real_loopback_service() -> None:
     from ragpacer.agents.builtin.http_service import HttpServiceTool
-
     from tests.loopback import json_peer
 
     with json_peer(lambda path, headers: {"path": path, "status": "active"}) as base:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from ragpacer.pipeline import traces as tr
 from ragpacer.pipeline.cli import app
 from ragpacer.pipeline.sdk import Pipeline
-from typer.testing import CliRunner
-
 from tests.conftest import make_settings
 
 

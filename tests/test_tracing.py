@@ -10,8 +10,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from ragpacer.pipeline.sdk import Pipeline
 
+from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.test_http import free_port
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
+
 from ragpacer.agents.tools import ToolArgumentError
 
 

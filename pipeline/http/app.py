@@ -14,6 +14,8 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException
+
 from ragpacer.pipeline.admission import Admission, Overloaded
 from ragpacer.pipeline.cache import redis_persistence
 from ragpacer.pipeline.errors import RagpacerError
@@ -32,7 +34,6 @@ from ragpacer.pipeline.http.protocol import (
 )
 from ragpacer.pipeline.result import Result
 from ragpacer.pipeline.sdk import Pipeline
-from starlette.exceptions import HTTPException
 
 
 def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:

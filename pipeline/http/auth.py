@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 
 from pydantic import SecretStr
+
 from ragpacer.pipeline.http.errors import APIError
 
 _BUCKET_LUA = """

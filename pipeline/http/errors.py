@@ -9,9 +9,10 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
 from ragpacer.pipeline.admission import Overloaded
 from ragpacer.pipeline.errors import InputError, RagpacerError, StageFailed
-from starlette.exceptions import HTTPException
 
 log = logging.getLogger("ragpacer.http")
 

@@ -9,6 +9,7 @@ import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from ragpacer.pipeline.errors import InputError
 from ragpacer.pipeline.result import Result
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import qdrant_edge as q
+
 from ragpacer.retrieval.analyzer import Analyzer
 from ragpacer.retrieval.filters import Filters
 from ragpacer.retrieval.sparse import SparseQuery, query_vector

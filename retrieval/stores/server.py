@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as m
+
 from ragpacer.retrieval.analyzer import Analyzer
 from ragpacer.retrieval.filters import Filters
 from ragpacer.retrieval.sparse import SparseQuery, query_vector
