@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar, Protocol
 
 from ragpacer.pipeline.context import RunContext
-from ragpacer.pipeline.stage import Update
+from ragpacer.pipeline.stage import StageBase, Update
 from ragpacer.pipeline.state import RequestState
 
 
@@ -13,7 +13,7 @@ class IntentClassifier(Protocol):
     def classify(self, query: str) -> tuple[str | None, float]: ...
 
 
-class IntentRouter:
+class IntentRouter(StageBase):
     name: ClassVar[str] = "intent"
     fallbacks: ClassVar[frozenset[str]] = frozenset({"default"})
 

@@ -7,11 +7,11 @@ from typing import Any, ClassVar
 from ragpacer.agents.tool_runner import ToolResult, run_tools
 from ragpacer.agents.tools import ToolArgumentError, ToolRegistry
 from ragpacer.pipeline.context import RunContext
-from ragpacer.pipeline.stage import Degraded, Update
+from ragpacer.pipeline.stage import Degraded, StageBase, Update
 from ragpacer.pipeline.state import RequestState
 
 
-class ToolsStage:
+class ToolsStage(StageBase):
     name: ClassVar[str] = "tools"
     fallbacks: ClassVar[frozenset[str]] = frozenset()
 

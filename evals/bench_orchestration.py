@@ -19,10 +19,11 @@ from langgraph.graph import END, START, StateGraph
 from evals.common import percentiles, save
 from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.pipeline.settings import load_settings
+from ragpacer.pipeline.stage import StageBase
 from ragpacer.pipeline.state import RequestState
 
 
-class Instant:
+class Instant(StageBase):
     fallbacks: ClassVar[frozenset[str]] = frozenset({"default", "cheaper"})
 
     def __init__(self, name: str, update: dict[str, Any], delay_s: float = 0.0) -> None:

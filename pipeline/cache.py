@@ -16,7 +16,7 @@ from collections import OrderedDict
 from typing import Any, ClassVar, Protocol
 
 from ragpacer.pipeline.context import RunContext
-from ragpacer.pipeline.stage import Update
+from ragpacer.pipeline.stage import StageBase, Update
 from ragpacer.pipeline.state import RequestState
 
 log = logging.getLogger("ragpacer.cache")
@@ -148,7 +148,7 @@ def semantic_scope(intent: str | None, filters: dict[str, Any], tenant: str | No
     return f"{tenant}\x1f{intent}\x1f{json.dumps(filters, sort_keys=True, separators=(',', ':'))}"
 
 
-class CacheLookup:
+class CacheLookup(StageBase):
     """Runs before the graph, under the runner like every stage; a miss or a timeout is free.
 
     Exact match first; on a miss, and when an embedding classifier is configured, the query is

@@ -20,7 +20,7 @@ import yaml
 
 from ragpacer.pipeline.context import RunContext
 from ragpacer.pipeline.settings import Settings
-from ragpacer.pipeline.stage import Degraded, Update
+from ragpacer.pipeline.stage import Degraded, StageBase, Update
 from ragpacer.pipeline.state import RequestState
 
 
@@ -90,7 +90,7 @@ def materialize(settings: Settings, *, demo: bool = False) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
-class FeaturesStage:
+class FeaturesStage(StageBase):
     name: ClassVar[str] = "features"
     fallbacks: ClassVar[frozenset[str]] = frozenset({"default"})
 

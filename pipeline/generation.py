@@ -12,7 +12,7 @@ from ragpacer.pipeline.grounding import complete_sentences, strip_markup
 from ragpacer.pipeline.llm import Completion, LLMClient
 from ragpacer.pipeline.prompt import build_messages
 from ragpacer.pipeline.settings import ModelSettings, Settings
-from ragpacer.pipeline.stage import Degraded, Update
+from ragpacer.pipeline.stage import Degraded, StageBase, Update
 from ragpacer.pipeline.state import RequestState
 from ragpacer.retrieval.extractive import SentenceSelector
 
@@ -39,7 +39,7 @@ def model_chain(settings: Settings, first: str) -> list[ModelSettings]:
     return chain
 
 
-class Generation:
+class Generation(StageBase):
     name: ClassVar[str] = "generation"
     fallbacks: ClassVar[frozenset[str]] = frozenset({"cheaper"})
     self_limiting: ClassVar[bool] = True  # the LLM client stops at ctx.cutoff, keeping text

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from ragpacer.pipeline.answers import extractive, select
 from ragpacer.pipeline.context import RunContext
-from ragpacer.pipeline.stage import Degraded, Update
+from ragpacer.pipeline.stage import Degraded, StageBase, Update
 from ragpacer.pipeline.state import RequestState
 from ragpacer.retrieval.analyzer import Analyzer
 from ragpacer.retrieval.extractive import SentenceSelector
@@ -154,7 +154,7 @@ def evidence_of(state: RequestState) -> list[str]:
     return texts
 
 
-class Grounding:
+class Grounding(StageBase):
     """After generation: an LLM answer its evidence does not support becomes the extractive
     answer, marked degraded (`ungrounded: ...`), so it is counted, traced and never cached."""
 

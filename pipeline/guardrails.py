@@ -13,7 +13,7 @@ from ragpacer.pipeline.errors import (
     QueryTooLongError,
 )
 from ragpacer.pipeline.settings import GuardrailSettings
-from ragpacer.pipeline.stage import Update
+from ragpacer.pipeline.stage import StageBase, Update
 from ragpacer.pipeline.state import RequestState
 
 _CONTROL = re.compile(
@@ -141,7 +141,7 @@ def check_output(answer: str, cfg: GuardrailSettings) -> Update:
     return {"answer": redacted, "flags": [f"output_pii:{k}" for k in sorted(set(kinds))]}
 
 
-class InputGuardrails:
+class InputGuardrails(StageBase):
     # The checks are microseconds of regex: the "cheaper" fallback runs them anyway, so a
     # spent budget never lets an unchecked query through.
     name: ClassVar[str] = "input_guardrails"
@@ -154,7 +154,7 @@ class InputGuardrails:
         return check_input(state["query"], ctx.settings.guardrails)
 
 
-class OutputGuardrails:
+class OutputGuardrails(StageBase):
     name: ClassVar[str] = "output_guardrails"
     fallbacks: ClassVar[frozenset[str]] = frozenset({"cheaper"})
 

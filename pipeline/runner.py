@@ -61,7 +61,7 @@ class StageRunner:
         # A self-limiting stage (generation) sizes its work to the time it gets and keeps
         # what it has at its cut-off: its p95 sits at its budget by design, which says
         # nothing about whether it can give a useful (shorter) answer. It decides itself.
-        self_limiting = getattr(stage, "self_limiting", False)
+        self_limiting = stage.self_limiting
         if allotment.budget_ms <= 0 or (not self_limiting
                                         and window.cannot_fit(allotment.budget_ms)):
             why = f"{allotment.budget_ms:.1f} ms left, p95 {window.p95() or 0:.1f} ms"

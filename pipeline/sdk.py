@@ -102,9 +102,7 @@ class Pipeline:
     async def astart(self, say: Callable[[str], None] = _quiet) -> None:
         """Start what the config asks ragpacer to manage (the LLM engine); idempotent."""
         for stage in self.stages.values():  # e.g. the Feast store, made in this event loop
-            start = getattr(stage, "astart", None)
-            if start is not None:
-                await start()
+            await stage.astart()
         classifier = getattr(self.stages.get("intent"), "classifier", None)
         if hasattr(classifier, "embed") and not self._warm:
             # ONNX Runtime's first run of a graph is slow: pay it here, not on a request.

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from ragpacer.pipeline.errors import ConfigError
+from ragpacer.pipeline.stage import FallbackKind
 
 ENV_PREFIX = "RAGPACER_"
 StageName = Literal[
@@ -40,7 +41,6 @@ StageName = Literal[
     "output_guardrails",
 ]
 BranchStage = Literal["features", "retrieval", "tools"]
-FallbackKind = Literal["skip", "default", "cheaper", "fail"]
 FilterValue = str | int | bool | list[str]
 
 

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from ragpacer.pipeline.context import RunContext
     from ragpacer.pipeline.state import RequestState
 
 Update = dict[str, Any]
+# What replaces a stage that cannot run: nothing (skip), its defaults, its cheaper variant,
+# or the request fails (fail).
+FallbackKind = Literal["skip", "default", "cheaper", "fail"]
 
 
 class Outcome(StrEnum):
@@ -66,12 +69,26 @@ class StageRecord:
 class Stage(Protocol):
     name: ClassVar[str]
     # Fallback kinds this stage implements besides "skip" and "fail", which the runner provides.
-    fallbacks: ClassVar[frozenset[str]]
-    # Optional: `self_limiting = True` when the stage honours ctx.cutoff itself and returns
-    # partial output at it (the runner then cuts it a little later, as a backstop only).
+    fallbacks: ClassVar[frozenset[FallbackKind]]
+    # True when the stage honours ctx.cutoff itself and returns partial output at it (the
+    # runner then cuts it a little later, as a backstop only, and never skips it for its p95).
+    self_limiting: ClassVar[bool]
 
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update | Degraded: ...
 
-    def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
+    def fallback(self, kind: FallbackKind, state: RequestState, ctx: RunContext) -> Update:
         """A cheap, bounded, synchronous replacement for the stage's output."""
         ...
+
+    async def astart(self) -> None:
+        """Heavy set-up that must happen in the serving event loop (clients bound to it)."""
+        ...
+
+
+class StageBase:
+    """The contract's defaults: not self-limiting, nothing to start."""
+
+    self_limiting: ClassVar[bool] = False
+
+    async def astart(self) -> None:
+        return None

@@ -6,7 +6,7 @@ import inspect
 from typing import Any, ClassVar
 
 from ragpacer.pipeline.context import RunContext
-from ragpacer.pipeline.stage import Update
+from ragpacer.pipeline.stage import StageBase, Update
 from ragpacer.pipeline.state import RequestState
 from ragpacer.retrieval.bm25 import BM25Index
 from ragpacer.retrieval.filters import BOOST_RANKS, Filters, boost, merge_filters
@@ -14,7 +14,7 @@ from ragpacer.retrieval.hybrid import HybridIndex
 from ragpacer.retrieval.sparse import SparseQuery
 
 
-class Retrieval:
+class Retrieval(StageBase):
     """Hybrid search with the query vector the intent stage computed; BM25 as the fallback."""
 
     name: ClassVar[str] = "retrieval"

@@ -6,10 +6,10 @@ import asyncio
 import time
 from typing import Any, ClassVar
 
-from ragpacer.pipeline.stage import Update
+from ragpacer.pipeline.stage import StageBase, Update
 
 
-class Probe:
+class Probe(StageBase):
     """A stage that sleeps, raises or returns as told, and records when it ran."""
 
     fallbacks: ClassVar[frozenset[str]] = frozenset({"default", "cheaper"})
