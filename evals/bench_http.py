@@ -19,7 +19,7 @@ import httpx
 from evals.common import percentiles, save
 from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.pipeline.settings import load_settings
-from tests.test_http import free_port
+from tests.support.http import free_port
 
 BODY = {"model": "ragpacer", "messages": [{"role": "user", "content": "how do I freeze my card"}]}
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ragpacer.pipeline.context import RunContext
+from ragpacer.pipeline.context import AnswerOptions, RunContext
 from ragpacer.pipeline.stage import Update
 from ragpacer.pipeline.state import RequestState
-from ragpacer.retrieval.extractive import Selection, SentenceSelector
+from ragpacer.retrieval.extractive import Selection, SentenceSelector, split_sentences
 
 DeclineReason = Literal["out_of_scope", "injection", "no_evidence"]
 
@@ -47,3 +47,23 @@ def extractive(selection: Selection, state: RequestState, ctx: RunContext) -> Up
     if lacks_evidence(selection, state, ctx):
         return decline("no_evidence", ctx)
     return {"answer": selection.answer(), "answer_kind": "extractive", "model": None}
+
+
+def within_limits(answer: str, options: AnswerOptions) -> tuple[str, str | None]:
+    """An answer made without the LLM, bounded by the caller's ``stop`` and ``max_tokens``
+    (counted in words): whole sentences while they fit, else the first words. Returns the
+    answer and the finish reason it now has (None: unchanged)."""
+    reason = None
+    for stop in options.stop:
+        if stop and stop in answer:
+            answer, reason = answer[: answer.index(stop)].rstrip(), "stop"
+    limit = options.max_tokens
+    if limit is None or len(answer.split()) <= limit:
+        return answer, reason
+    kept: list[str] = []
+    for sentence in split_sentences(answer):
+        if len(" ".join([*kept, sentence]).split()) > limit:
+            break
+        kept.append(sentence)
+    cut = " ".join(kept) if kept else " ".join(answer.split()[:limit])
+    return cut, "length"

@@ -13,7 +13,8 @@
     │   ├── EmptyQueryError
     │   ├── QueryTooLongError
     │   ├── InvalidFiltersError
-    │   └── BlockedInputError  a guardrail blocked the query
+    │   ├── BlockedInputError  a guardrail blocked the query
+    │   └── UnsupportedParameterError  an OpenAI parameter ragpacer refuses
     ├── Overloaded             no admission slot in time (HTTP 503 + Retry-After)
     ├── StageFailed            a stage with no fallback failed (HTTP 503)
     ├── ToolArgumentError      a tool call's arguments break its schema (told to the model)
@@ -72,6 +73,17 @@ class InputError(RagpacerError, ValueError):
     """The request cannot be processed as given."""
 
     code = "invalid_request"
+    param: str | None = None  # the request field at fault, when one is
+
+
+class UnsupportedParameterError(InputError):
+    """An OpenAI parameter ragpacer does not implement; refused rather than ignored."""
+
+    code = "unsupported_parameter"
+
+    def __init__(self, param: str, why: str) -> None:
+        self.param = param
+        super().__init__(f"{param} is not supported: {why}")
 
 
 class EmptyQueryError(InputError):

@@ -75,7 +75,7 @@ class Generation(StageBase):
             except LLMUnavailable as exc:
                 failures.append(str(exc))
                 continue
-            update = self._update(c)
+            update = self._update(c, ctx)
             if not update["answer"]:  # cut before its first sentence ended
                 update = extractive(selection, state, ctx)
                 failures.append("no complete sentence before the cut")
@@ -95,7 +95,7 @@ class Generation(StageBase):
         on_token = ctx.on_token if route.answer == "llm" else None
         if not route.llm_tools or self.tools is None:
             c = await self.llm.complete(model, messages, deadline=ctx.cutoff,
-                                        on_token=on_token)
+                                        on_token=on_token, options=ctx.options)
             return c, []
         from ragpacer.agents.tool_runner import run_tools
         from ragpacer.agents.tools import ToolArgumentError, openai_tool
@@ -107,7 +107,7 @@ class Generation(StageBase):
             offer = round_no < route.max_tool_rounds
             extra = {"tools": specs, "tool_choice": "auto"} if offer else None
             c = await self.llm.complete(model, messages, deadline=ctx.cutoff,
-                                        on_token=on_token, extra=extra)
+                                        on_token=on_token, extra=extra, options=ctx.options)
             calls = assemble_tool_calls(c.tool_calls)
             if not calls or not offer:
                 return c, used
@@ -133,12 +133,15 @@ class Generation(StageBase):
         return c, used
 
     @staticmethod
-    def _update(c: Completion) -> Update:
-        # Markup never reaches the caller, and a cut answer ends at its last complete
-        # sentence ("" when none was finished); one the model ended itself stays whole.
+    def _update(c: Completion, ctx: RunContext) -> Update:
+        # Markup never reaches the caller, and an answer the budget cut ends at its last
+        # complete sentence ("" when none was finished); one the model ended itself stays
+        # whole, and so does one cut at the caller's own max_tokens (OpenAI's "length").
         text = strip_markup(c.text.strip())
         cut = c.truncated or c.finish_reason == "length"
-        answer = complete_sentences(text) if cut else text
+        asked = ctx.options.max_tokens
+        by_caller = asked is not None and not c.truncated and c.completion_tokens >= asked
+        answer = complete_sentences(text) if cut and not by_caller else text
         return {
             "answer": answer,
             "answer_kind": "llm",

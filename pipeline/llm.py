@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from ragpacer.pipeline.context import AnswerOptions
 from ragpacer.pipeline.deadline import Deadline
 from ragpacer.pipeline.errors import LLMError, LLMTimeout, LLMUnavailable
 from ragpacer.pipeline.settings import ModelSettings
@@ -117,6 +118,7 @@ class LLMClient:
         deadline: Deadline,
         on_token: Callable[[str], None] | None = None,
         extra: dict[str, Any] | None = None,
+        options: AnswerOptions | None = None,
     ) -> Completion:
         max_tokens = self.max_tokens_for(model, deadline)
         if max_tokens < MIN_TOKENS:
@@ -124,6 +126,8 @@ class LLMClient:
                 f"{deadline.remaining_ms():.0f} ms left: not enough for {MIN_TOKENS} tokens "
                 f"from {model.name}"
             )
+        if options is not None and options.max_tokens is not None:
+            max_tokens = min(max_tokens, options.max_tokens)  # the caller's, when smaller
         body: dict[str, Any] = {
             "model": model.name,
             "messages": messages,
@@ -131,6 +135,7 @@ class LLMClient:
             "temperature": model.temperature,
             "stream": True,
             "stream_options": {"include_usage": True},
+            **(options.sampling() if options is not None else {}),
             **(extra or {}),
         }
         headers = {}

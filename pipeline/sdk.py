@@ -11,6 +11,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ragpacer.pipeline.answers import within_limits
 from ragpacer.pipeline.cache import (
     CacheLookup,
     CacheWriter,
@@ -21,7 +22,7 @@ from ragpacer.pipeline.cache import (
     semantic_scope,
 )
 from ragpacer.pipeline.components import config_version, default_stages, index_version, load_index
-from ragpacer.pipeline.context import RunContext
+from ragpacer.pipeline.context import NO_OPTIONS, AnswerOptions, RunContext
 from ragpacer.pipeline.conversation import history_turns, standalone_query
 from ragpacer.pipeline.deadline import Deadline
 from ragpacer.pipeline.errors import InputError
@@ -146,15 +147,17 @@ class Pipeline:
         on_token: Callable[[str], None] | None = None,
         tenant: str | None = None,
         history: Sequence[Mapping[str, Any]] | None = None,
+        options: AnswerOptions | None = None,
     ) -> Result:
         """Answer one query. ``history``: the conversation's earlier turns (OpenAI-style
         ``{"role", "content"}`` messages); a follow-up is answered as a standalone query built
-        from them (``Result.query``). ``tenant`` separates cache entries (the HTTP layer passes
-        the caller's key id), so one tenant never receives another's cached answers."""
+        from them (``Result.query``). ``options``: the caller's max_tokens, stop, temperature,
+        top_p and seed. ``tenant`` separates cache entries (the HTTP layer passes the caller's
+        key id), so one tenant never receives another's cached answers."""
         self.metrics.in_flight.inc()
         try:
             result = await self._answer(query, user_id, filters, deadline_ms, on_token, tenant,
-                                        history)
+                                        history, options or NO_OPTIONS)
         finally:
             self.metrics.in_flight.dec()
         self.metrics.observe_result(result)
@@ -169,14 +172,14 @@ class Pipeline:
         on_token: Callable[[str], None] | None,
         tenant: str | None = None,
         history: Sequence[Mapping[str, Any]] | None = None,
+        options: AnswerOptions = NO_OPTIONS,
     ) -> Result:
         start_ns = time.time_ns()
         deadline, query, scope = self.check_input(query, filters, deadline_ms)
         # The cache, intent and retrieval see the standalone form of a follow-up.
         query = standalone_query(query, history_turns(history))
-        ctx = RunContext(
-            deadline, self.settings, trace_id=os.urandom(16).hex(), on_token=on_token
-        )
+        ctx = RunContext(deadline, self.settings, trace_id=os.urandom(16).hex(),
+                         on_token=on_token, options=options)
         records: list[StageRecord] = []
         state: RequestState = {
             "query": query,
@@ -196,13 +199,17 @@ class Pipeline:
             if "cached" in update:
                 hit = Result.from_cache(update["cached"], query, records, ctx.deadline,
                                         ctx.trace_id, update.get("cache_hit"))
+                _bound(hit, options)
                 self.tracing.record(hit, start_ns)
                 return hit
             if "query_vector" in update:  # embedded once, for the semantic lookup
                 state["query_vector"] = update["query_vector"]
         final = await self.graph.ainvoke(state, context=ctx)
         result = Result.from_state(final, ctx.deadline, ctx.trace_id)
-        if key is not None and self._cacheable(result):
+        shaped = options.max_tokens is not None or bool(options.stop)
+        if result.answer_kind != "llm":
+            _bound(result, options)
+        if key is not None and not shaped and self._cacheable(result):
             self._cache_writer.schedule(key, result.cache_payload(), self.settings.cache.ttl_s)
             vector = final.get("query_vector")
             if self.semantic is not None and vector is not None:
@@ -306,6 +313,13 @@ class Pipeline:
             and not result.flags
             and result.answer
         )
+
+
+def _bound(result: Result, options: AnswerOptions) -> None:
+    """The caller's max_tokens and stop, on an answer the LLM did not generate under them."""
+    answer, finish = within_limits(result.answer, options)
+    if finish is not None:
+        result.answer, result.finish_reason = answer, finish
 
 
 class _LoopThread:

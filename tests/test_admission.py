@@ -9,7 +9,7 @@ import httpx
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
-from tests.test_http import server_errors, serving
+from tests.support.http import server_errors, serving
 
 BODY = {
     "model": "ragpacer",

@@ -24,9 +24,9 @@ from tests.conftest import ROOT, make_settings
 from tests.faultproxy import FaultProxy
 from tests.loopback import json_peer
 from tests.scripted_llm import Script, ScriptedLLM
-from tests.test_http import serving
-from tests.test_redis_cache import redis_up
-from tests.test_tracing import Receiver
+from tests.support.http import serving
+from tests.support.otlp import Receiver
+from tests.support.redis import redis_up
 
 pytestmark = pytest.mark.faults
 DEADLINE_MS = 1500

@@ -13,8 +13,8 @@ from ragpacer.pipeline.features import FeaturesStage, materialize
 from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.pipeline.stage import Degraded
 from tests.conftest import ROOT, make_settings
-from tests.test_http import free_port
-from tests.test_redis_cache import redis_up
+from tests.support.http import free_port
+from tests.support.redis import redis_up
 
 REDIS = "redis://127.0.0.1:6379/0"
 

@@ -13,7 +13,7 @@ import pytest
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
-from tests.test_http import serving
+from tests.support.http import serving
 
 KEY = "rp-test-key-0123456789"
 HASHED = "sha256:" + hashlib.sha256(b"rp-other-key").hexdigest()
@@ -144,7 +144,7 @@ def test_a_disconnecting_streaming_client_cancels_its_work() -> None:
 
 
 def test_readiness_reports_redis() -> None:
-    from tests.test_http import free_port
+    from tests.support.http import free_port
 
     with ScriptedLLM() as llm, serving(Pipeline(make_settings(
             llm.url, redis_url=f"redis://127.0.0.1:{free_port()}/0"))) as base:

@@ -14,8 +14,8 @@ import pytest
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
-from tests.test_http import serving
-from tests.test_tracing import Receiver
+from tests.support.http import serving
+from tests.support.otlp import Receiver
 
 EMAIL, CARD, PHONE, IBAN = ("jane.doe@example.com", "4111 1111 1111 1111", "+44 7700 900123",
                             "GB82 WEST 1234 5698 7654 32")

@@ -14,20 +14,12 @@ import pytest
 from ragpacer.pipeline.cache import CacheUnavailable, RedisCache
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
-from tests.test_http import free_port
+from tests.support.http import free_port
+from tests.support.redis import redis_up
 
 pytestmark = pytest.mark.redis
 REDIS = "redis://127.0.0.1:6379/0"
 QUESTION = "what does an overdraft cost"
-
-
-def redis_up(url: str = REDIS) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
 
 
 @pytest.fixture

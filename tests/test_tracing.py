@@ -3,50 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
-from tests.test_http import free_port
+from tests.support.http import free_port
+from tests.support.otlp import Receiver
 
 QUESTION = "what does an overdraft cost"
-
-
-class Receiver:
-    """An OTLP/HTTP endpoint on loopback that decodes what it receives."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, str], ExportTraceServiceRequest]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                if self.headers.get("content-encoding") == "gzip":
-                    body = gzip.decompress(body)
-                msg = ExportTraceServiceRequest()
-                msg.ParseFromString(body)
-                outer.requests.append((self.path, dict(self.headers), msg))
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def spans(self) -> list:  # type: ignore[type-arg]
-        return [s for _, _, m in self.requests for rs in m.resource_spans
-                for ss in rs.scope_spans for s in ss.spans]
 
 
 def attrs(span) -> dict:  # type: ignore[no-untyped-def,type-arg]

@@ -36,7 +36,7 @@ def to_api_error(exc: BaseException) -> APIError:
     if isinstance(exc, APIError):
         return exc
     if isinstance(exc, InputError):
-        return APIError(400, str(exc), code=getattr(exc, "code", None))
+        return APIError(400, str(exc), code=exc.code, param=exc.param)
     if isinstance(exc, Overloaded):
         return APIError(503, str(exc), type="service_unavailable", code="overloaded",
                         headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))})

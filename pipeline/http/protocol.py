@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ragpacer.pipeline.errors import InputError
+from ragpacer.pipeline.context import AnswerOptions
+from ragpacer.pipeline.errors import InputError, UnsupportedParameterError
 from ragpacer.pipeline.result import Result
 
 
@@ -39,21 +40,59 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     max_completion_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
     user: str | None = Field(default=None, max_length=256)  # the customer id
+    # Refused with 400 unsupported_parameter rather than ignored (see `refuse_unsupported`).
+    n: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
     # --- ragpacer extras ------------------------------------------------------------------
     metadata: dict[str, Any] | None = None  # retrieval filters
     deadline_ms: float | None = Field(default=None, gt=0)
 
+    def refuse_unsupported(self) -> None:
+        """OpenAI parameters ragpacer does not implement: a 400 naming each, never a silent
+        answer that ignores it."""
+        if self.n not in (None, 1):
+            raise UnsupportedParameterError("n", "one choice per request")
+        if self.logprobs or self.top_logprobs:
+            raise UnsupportedParameterError("logprobs", "answers are not always sampled")
+        fmt = (self.response_format or {}).get("type", "text")
+        if fmt != "text":
+            raise UnsupportedParameterError("response_format", f"only text, not {fmt!r}")
+        if self.tools or self.functions:
+            raise UnsupportedParameterError(
+                "tools" if self.tools else "functions", "the tools are the routes' own")
+        if self.tool_choice not in (None, "none"):
+            raise UnsupportedParameterError("tool_choice", "the tools are the routes' own")
+
+    def options(self) -> AnswerOptions:
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stop) > 4:
+            raise InputError("stop takes at most 4 sequences")
+        limits = [t for t in (self.max_tokens, self.max_completion_tokens) if t is not None]
+        return AnswerOptions(max_tokens=min(limits) if limits else None,
+                             temperature=self.temperature, top_p=self.top_p,
+                             stop=tuple(stop), seed=self.seed)
+
     def to_call(self) -> dict[str, Any]:
         """The pipeline's arguments: the last user message is the query, the user and
-        assistant turns before it its history."""
+        assistant turns before it its history; unsupported parameters refused."""
+        self.refuse_unsupported()
         last = max((i for i, m in enumerate(self.messages) if m.role == "user"), default=None)
         if last is None:
             raise InputError("messages must contain at least one user message")
         history = [{"role": m.role, "content": m.text()} for m in self.messages[:last]
                    if m.role in ("user", "assistant")]
         return {"query": self.messages[last].text(), "user_id": self.user,
-                "filters": self.metadata, "deadline_ms": self.deadline_ms, "history": history}
+                "filters": self.metadata, "deadline_ms": self.deadline_ms, "history": history,
+                "options": self.options()}
 
 
 def ragpacer_block(result: Result) -> dict[str, Any]:

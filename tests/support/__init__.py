@@ -1,0 +1,1 @@
+"""Helpers the tests share: servers on loopback, probes of the real services."""
