@@ -57,8 +57,9 @@ class Generation(StageBase):
         if route.model is None and route.template is not None:
             return {"answer": route.template, "answer_kind": "template", "model": None}
         selection = select(self.selector, state, ctx)
-        if route.model is None or route.answer == "extractive" or lacks_evidence(
-                selection, state, ctx):
+        searched = "retrieval" in route.stages  # a tools-only route has no sources to judge
+        if route.model is None or route.answer == "extractive" or (
+                searched and lacks_evidence(selection, state, ctx)):
             # No LLM: the extractive answer, or a decline when the sources do not answer.
             return extractive(selection, state, ctx)
         messages = build_messages(

@@ -259,3 +259,15 @@ async def test_a_cache_hit_returns_the_same_answer_kind_and_query(make_pipeline,
     assert (again.answer, again.answer_kind, again.query) == (
         first.answer, first.answer_kind, first.query)
     assert [s.id for s in again.sources] == [s.id for s in first.sources]
+
+
+async def test_a_route_without_retrieval_still_asks_the_llm(scripted) -> None:
+    """No sources is no reason to decline when the route answers from tools alone."""
+    p = Pipeline(make_settings(scripted.url, answer="llm", cache={"enabled": False}, routing={
+        "routes": {"rag": {"stages": [], "model": "default", "answer": "llm"}},
+        "min_confidence": 1.0}))
+    try:
+        result = await p.arun("How much is express delivery of a replacement card?")
+        assert result.route == "rag" and result.answer_kind == "llm" and scripted.requests
+    finally:
+        await p.aclose()
