@@ -2,12 +2,16 @@
 
 This is the only module that reads the environment. Nested keys use a double underscore:
 ``RAGPACER_DEADLINE_MS=800``, ``RAGPACER_LLM__DEFAULT_MODEL=smollm2``,
-``RAGPACER_REDIS_URL=redis://127.0.0.1:6379/0``. Values are parsed as YAML scalars.
+``RAGPACER_REDIS_URL=redis://127.0.0.1:6379/0``. A value is read as YAML (numbers, booleans,
+lists) unless its setting is a string; a variable that names no setting is ignored, with a
+warning.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +33,7 @@ from ragpacer.pipeline.errors import ConfigError
 from ragpacer.pipeline.stage import FallbackKind
 
 ENV_PREFIX = "RAGPACER_"
+log = logging.getLogger("ragpacer.settings")
 StageName = Literal[
     "cache",
     "input_guardrails",
@@ -424,18 +429,29 @@ class Settings(_Model):
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """RAGPACER_* variables as a nested mapping. A variable that names no setting is ignored
+    with a warning (a stray variable must not stop every command); a value is read as YAML
+    (numbers, booleans, lists) unless its setting is a string, where it stays as written."""
     out: dict[str, Any] = {}
+    unknown: list[str] = []
     for key, raw in environ.items():
         if not key.startswith(ENV_PREFIX) or key in ("RAGPACER_CONFIG",):
             continue
         path = key[len(ENV_PREFIX) :].lower().split("__")
+        kind = _setting_kind(Settings, path)
+        if kind is None:
+            unknown.append(key)
+            continue
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"{key} nests below a key another variable sets to a value",
                                   field=".".join(path))
-        node[path[-1]] = _env_value(key, raw)
+        node[path[-1]] = raw if kind == "text" and raw != "" else _env_value(key, raw)
+    if unknown:
+        log.warning("ignoring environment variables that name no setting: %s",
+                    ", ".join(sorted(unknown)))
     return out
 
 
@@ -449,6 +465,28 @@ def _env_value(key: str, raw: str) -> Any:
         if any(ord(c) < 32 and c not in "\t\n\r" for c in raw):
             raise ConfigError(f"{key} holds control characters") from None
         return raw
+
+
+_TEXT = (str, Path, SecretStr)
+
+
+def _setting_kind(model: type[BaseModel], path: list[str]) -> str | None:
+    """"text" when the setting at ``path`` is a string, "value" for any other setting (or a
+    key below a mapping-valued one), None when no setting has that path."""
+    field = model.model_fields.get(path[0])
+    if field is None or not path[0]:
+        return None
+    annotation = field.annotation
+    if typing.get_origin(annotation) is dict:  # a mapping: any key, its values' settings
+        value = typing.get_args(annotation)[1]
+        if len(path) > 2 and isinstance(value, type) and issubclass(value, BaseModel):
+            return _setting_kind(value, path[2:])
+        return "value"
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    nested = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    if len(path) > 1:
+        return _setting_kind(nested, path[1:]) if nested is not None else None
+    return "text" if all(a in _TEXT for a in args) else "value"
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -123,3 +123,10 @@ def test_ingest_parsers_accept_or_raise_a_corpus_error(lines: list[str], markdow
                 assert str(path.name) in str(exc) or str(folder) in str(exc), exc
                 continue
             assert all(isinstance(d.text, str) and d.id for d in docs)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.dictionaries(st.text(max_size=30).map(lambda s: "RAGPACER_" + s),
+                       st.text(max_size=20), max_size=4))
+def test_any_environment_names_and_values_never_crash_the_loader(env: dict) -> None:
+    _accepts_or_config_error(path=ROOT / "ragpacer.yaml", environ=env)

@@ -71,3 +71,32 @@ def test_bad_values_fail_at_startup_not_at_first_request(tmp_path: Path) -> None
         with pytest.raises(ConfigError) as info:
             Pipeline(load_settings(path, environ={}))
         assert info.value.field == field
+
+
+def test_a_stray_variable_is_ignored_with_a_warning(caplog) -> None:  # type: ignore[no-untyped-def]
+    with caplog.at_level("WARNING", logger="ragpacer.settings"):
+        s = load_settings(ROOT / "ragpacer.yaml",
+                          environ={"RAGPACER_FUZZ_EXAMPLES": "3", "RAGPACER_LLM__NOPE": "1",
+                                   "RAGPACER_DEADLINE_MS": "800"})
+    assert s.deadline_ms == 800
+    assert "RAGPACER_FUZZ_EXAMPLES" in caplog.text and "RAGPACER_LLM__NOPE" in caplog.text
+
+
+def test_values_are_parsed_by_the_settings_type() -> None:
+    s = load_settings(ROOT / "ragpacer.yaml", environ={
+        "RAGPACER_SERVER__MODEL_NAME": "no", "RAGPACER_LANGFUSE__SECRET_KEY": "0123",
+        "RAGPACER_CACHE__ENABLED": "false", "RAGPACER_ROUTING__ROUTES__RAG__ANSWER": "llm"})
+    assert s.server.model_name == "no"  # a string, not YAML's False
+    assert s.langfuse.secret_key is not None and s.langfuse.secret_key.get_secret_value() == "0123"
+    assert s.cache.enabled is False and s.routing.routes["rag"].answer == "llm"
+
+
+def test_config_check_passes_beside_a_stray_variable() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RAGPACER_FUZZ_EXAMPLES": "3"}
+    out = subprocess.run([sys.executable, "-m", "ragpacer.pipeline.cli", "config", "check",
+                          str(ROOT / "ragpacer.yaml")], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
