@@ -118,8 +118,8 @@ class RoutingSettings(_Model):
     # The trained head; None: {home}/intents/intents.npz.
     artifact: Path | None = None
     # Concurrent queries arriving within this window are embedded as one batch; 0: inline.
-    # Off by default: measured here (evals/eval_intents.py), padded INT8 batches of MiniLM
-    # gave 535 q/s at 32 callers against 996 q/s for inline single queries (~0.9 ms each).
+    # Off by default: padded INT8 batches of MiniLM cost more per query than the call overhead
+    # they save (evals/eval_intents.py; figures in the README).
     batch_window_ms: float = Field(default=0.0, ge=0.0, le=50.0)
     max_batch: PositiveInt = 32
     intents: dict[str, str] = Field(default_factory=dict)
@@ -280,8 +280,8 @@ class CacheSettings(_Model):
     ttl_s: PositiveFloat = 3600.0
     max_entries: PositiveInt = 10_000
     # Semantic hits: same intent and filters, cosine >= threshold, same polarity (negations,
-    # enable/disable, ...). Needs the embedding classifier. Measured on 110 labelled pairs
-    # (evals/eval_semantic_cache.py): 0.90 -> precision 1.00, recall 0.40.
+    # enable/disable, ...). Needs the embedding classifier. The threshold favours precision
+    # over recall (evals/eval_semantic_cache.py measures both).
     semantic: bool = True
     semantic_threshold: float = Field(default=0.90, gt=0.0, le=1.0)
 
@@ -292,8 +292,8 @@ class RetrievalSettings(_Model):
         default_factory=lambda: ["department", "doc_type", "product"]
     )
     # bm25 | dense | bm25_then_dense | fusion. Dense modes need the embedding classifier
-    # (it computes the query vector once); without it the stage runs bm25. fusion won on
-    # Cranfield (evals/eval_retrieval.py): nDCG@10 0.414 vs 0.375 bm25, 0.381 dense.
+    # (it computes the query vector once); without it the stage runs bm25. fusion is the
+    # best of the four on Cranfield (evals/eval_retrieval.py; figures in the README).
     mode: Literal["bm25", "dense", "bm25_then_dense", "fusion"] = "fusion"
     candidates: PositiveInt = 100
     # How `fusion` combines the BM25 and dense lists: dbsf (scores normalised per list) or rrf
