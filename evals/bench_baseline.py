@@ -25,7 +25,7 @@ from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.pipeline.settings import load_settings
 
 STAGES = ["cache", "input_guardrails", "intent", "features", "retrieval", "tools",
-          "generation", "output_guardrails"]
+          "generation", "grounding", "output_guardrails"]
 
 
 def ratios(base: dict[str, Any], ours: dict[str, Any]) -> dict[str, float]:

@@ -75,7 +75,7 @@ async def features(n: int) -> dict:
 
 async def tools(n: int) -> dict:
     from ragpacer.agents.tool_runner import run_tools
-    from tests.test_tools import Sleepy
+    from tests.support.tools import Sleepy
 
     trio = [Sleepy("a", 0.05), Sleepy("b", 0.10), Sleepy("c", 0.15)]
     ratios = []

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 from evals.common import RESULTS
 
 ORDER = ["cache", "input_guardrails", "intent", "features", "retrieval", "tools",
-         "generation", "output_guardrails"]
+         "generation", "grounding", "output_guardrails"]
 PARALLEL = {"features", "retrieval", "tools"}  # ragpacer runs these side by side
 
 

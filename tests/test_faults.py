@@ -215,7 +215,7 @@ def test_http_tool_down_slow_then_recovered(llm: ScriptedLLM) -> None:
 # -- the vector store: the Qdrant server backend --------------------------------------------
 
 def test_qdrant_server_down_or_slow_falls_back_to_bm25(llm: ScriptedLLM) -> None:
-    from tests.test_qdrant_server import FakeQdrant
+    from tests.support.qdrant import FakeQdrant
 
     qdrant = FakeQdrant()
     with FaultProxy(qdrant.server.server_address[1]) as proxy:

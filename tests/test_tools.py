@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from typing import Any, ClassVar
 
 import pytest
 
@@ -15,25 +13,7 @@ from ragpacer.agents.tools import ToolArgumentError, openai_tool, validate_argum
 from ragpacer.pipeline.deadline import Deadline
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
-
-
-class Sleepy:
-    name: ClassVar[str] = "sleepy"
-    description: ClassVar[str] = "sleeps"
-    parameters: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
-
-    def __init__(self, name: str, delay_s: float, timeout_s: float = 5.0, fail: bool = False):
-        self.name = name  # type: ignore[misc]
-        self.delay_s, self.timeout_s, self.fail = delay_s, timeout_s, fail
-
-    async def __call__(self, args: dict[str, Any]) -> str:
-        await asyncio.sleep(self.delay_s)
-        if self.fail:
-            raise RuntimeError("tool exploded")
-        return self.name
-
-    def arguments_from(self, state: Any) -> dict[str, Any]:
-        return {}
+from tests.support.tools import Sleepy
 
 
 async def test_tools_run_concurrently() -> None:
