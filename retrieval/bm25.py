@@ -99,7 +99,10 @@ class BM25Index:
         own = query_terms(self.analyzer, query)
         out = Counter({t: weight * c for t, c in own.items()})
         scores = self.scores(own)
-        top = [int(i) for i in np.argsort(-scores)[:docs] if scores[i] > 0]
+        # The best few without sorting the whole corpus (on the hot path of every request).
+        best = np.argpartition(-scores, min(docs, len(scores)) - 1)[:docs] \
+            if docs and len(scores) else []
+        top = [int(i) for i in best if scores[i] > 0]
         gain: Counter[str] = Counter()
         for i in top:
             tokens = self._tokens[i]

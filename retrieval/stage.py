@@ -27,8 +27,9 @@ class Retrieval(StageBase):
         # HybridIndex (in memory) or EdgeStore (Qdrant Edge): the same search() signature.
         self.hybrid = hybrid
 
-    def _plan(self, state: RequestState, ctx: RunContext) -> tuple[Filters, Filters, int]:
-        """(filters to search with, filters to boost, how many hits to fetch).
+    def _plan(self, state: RequestState,
+              ctx: RunContext) -> tuple[Filters, Filters, int, int]:
+        """(filters to search with, filters to boost, hits to fetch, hits to keep).
 
         A route's filters can hide the answer (a savings question routed to `fees` would never
         see the savings guides), so by default they only rank the route's documents first;
@@ -37,8 +38,8 @@ class Retrieval(StageBase):
         request = state.get("filters", {})
         top_k = ctx.settings.routing.routes[state["route"]].top_k
         if ctx.settings.retrieval.route_filters == "filter" or not route:
-            return merge_filters(route, request), {}, top_k
-        return request, route, top_k + BOOST_RANKS * 2
+            return merge_filters(route, request), {}, top_k, top_k
+        return request, route, top_k + BOOST_RANKS * 2, top_k
 
     def _sparse(self, state: RequestState, ctx: RunContext) -> SparseQuery:
         cfg = ctx.settings.retrieval
@@ -47,8 +48,7 @@ class Retrieval(StageBase):
         return self.index.feedback_terms(state["query"], cfg.feedback_docs, cfg.feedback_terms)
 
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update:
-        search, preferred, fetch = self._plan(state, ctx)
-        top_k = ctx.settings.routing.routes[state["route"]].top_k
+        search, preferred, fetch, top_k = self._plan(state, ctx)
         vector = state.get("query_vector")
         sparse = self._sparse(state, ctx)
         if self.hybrid is None or vector is None:
@@ -63,8 +63,7 @@ class Retrieval(StageBase):
 
     def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
         """BM25 only, on the same corpus the main path searches."""
-        search, preferred, fetch = self._plan(state, ctx)
-        top_k = ctx.settings.routing.routes[state["route"]].top_k
+        search, preferred, fetch, top_k = self._plan(state, ctx)
         if self.hybrid is not None and not inspect.iscoroutinefunction(self.hybrid.search):
             hits = self.hybrid.search(state["query"], None, fetch, search, "bm25")
         else:
