@@ -48,10 +48,15 @@ class IntentHead:
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         return _softmax((vectors @ self.weights + self.bias) / self.temperature)
 
-    def classify_vector(self, vector: np.ndarray) -> tuple[str, float]:
+    def classify_vector(self, vector: np.ndarray,
+                        open_labels: frozenset[str] = frozenset()) -> tuple[str, float]:
+        """The likeliest label and its confidence, lowered for a query far from every
+        label's examples; except for ``open_labels`` (out of scope, not offered), whose
+        queries are far from the examples by nature."""
         p = self.probabilities(vector[None, :])[0]
         i = int(p.argmax())
-        return self.labels[i], float(p[i]) * self.in_scope(vector)
+        label = self.labels[i]
+        return label, float(p[i]) * (1.0 if label in open_labels else self.in_scope(vector))
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,10 +189,12 @@ def evaluate(head: IntentHead, vectors: np.ndarray, labels: Sequence[str],
 class EmbeddingIntentClassifier:
     """Embeds the query once; the vector then serves the head, the cache and the retriever."""
 
-    def __init__(self, embedder: Any, head: IntentHead, batcher: Any = None) -> None:
+    def __init__(self, embedder: Any, head: IntentHead, batcher: Any = None,
+                 open_labels: frozenset[str] = frozenset()) -> None:
         self.embedder = embedder
         self.head = head
         self.batcher = batcher  # retrieval.batcher.MicroBatcher, or None for inline
+        self.open_labels = open_labels
 
     def embed(self, query: str) -> np.ndarray:
         return self.embedder.embed_one(query)
@@ -198,10 +205,10 @@ class EmbeddingIntentClassifier:
         return await self.batcher.embed(query, deadline)
 
     def classify_vector(self, vector: np.ndarray) -> tuple[str, float]:
-        return self.head.classify_vector(vector)
+        return self.head.classify_vector(vector, self.open_labels)
 
     def scope(self, vector: np.ndarray) -> float:
         return self.head.in_scope(vector)
 
     def classify(self, query: str) -> tuple[str | None, float]:
-        return self.head.classify_vector(self.embed(query))
+        return self.head.classify_vector(self.embed(query), self.open_labels)

@@ -6,21 +6,18 @@ must not answer, so a decline or an extractive answer reads the same whichever p
 
 from __future__ import annotations
 
-from typing import Literal
-
 from ragpacer.pipeline.context import AnswerOptions, RunContext
+from ragpacer.pipeline.settings import DeclineReason
 from ragpacer.pipeline.stage import Update
 from ragpacer.pipeline.state import RequestState
 from ragpacer.retrieval.extractive import Selection, SentenceSelector, split_sentences
 
-DeclineReason = Literal["out_of_scope", "injection", "no_evidence"]
-
 
 def decline_reason(state: RequestState, ctx: RunContext) -> DeclineReason | None:
-    """Why this request is declined, if it is: set by a stage, or the decline route itself."""
+    """Why this request is declined, if it is: set by a stage, or by a route that declines."""
     reason = state.get("decline")
-    if reason is None and state.get("route") == ctx.settings.routing.decline_route:
-        return "out_of_scope"
+    if reason is None and (route := state.get("route")) is not None:
+        reason = ctx.settings.routing.routes[route].decline
     return reason
 
 
@@ -40,7 +37,9 @@ def lacks_evidence(selection: Selection, state: RequestState, ctx: RunContext) -
         return True
     if state.get("tool_results") or selection.evidence is None:
         return False
-    return selection.evidence < ctx.settings.answers.min_evidence
+    route = ctx.settings.routing.routes.get(state.get("route") or "")
+    bar = route.min_evidence if route is not None else None
+    return selection.evidence < (ctx.settings.answers.min_evidence if bar is None else bar)
 
 
 def extractive(selection: Selection, state: RequestState, ctx: RunContext) -> Update:

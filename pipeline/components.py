@@ -86,7 +86,8 @@ def intent_classifier(settings: Settings, embedder: Any) -> IntentClassifier:
 
         batcher = MicroBatcher(embedder.embed, window_ms=settings.routing.batch_window_ms,
                                max_batch=settings.routing.max_batch)
-    return EmbeddingIntentClassifier(embedder, head, batcher)
+    return EmbeddingIntentClassifier(embedder, head, batcher,
+                                     frozenset(settings.routing.open_intents))
 
 
 def index_root(settings: Settings) -> Path:

@@ -8,7 +8,7 @@ as it is. Microseconds of string work, no model call.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ragpacer.pipeline.errors import InputError
@@ -18,7 +18,8 @@ from ragpacer.retrieval.analyzer import Analyzer
 _REFERS_BACK = re.compile(
     r"\b(?:it|its|that|this|these|those|they|them|their|one|ones|there|then|same|also|"
     r"instead|else|another|more)\b", re.IGNORECASE)
-# A question with fewer content words than this needs its context.
+# A question with fewer content words the knowledge base uses than this needs its context
+# ("How long will you take to answer?" names no topic the help centre knows).
 MIN_STANDALONE_TERMS = 3
 REPLY_CHARS = 200
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -39,14 +40,18 @@ def history_turns(history: Sequence[Mapping[str, Any]] | None) -> list[dict[str,
     return turns
 
 
-def is_follow_up(query: str) -> bool:
-    return bool(_REFERS_BACK.search(query)) or len(_analyzer(query)) < MIN_STANDALONE_TERMS
+def is_follow_up(query: str, known: Callable[[str], bool] | None = None) -> bool:
+    """It refers back, or names too little to stand alone (``known``: the terms the knowledge
+    base uses; None: every term counts)."""
+    terms = [t for t in _analyzer(query) if known is None or known(t)]
+    return bool(_REFERS_BACK.search(query)) or len(terms) < MIN_STANDALONE_TERMS
 
 
-def standalone_query(query: str, history: Sequence[Mapping[str, str]]) -> str:
+def standalone_query(query: str, history: Sequence[Mapping[str, str]],
+                     known: Callable[[str], bool] | None = None) -> str:
     """The query itself, or, for a follow-up, the previous exchange followed by it: the user's
     last turn and the first sentence of the reply to it, which usually names the topic."""
-    if not history or not is_follow_up(query):
+    if not history or not is_follow_up(query, known):
         return query
     last_user = max((i for i, m in enumerate(history)
                      if m["role"] == "user" and m["content"].strip()), default=None)

@@ -256,7 +256,8 @@ async def compare(settings_for: Callable[[dict[str, Any]], Any], variants: Seque
 
     off: dict[str, Any] = {"cache": {"enabled": False}}
     routes = settings_for(off).routing.routes
-    needs_llm = any(v != "extractive" for v in variants)
+    needs_llm = any(v in ("llm", "llm_grounded") for v in variants) or (
+        "shipped" in variants and Pipeline(settings_for(off)).uses_llm)
     owner = Pipeline(settings_for(
         {**off, **variant_overrides("llm_grounded" if needs_llm else "shipped", routes)}))
     await owner.astart(say)

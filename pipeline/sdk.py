@@ -177,7 +177,7 @@ class Pipeline:
         start_ns = time.time_ns()
         deadline, query, scope = self.check_input(query, filters, deadline_ms)
         # The cache, intent and retrieval see the standalone form of a follow-up.
-        query = standalone_query(query, history_turns(history))
+        query = standalone_query(query, history_turns(history), self.index.knows)
         ctx = RunContext(deadline, self.settings, trace_id=os.urandom(16).hex(),
                          on_token=on_token, options=options)
         records: list[StageRecord] = []

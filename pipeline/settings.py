@@ -46,6 +46,8 @@ StageName = Literal[
     "output_guardrails",
 ]
 BranchStage = Literal["features", "retrieval", "tools"]
+# Why a request is declined; each names its template in `answers`.
+DeclineReason = Literal["out_of_scope", "injection", "no_evidence"]
 FilterValue = str | int | bool | list[str]
 
 
@@ -98,13 +100,18 @@ class RouteSettings(_Model):
     filters: dict[str, FilterValue] = Field(default_factory=dict)
     budgets: dict[StageName, PositiveFloat] = Field(default_factory=dict)
     top_k: PositiveInt = 4
+    # A route that only declines, with this template of `answers` (no retrieval, no LLM).
+    decline: DeclineReason | None = None
+    # This route's evidence bar (see answers.min_evidence); None: the global one. A route for
+    # questions the help centre probably does not cover answers only on strong evidence.
+    min_evidence: float | None = Field(default=None, ge=0.0, le=2.0)
     # Answers that depend on the customer (features, tools) are never shared through the cache.
     cacheable: bool = True
 
 
 _DECLINE_ROUTE: dict[str, Any] = {
     "description": "Declined requests: a template, no retrieval, no LLM.",
-    "stages": [], "model": None}
+    "stages": [], "model": None, "decline": "out_of_scope"}
 
 
 class RoutingSettings(_Model):
@@ -123,6 +130,10 @@ class RoutingSettings(_Model):
     batch_window_ms: float = Field(default=0.0, ge=0.0, le=50.0)
     max_batch: PositiveInt = 32
     intents: dict[str, str] = Field(default_factory=dict)
+    # Intents for what the other intents do not cover (the demo head's out_of_scope and
+    # not_offered): a query far from every example is no less likely to be one of them, so
+    # their confidence is not lowered for that distance as other intents' is.
+    open_intents: list[str] = Field(default_factory=lambda: ["out_of_scope", "not_offered"])
     routes: dict[str, RouteSettings] = Field(
         default_factory=lambda: {"rag": RouteSettings(description="general help-centre RAG"),
                                  "decline": RouteSettings(**_DECLINE_ROUTE)}
@@ -257,7 +268,7 @@ class AnswerSettings(_Model):
     # Below this evidence score (best source sentence: cosine to the query plus term overlap)
     # the help centre does not answer the question: the no_evidence template instead of
     # quotes of unrelated articles. Calibrated on the answer-quality eval; 0 turns it off.
-    min_evidence: float = Field(default=0.32, ge=0.0, le=2.0)
+    min_evidence: float = Field(default=0.2, ge=0.0, le=2.0)
     # An LLM answer whose numbers, amounts, times, contacts or URLs are not all in its
     # evidence, or with fewer of its content words in the sources than this, is replaced.
     min_overlap: float = Field(default=0.6, ge=0.0, le=1.0)

@@ -63,6 +63,10 @@ class BM25Index:
     def __len__(self) -> int:
         return len(self.documents)
 
+    def knows(self, term: str) -> bool:
+        """Whether any document contains the (analysed) term."""
+        return term in self._postings
+
     def idf(self, term: str) -> float:
         """A term's IDF; one absent from the corpus counts as the rarest."""
         return self._idf.get(term, self._max_idf)

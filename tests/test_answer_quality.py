@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ragpacer.pipeline import quality
+from ragpacer.pipeline.conversation import is_follow_up, standalone_query
 from ragpacer.pipeline.grounding import claims, complete_sentences, judge, strip_markup, unsupported
 from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.pipeline.stage import Outcome
@@ -145,6 +146,31 @@ async def test_a_question_the_help_centre_cannot_answer_is_declined(make_pipelin
     assert result.answer_kind == "decline" and result.decline == "no_evidence"
     assert result.answer == p.settings.answers.no_evidence and "0800 123 4567" in result.answer
     assert result.sources and not scripted.requests  # searched, found nothing that answers
+    assert result.route == "not_covered"  # the head's not_offered class, then the evidence
+
+
+async def test_a_route_can_demand_stronger_evidence(make_pipeline, scripted) -> None:
+    """The same well-answered question is answered under the global bar and declined on a
+    route whose bar no sentence reaches."""
+    question = "How much is express delivery of a replacement card?"
+    answered = await make_pipeline(scripted.url, answer="extractive").arun(question)
+    strict = make_pipeline(scripted.url, answer="extractive", routing={
+        "routes": {answered.route: {"min_evidence": 2.0}}})
+    declined = await strict.arun(question)
+    assert declined.route == answered.route
+    assert answered.answer_kind == "extractive" and "10 EUR" in answered.answer
+    assert declined.answer_kind == "decline" and declined.decline == "no_evidence"
+    assert declined.sources and not scripted.requests
+
+
+async def test_a_route_can_decline_with_a_named_template(make_pipeline, scripted) -> None:
+    p = make_pipeline(scripted.url, routing={
+        "routes": {"closed": {"stages": [], "model": None, "decline": "no_evidence"}},
+        "intents": {"greeting": "closed"}})
+    result = await p.arun("hello there")
+    assert result.route == "closed" and result.decline == "no_evidence"
+    assert result.answer == p.settings.answers.no_evidence and not result.sources
+    assert not scripted.requests
 
 
 async def test_the_extractive_answer_quotes_the_sentence_that_answers(scripted) -> None:
@@ -186,6 +212,19 @@ async def test_a_follow_up_is_answered_as_a_standalone_query(make_pipeline, scri
     assert result.query.startswith("I want to send money to a friend in the US.")
     assert result.sources[0].id.split("#")[0] == "transfers-international"
     assert alone.query == "How much does that cost and how long does it take?"
+
+
+def test_a_question_naming_no_known_topic_is_a_follow_up() -> None:
+    """"How long will you take to answer?" has three content words, but the help centre uses
+    fewer than three of them: it needs the previous turn to mean anything."""
+    index = BM25Index([Document("c", "Complaints",
+                                "Complaints take 15 days: we answer a complaint in writing.")])
+    question = "How long will you take to answer?"
+    assert not is_follow_up(question) and is_follow_up(question, index.knows)
+    assert not is_follow_up("How many days do complaints take?", index.knows)
+    history = [{"role": "user", "content": "I want to make a complaint."}]
+    assert standalone_query(question, history, index.knows) == \
+        "I want to make a complaint. How long will you take to answer?"
 
 
 # -- the eval harness -------------------------------------------------------------------------

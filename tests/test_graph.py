@@ -47,7 +47,7 @@ async def test_route_without_branches_skips_them_and_the_llm(scripted) -> None:
 
 async def test_low_confidence_goes_to_the_default_route(scripted) -> None:
     p, _, _ = branchy_pipeline(scripted.url)
-    result = await p.arun("what is the capital of mongolia")
+    result = await p.arun("I have a question")
     assert result.low_confidence and result.route == "rag"
     await p.aclose()
 

@@ -41,7 +41,7 @@ def test_artifact_round_trip(embedder: Embedder, head: IntentHead, tmp_path: Pat
     head.save(path)
     loaded = IntentHead.load(path, embedder.checksum)
     assert loaded.labels == head.labels and np.array_equal(loaded.weights, head.weights)
-    assert loaded.metrics["train_examples"] == 203
+    assert loaded.metrics["train_examples"] == len(read_intents(demo_intents()))
     v = embedder.embed_one("I lost my card")
     assert loaded.classify_vector(v) == head.classify_vector(v)
     assert head.classify_vector(v)[0] == "card_lost_stolen"
@@ -102,5 +102,16 @@ def test_bad_training_files_are_reported_clearly(tmp_path: Path, content: bytes,
 
 def test_demo_intents_are_valid() -> None:
     rows = read_intents(demo_intents())
-    assert len({lab for _, lab in rows}) == 13 and len(rows) >= 150
-    assert "out_of_scope" in {lab for _, lab in rows}
+    assert len({lab for _, lab in rows}) == 14 and len(rows) >= 150
+    assert {"out_of_scope", "not_offered"} <= {lab for _, lab in rows}
+
+
+def test_open_intents_keep_their_confidence_far_from_every_example(
+        embedder: Embedder, head: IntentHead) -> None:
+    """A query far from every example is lowered in confidence, unless the label it gets
+    stands for what the examples do not cover."""
+    v = embedder.embed_one("what is the capital of mongolia")
+    label, lowered = head.classify_vector(v)
+    same, kept = head.classify_vector(v, frozenset({label}))
+    assert label == same == "out_of_scope" and head.in_scope(v) < 1.0
+    assert lowered < kept and lowered == pytest.approx(kept * head.in_scope(v))
