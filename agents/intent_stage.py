@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar, Protocol
 
-from ragpacer.pipeline.context import RunContext
-from ragpacer.pipeline.stage import StageBase, Update
-from ragpacer.pipeline.state import RequestState
+from ragpacer.pipeline.core.context import RunContext
+from ragpacer.pipeline.core.stage import StageBase, Update
+from ragpacer.pipeline.core.state import RequestState
 
 
 class IntentClassifier(Protocol):

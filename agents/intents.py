@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ragpacer.pipeline.errors import IntentArtifactError
+from ragpacer.pipeline.core.errors import IntentArtifactError
 
 ARTIFACT_VERSION = 1
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from ragpacer.pipeline.errors import IntentDataError
+from ragpacer.pipeline.core.errors import IntentDataError
 from ragpacer.retrieval.bm25 import BM25Index
 from ragpacer.retrieval.types import Document
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ragpacer.agents.tools import Tool, ToolArgumentError, validate_arguments
-from ragpacer.pipeline.deadline import Deadline
+from ragpacer.pipeline.core.deadline import Deadline
 
 
 @dataclass(slots=True)

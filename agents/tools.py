@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from ragpacer.pipeline.errors import ToolArgumentError
+from ragpacer.pipeline.core.errors import ToolArgumentError
 
 
 @runtime_checkable

@@ -6,9 +6,9 @@ from typing import Any, ClassVar
 
 from ragpacer.agents.tool_runner import ToolResult, run_tools
 from ragpacer.agents.tools import ToolArgumentError, ToolRegistry
-from ragpacer.pipeline.context import RunContext
-from ragpacer.pipeline.stage import Degraded, StageBase, Update
-from ragpacer.pipeline.state import RequestState
+from ragpacer.pipeline.core.context import RunContext
+from ragpacer.pipeline.core.stage import Degraded, StageBase, Update
+from ragpacer.pipeline.core.state import RequestState
 
 
 class ToolsStage(StageBase):

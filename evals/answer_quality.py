@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from evals.common import save
-from ragpacer.pipeline import quality
-from ragpacer.pipeline.settings import Settings, deep_merge, load_settings
+from ragpacer.pipeline.bench import quality
+from ragpacer.pipeline.core.settings import Settings, deep_merge, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "evals" / "data" / "answer_quality.jsonl"

@@ -23,12 +23,12 @@ import numpy as np
 
 from ragpacer.agents.tool_runner import _one
 from ragpacer.agents.tools_stage import ToolsStage
-from ragpacer.pipeline.components import default_stages, load_index
-from ragpacer.pipeline.context import RunContext
-from ragpacer.pipeline.deadline import Deadline
-from ragpacer.pipeline.llm import LLMClient
-from ragpacer.pipeline.settings import Settings
-from ragpacer.pipeline.stage import Degraded
+from ragpacer.pipeline.assembly import default_stages, load_index
+from ragpacer.pipeline.core.context import RunContext
+from ragpacer.pipeline.core.deadline import Deadline
+from ragpacer.pipeline.core.settings import Settings
+from ragpacer.pipeline.core.stage import Degraded
+from ragpacer.pipeline.llm.client import LLMClient
 from ragpacer.retrieval.filters import matches, merge_filters
 
 NO_DEADLINE_MS = 120_000.0
@@ -118,7 +118,7 @@ class SequentialTools(ToolsStage):
 
 class BaselinePipeline:
     def __init__(self, settings: Settings, llm: LLMClient | None = None) -> None:
-        from ragpacer.pipeline.engine_prepare import engine_env
+        from ragpacer.pipeline.llm.prepare import engine_env
         from ragpacer.retrieval.embedder_prepare import _source_dir
 
         # No decode-speed guess shrinks max_tokens: every answer may use the model's full one.

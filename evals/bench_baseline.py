@@ -19,10 +19,10 @@ from typing import Any
 from evals.baseline import BaselinePipeline, BaselineTarget
 from evals.common import save
 from evals.server_process import ROOT
-from ragpacer.pipeline.loadgen import SdkTarget, run_load
-from ragpacer.pipeline.quality import variant_overrides
+from ragpacer.pipeline.bench.loadgen import SdkTarget, run_load
+from ragpacer.pipeline.bench.quality import variant_overrides
+from ragpacer.pipeline.core.settings import load_settings
 from ragpacer.pipeline.sdk import Pipeline
-from ragpacer.pipeline.settings import load_settings
 
 STAGES = ["cache", "input_guardrails", "intent", "features", "retrieval", "tools",
           "generation", "grounding", "output_guardrails"]

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 from evals.common import percentiles, save
-from ragpacer.pipeline.context import RunContext
-from ragpacer.pipeline.deadline import Deadline
-from ragpacer.pipeline.features import FeaturesStage, materialize
+from ragpacer.pipeline.core.context import RunContext
+from ragpacer.pipeline.core.deadline import Deadline
+from ragpacer.pipeline.core.settings import load_settings
+from ragpacer.pipeline.features.stage import FeaturesStage, materialize
 from ragpacer.pipeline.sdk import Pipeline
-from ragpacer.pipeline.settings import load_settings
 
 REDIS = "redis://127.0.0.1:6379/0"
 CONFIG = Path("ragpacer.yaml")

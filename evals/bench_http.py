@@ -17,8 +17,8 @@ import time
 import httpx
 
 from evals.common import percentiles, save
+from ragpacer.pipeline.core.settings import load_settings
 from ragpacer.pipeline.sdk import Pipeline
-from ragpacer.pipeline.settings import load_settings
 from tests.support.http import free_port
 
 BODY = {"model": "ragpacer", "messages": [{"role": "user", "content": "how do I freeze my card"}]}

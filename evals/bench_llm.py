@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 
 from evals.common import group_rss_mb, percentiles, save
-from ragpacer.pipeline.engine import EngineError, ManagedEngine
-from ragpacer.pipeline.engine_prepare import prepare
-from ragpacer.pipeline.settings import ManagedEngineSettings
+from ragpacer.pipeline.core.settings import ManagedEngineSettings
+from ragpacer.pipeline.llm.engine import EngineError, ManagedEngine
+from ragpacer.pipeline.llm.prepare import prepare
 
 PROMPT = [
     {"role": "system", "content": "You are the help-centre assistant of Pacer Bank."},

@@ -17,10 +17,10 @@ from typing import Any, ClassVar
 from langgraph.graph import END, START, StateGraph
 
 from evals.common import percentiles, save
+from ragpacer.pipeline.core.settings import load_settings
+from ragpacer.pipeline.core.stage import StageBase
+from ragpacer.pipeline.core.state import RequestState
 from ragpacer.pipeline.sdk import Pipeline
-from ragpacer.pipeline.settings import load_settings
-from ragpacer.pipeline.stage import StageBase
-from ragpacer.pipeline.state import RequestState
 
 
 class Instant(StageBase):

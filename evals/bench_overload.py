@@ -21,8 +21,8 @@ from typing import Any
 
 from evals.common import save
 from evals.server_process import ROOT, ServerProcess, llm_answers, sampled, served
-from ragpacer.pipeline.loadgen import HttpTarget, run_load
-from ragpacer.pipeline.settings import load_settings
+from ragpacer.pipeline.bench.loadgen import HttpTarget, run_load
+from ragpacer.pipeline.core.settings import load_settings
 
 DEADLINE_MS = 2500
 ON = {**llm_answers(), "RAGPACER_CACHE__ENABLED": "false", "RAGPACER_TRACING__EXPORTER": "none",
@@ -38,7 +38,7 @@ OFF = {**ON, "RAGPACER_DEADLINE_MS": "30000", "RAGPACER_SERVER__MAX_CONCURRENCY"
 @contextlib.contextmanager
 def shared_engine() -> Iterator[None]:
     """Start the configured engine once; each server below adopts it and leaves it running."""
-    from ragpacer.pipeline.engine_manager import managed_engine
+    from ragpacer.pipeline.llm.manager import managed_engine
 
     engine = managed_engine(load_settings(ROOT / "ragpacer.yaml"), print)
     engine.start()

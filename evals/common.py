@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ragpacer.pipeline.measure import group_rss_mb, percentiles
+from ragpacer.pipeline.bench.measure import group_rss_mb, percentiles
 
 __all__ = ["RESULTS", "group_rss_mb", "machine", "percentiles", "save"]
 

@@ -12,7 +12,7 @@ import csv
 from pathlib import Path
 
 from evals.common import save
-from ragpacer.pipeline.semantic_cache import SemanticCache
+from ragpacer.pipeline.cache.semantic import SemanticCache
 from ragpacer.retrieval.embedder import Embedder
 from ragpacer.retrieval.embedder_prepare import embedder_dir
 

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def llm_answers(answer: str = "llm_grounded") -> dict[str, str]:
     """RAGPACER_* variables making every route with a model answer through the LLM: load
     runs measure the engine under load, which the shipped extractive answers never call."""
-    from ragpacer.pipeline.settings import load_settings
+    from ragpacer.pipeline.core.settings import load_settings
 
     routes = load_settings(ROOT / "ragpacer.yaml", environ={}).routing.routes
     return {f"RAGPACER_ROUTING__ROUTES__{name.upper()}__ANSWER": answer

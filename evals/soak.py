@@ -21,7 +21,7 @@ from typing import Any
 
 from evals.common import save
 from evals.server_process import llm_answers, sampled, served
-from ragpacer.pipeline.loadgen import HttpTarget, run_load
+from ragpacer.pipeline.bench.loadgen import HttpTarget, run_load
 
 GROWTH_MB = 64.0
 FD_GROWTH = 32

@@ -1,7 +1,7 @@
 """Entity `customer` and its precomputed features (made nightly from a parquet file).
 
 Feast runs every .py in this folder on `feast apply`: definitions only, no scripts here. The
-parquet file is written by `ragpacer features materialize --demo` (pipeline/feature_data.py).
+parquet file is written by `ragpacer features materialize --demo` (pipeline/features/data.py).
 """
 
 from datetime import timedelta

@@ -6,10 +6,10 @@ must not answer, so a decline or an extractive answer reads the same whichever p
 
 from __future__ import annotations
 
-from ragpacer.pipeline.context import AnswerOptions, RunContext
-from ragpacer.pipeline.settings import DeclineReason
-from ragpacer.pipeline.stage import Update
-from ragpacer.pipeline.state import RequestState
+from ragpacer.pipeline.core.context import AnswerOptions, RunContext
+from ragpacer.pipeline.core.settings import DeclineReason
+from ragpacer.pipeline.core.stage import Update
+from ragpacer.pipeline.core.state import RequestState
 from ragpacer.retrieval.extractive import Selection, SentenceSelector, split_sentences
 
 

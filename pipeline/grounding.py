@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ragpacer.pipeline.answers import extractive, select
-from ragpacer.pipeline.context import RunContext
-from ragpacer.pipeline.stage import Degraded, StageBase, Update
-from ragpacer.pipeline.state import RequestState
+from ragpacer.pipeline.core.context import RunContext
+from ragpacer.pipeline.core.stage import Degraded, StageBase, Update
+from ragpacer.pipeline.core.state import RequestState
 from ragpacer.retrieval.analyzer import Analyzer
 from ragpacer.retrieval.extractive import SentenceSelector
 

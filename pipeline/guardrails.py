@@ -5,16 +5,16 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from ragpacer.pipeline.context import RunContext
-from ragpacer.pipeline.errors import (
+from ragpacer.pipeline.core.context import RunContext
+from ragpacer.pipeline.core.errors import (
     BlockedInputError,
     EmptyQueryError,
     InputError,
     QueryTooLongError,
 )
-from ragpacer.pipeline.settings import GuardrailSettings
-from ragpacer.pipeline.stage import StageBase, Update
-from ragpacer.pipeline.state import RequestState
+from ragpacer.pipeline.core.settings import GuardrailSettings
+from ragpacer.pipeline.core.stage import StageBase, Update
+from ragpacer.pipeline.core.state import RequestState
 
 _CONTROL = re.compile(
     r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]"

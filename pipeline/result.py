@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ragpacer.pipeline.deadline import Deadline
-from ragpacer.pipeline.stage import Outcome, StageRecord
+from ragpacer.pipeline.core.deadline import Deadline
+from ragpacer.pipeline.core.stage import Outcome, StageRecord
 from ragpacer.retrieval.types import Hit
 
 # The fields a cache hit reuses.

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ragpacer.pipeline.answers import within_limits
-from ragpacer.pipeline.cache import (
+from ragpacer.pipeline.assembly import config_version, default_stages, index_version, load_index
+from ragpacer.pipeline.cache.response import (
     CacheLookup,
     CacheWriter,
     MemoryCache,
@@ -21,23 +22,22 @@ from ragpacer.pipeline.cache import (
     cache_key,
     semantic_scope,
 )
-from ragpacer.pipeline.components import config_version, default_stages, index_version, load_index
-from ragpacer.pipeline.context import NO_OPTIONS, AnswerOptions, RunContext
+from ragpacer.pipeline.cache.semantic import SemanticCache
 from ragpacer.pipeline.conversation import history_turns, standalone_query
-from ragpacer.pipeline.deadline import Deadline
-from ragpacer.pipeline.errors import InputError
-from ragpacer.pipeline.graph import build_graph
-from ragpacer.pipeline.guardrails import StreamRedactor, validate_query
-from ragpacer.pipeline.llm import LLMClient
-from ragpacer.pipeline.metrics import Metrics
-from ragpacer.pipeline.plan import build_plan, check_fallbacks
+from ragpacer.pipeline.core.context import NO_OPTIONS, AnswerOptions, RunContext
+from ragpacer.pipeline.core.deadline import Deadline
+from ragpacer.pipeline.core.errors import InputError
+from ragpacer.pipeline.core.graph import build_graph
+from ragpacer.pipeline.core.plan import build_plan, check_fallbacks
+from ragpacer.pipeline.core.runner import Observer, StageRunner
+from ragpacer.pipeline.core.settings import Settings, load_settings
+from ragpacer.pipeline.core.stage import Stage, StageRecord
+from ragpacer.pipeline.core.state import RequestState
+from ragpacer.pipeline.guardrails import StreamRedactor, redact_pii, validate_query
+from ragpacer.pipeline.llm.client import LLMClient
+from ragpacer.pipeline.observe.metrics import Metrics
+from ragpacer.pipeline.observe.tracing import Tracing
 from ragpacer.pipeline.result import Result
-from ragpacer.pipeline.runner import Observer, StageRunner
-from ragpacer.pipeline.semantic_cache import SemanticCache
-from ragpacer.pipeline.settings import Settings, load_settings
-from ragpacer.pipeline.stage import Stage, StageRecord
-from ragpacer.pipeline.state import RequestState
-from ragpacer.pipeline.tracing import Tracing
 from ragpacer.retrieval.filters import normalise_filters
 
 T = TypeVar("T")
@@ -69,7 +69,8 @@ class Pipeline:
         check_fallbacks(settings, supported)
         self.stages = built
         self.metrics = Metrics()
-        self.runner = StageRunner(build_plan(settings), [self.metrics.observe_stage, *observers])
+        self.runner = StageRunner(build_plan(settings), [self.metrics.observe_stage, *observers],
+                                  redact=lambda text: redact_pii(text)[0])
         self.graph = build_graph(settings, built, self.runner)
         self.cache: ResponseCache | None = None
         self.semantic: SemanticCache | None = None
@@ -114,7 +115,7 @@ class Pipeline:
         if not self.uses_llm:
             say("no route answers with the LLM: the managed engine is not started")
             return
-        from ragpacer.pipeline.engine_manager import managed_engine
+        from ragpacer.pipeline.llm.manager import managed_engine
 
         engine = await asyncio.to_thread(managed_engine, self.settings, say)
         engine.start()  # from the loop's own thread: the parent-death signal follows it

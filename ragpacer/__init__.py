@@ -14,7 +14,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from ragpacer.pipeline.errors import (
+from ragpacer.pipeline.core.errors import (
     BlockedInputError,
     ConfigError,
     EmptyQueryError,
@@ -29,8 +29,8 @@ from ragpacer.pipeline.errors import (
     SetupError,
     StageFailed,
 )
+from ragpacer.pipeline.core.settings import Settings
 from ragpacer.pipeline.result import Result
-from ragpacer.pipeline.settings import Settings
 
 if TYPE_CHECKING:
     from ragpacer.pipeline.sdk import Pipeline

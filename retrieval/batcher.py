@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ragpacer.pipeline.deadline import Deadline
+from ragpacer.pipeline.core.deadline import Deadline
 
 
 class MicroBatcher:

@@ -6,7 +6,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from ragpacer.pipeline.errors import CorpusError
+from ragpacer.pipeline.core.errors import CorpusError
 from ragpacer.retrieval.types import Document
 
 

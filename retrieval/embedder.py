@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from ragpacer.pipeline.errors import EmbedderError
+from ragpacer.pipeline.core.errors import EmbedderError
 from ragpacer.retrieval.embedder_prepare import embedder_checksum
 
 DIM = 384

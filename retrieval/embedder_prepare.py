@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from importlib import resources
 from pathlib import Path
 
-from ragpacer.pipeline.engine_prepare import (
+from ragpacer.pipeline.llm.prepare import (
     PrepareError,
     Say,
     ensure_env,
@@ -51,8 +52,9 @@ def prepare_embedder(home: Path, say: Say = print) -> Path:
     python = ensure_env(home.resolve(), "vllm", say)
     install_steps(python, EXPORT_STEPS, python.parent.parent / ".ragpacer-export-ready", say)
     src = _source_dir(python)
-    script = Path(__file__).resolve().parent.parent / "pipeline" / "engine_scripts" / \
-        "export_minilm.py"
+    # Runs in the engine's environment (it has torch), beside the engine's other scripts.
+    script = Path(str(resources.files("ragpacer.pipeline.llm") / "engine_scripts" /
+                      "export_minilm.py"))
     say("exporting all-MiniLM-L6-v2 to ONNX and quantizing INT8 per channel (about 30 s)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     done = subprocess.run([str(python), str(script), str(src), str(out)],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ragpacer.pipeline.errors import InvalidFiltersError
+from ragpacer.pipeline.core.errors import InvalidFiltersError
 from ragpacer.retrieval.types import Hit
 
 Filters = dict[str, tuple[str, ...]]

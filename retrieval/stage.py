@@ -5,9 +5,9 @@ from __future__ import annotations
 import inspect
 from typing import Any, ClassVar
 
-from ragpacer.pipeline.context import RunContext
-from ragpacer.pipeline.stage import StageBase, Update
-from ragpacer.pipeline.state import RequestState
+from ragpacer.pipeline.core.context import RunContext
+from ragpacer.pipeline.core.stage import StageBase, Update
+from ragpacer.pipeline.core.state import RequestState
 from ragpacer.retrieval.bm25 import BM25Index
 from ragpacer.retrieval.filters import BOOST_RANKS, Filters, boost, merge_filters
 from ragpacer.retrieval.hybrid import HybridIndex

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from ragpacer.pipeline.quality import variant_overrides
+from ragpacer.pipeline.bench.quality import variant_overrides
+from ragpacer.pipeline.core.settings import Settings, deep_merge, load_settings
 from ragpacer.pipeline.sdk import Pipeline
-from ragpacer.pipeline.settings import Settings, deep_merge, load_settings
 from tests.scripted_llm import Script, ScriptedLLM
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any, ClassVar
 
-from ragpacer.pipeline.stage import StageBase, Update
+from ragpacer.pipeline.core.stage import StageBase, Update
 
 
 class Probe(StageBase):

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ragpacer.pipeline import quality
+from ragpacer.pipeline.bench import quality
 from ragpacer.pipeline.conversation import is_follow_up, standalone_query
+from ragpacer.pipeline.core.stage import Outcome
 from ragpacer.pipeline.grounding import claims, complete_sentences, judge, strip_markup, unsupported
 from ragpacer.pipeline.sdk import Pipeline
-from ragpacer.pipeline.stage import Outcome
 from ragpacer.retrieval.bm25 import BM25Index
 from ragpacer.retrieval.types import Document
 from tests.conftest import ROOT, make_settings

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from ragpacer.pipeline.deadline import Deadline
+from ragpacer.pipeline.core.deadline import Deadline
 from ragpacer.retrieval.batcher import MicroBatcher
 from ragpacer.retrieval.embedder import Embedder
 from ragpacer.retrieval.embedder_prepare import embedder_dir

@@ -2,10 +2,10 @@ import time
 
 import pytest
 
-from ragpacer.pipeline.budget import LatencyWindow, allot
-from ragpacer.pipeline.deadline import Deadline
-from ragpacer.pipeline.plan import build_plan
-from ragpacer.pipeline.settings import load_settings
+from ragpacer.pipeline.core.budget import LatencyWindow, allot
+from ragpacer.pipeline.core.deadline import Deadline
+from ragpacer.pipeline.core.plan import build_plan
+from ragpacer.pipeline.core.settings import load_settings
 
 
 def test_deadline_rejects_non_positive() -> None:

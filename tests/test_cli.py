@@ -45,7 +45,7 @@ def test_config_check(tmp_path: Path) -> None:
 
 
 async def test_load_generator_closed_and_open_loop(scripted) -> None:
-    from ragpacer.pipeline.loadgen import SdkTarget, run_load
+    from ragpacer.pipeline.bench.loadgen import SdkTarget, run_load
     from ragpacer.pipeline.sdk import Pipeline
     from tests.conftest import make_settings
 

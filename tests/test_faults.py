@@ -146,7 +146,7 @@ def feast_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_feast_online_store_down_slow_then_recovered(llm: ScriptedLLM, feast_repo: Path) -> None:
     if not redis_up():
         pytest.skip("no Redis on 127.0.0.1:6379 (.ci/run starts one)")
-    from ragpacer.pipeline.features import materialize
+    from ragpacer.pipeline.features.stage import materialize
 
     direct = make_settings(llm.url, feast_repo=str(feast_repo), redis_url="redis://127.0.0.1:6379/0",
                            features={"enabled": True, "online_store": "redis"})

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from ragpacer.pipeline.context import RunContext
-from ragpacer.pipeline.deadline import Deadline
-from ragpacer.pipeline.features import FeaturesStage, materialize
+from ragpacer.pipeline.core.context import RunContext
+from ragpacer.pipeline.core.deadline import Deadline
+from ragpacer.pipeline.core.stage import Degraded
+from ragpacer.pipeline.features.stage import FeaturesStage, materialize
 from ragpacer.pipeline.sdk import Pipeline
-from ragpacer.pipeline.stage import Degraded
 from tests.conftest import ROOT, make_settings
 from tests.support.http import free_port
 from tests.support.redis import redis_up

@@ -8,8 +8,8 @@ import os
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from ragpacer.pipeline.http import create_app
 from ragpacer.pipeline.sdk import Pipeline
+from ragpacer.pipeline.serving import create_app
 from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
 

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from ragpacer.pipeline.errors import ConfigError, CorpusError, InputError
-from ragpacer.pipeline.http.protocol import ChatCompletionRequest
+from ragpacer.pipeline.core.errors import ConfigError, CorpusError, InputError
+from ragpacer.pipeline.core.settings import Settings, load_settings
 from ragpacer.pipeline.sdk import Pipeline
-from ragpacer.pipeline.settings import Settings, load_settings
+from ragpacer.pipeline.serving.protocol import ChatCompletionRequest
 from ragpacer.retrieval.ingest import read_documents
 from tests.conftest import ROOT, make_settings
 

@@ -4,10 +4,16 @@ import time
 
 import pytest
 
-from ragpacer.pipeline.deadline import Deadline
-from ragpacer.pipeline.llm import CUT_MARGIN_S, MAX_CUT_LAG_S, PROBE_AFTER_S, Completion, LLMClient
+from ragpacer.pipeline.core.deadline import Deadline
+from ragpacer.pipeline.core.stage import Outcome
+from ragpacer.pipeline.llm.client import (
+    CUT_MARGIN_S,
+    MAX_CUT_LAG_S,
+    PROBE_AFTER_S,
+    Completion,
+    LLMClient,
+)
 from ragpacer.pipeline.sdk import Pipeline
-from ragpacer.pipeline.stage import Outcome
 from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
 

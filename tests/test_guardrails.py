@@ -1,6 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ragpacer.pipeline.core.settings import GuardrailSettings
 from ragpacer.pipeline.guardrails import (
     StreamRedactor,
     find_pii,
@@ -9,7 +10,6 @@ from ragpacer.pipeline.guardrails import (
     redact_pii,
     validate_query,
 )
-from ragpacer.pipeline.settings import GuardrailSettings
 
 
 def test_luhn() -> None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ragpacer.pipeline.errors import (
+from ragpacer.pipeline.core.errors import (
     BlockedInputError,
     EmptyQueryError,
     InputError,

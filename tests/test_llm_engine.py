@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ragpacer.pipeline.deadline import Deadline
-from ragpacer.pipeline.engine import ManagedEngine
-from ragpacer.pipeline.engine_prepare import PrepareError, find_gguf, manifest_ok, prepare
-from ragpacer.pipeline.llm import LLMClient
+from ragpacer.pipeline.core.deadline import Deadline
+from ragpacer.pipeline.llm.client import LLMClient
+from ragpacer.pipeline.llm.engine import ManagedEngine
+from ragpacer.pipeline.llm.prepare import PrepareError, find_gguf, manifest_ok, prepare
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import ROOT, make_settings
 
@@ -200,7 +200,7 @@ def test_engine_that_cannot_start_reports_its_log(tmp_path: Path) -> None:
                                 model_dir=tmp_path / "missing-model")
     engine = ManagedEngine(settings.llm.managed, broken, tmp_path, "smollm2")
     engine.start()
-    from ragpacer.pipeline.engine import EngineError
+    from ragpacer.pipeline.llm.engine import EngineError
 
     with pytest.raises(EngineError, match="exited with code"):
         engine.wait_healthy(timeout_s=120)
@@ -213,8 +213,8 @@ def test_engine_that_cannot_start_reports_its_log(tmp_path: Path) -> None:
 
 
 def test_engine_flags_follow_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ragpacer.pipeline import engine as eng
-    from ragpacer.pipeline.engine_prepare import Prepared
+    from ragpacer.pipeline.llm import engine as eng
+    from ragpacer.pipeline.llm.prepare import Prepared
 
     prepared = Prepared(python=Path("/py"), gguf=Path("/m.gguf"), model_dir=Path("/model"))
     cfg = engine_settings(gpu_quantization="awq", model_dir="/awq-model").llm.managed

@@ -8,9 +8,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from ragpacer.pipeline.engine import ManagedEngine
-from ragpacer.pipeline.engine_prepare import manifest_ok, prepare
-from ragpacer.pipeline.settings import ManagedEngineSettings
+from ragpacer.pipeline.core.settings import ManagedEngineSettings
+from ragpacer.pipeline.llm.engine import ManagedEngine
+from ragpacer.pipeline.llm.prepare import manifest_ok, prepare
 from tests.conftest import ROOT
 
 DATA = ROOT.parent / "shared" / "data"

@@ -36,7 +36,7 @@ def test_the_wheel_installs_only_the_ragpacer_package(wheel: Path) -> None:
     for needed in ("ragpacer/__init__.py", "ragpacer/py.typed", "ragpacer/pipeline/sdk.py",
                    "ragpacer/pipeline/demo/knowledge_base.jsonl",
                    "ragpacer/pipeline/demo/intents.npz",
-                   "ragpacer/pipeline/engine_scripts/convert_gguf.py",
+                   "ragpacer/pipeline/llm/engine_scripts/convert_gguf.py",
                    "ragpacer/retrieval/stores/edge.py", "ragpacer/agents/builtin/currency.py"):
         assert needed in names, needed
     entry = next(n for n in names if n.endswith("entry_points.txt"))
@@ -56,6 +56,64 @@ def test_no_module_imports_the_folders_by_their_top_level_names() -> None:
                 bad += [f"{path.relative_to(ROOT)}: {n}" for n in names
                         if n.split(".")[0] in ("pipeline", "agents", "retrieval")]
     assert not bad, bad
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts if parts[0] == "ragpacer" else ["ragpacer", *parts])
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Our modules and the modules of ours each imports at module level (what runs at import
+    time; imports inside functions and TYPE_CHECKING blocks do not)."""
+    paths = {_module_name(p): p for folder in ("ragpacer", "pipeline", "agents", "retrieval")
+             for p in (ROOT / folder).rglob("*.py") if "engine_scripts" not in p.parts}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        deps: set[str] = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & paths.keys()
+                deps |= subs or {node.module}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+        graph[name] = {d for d in deps if d in paths and d != name}
+    return graph
+
+
+def test_the_request_core_imports_nothing_else_of_ours() -> None:
+    graph = import_graph()
+    core = {m for m in graph if m.startswith("ragpacer.pipeline.core")}
+    assert len(core) >= 10
+    outside = {m: sorted(graph[m] - core) for m in core if graph[m] - core}
+    assert not outside, outside
+
+
+def test_there_is_no_import_cycle() -> None:
+    graph = import_graph()
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        if module in path:
+            raise AssertionError(" -> ".join((*path[path.index(module):], module)))
+        if module not in done:
+            for dep in sorted(graph[module]):
+                visit(dep, (*path, module))
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())
+
+
+def test_every_subpackage_is_in_the_wheel(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for folder, package in (("pipeline", "pipeline"), ("agents", "agents"),
+                            ("retrieval", "retrieval")):
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.relative_to(ROOT / folder).as_posix()
+            assert f"ragpacer/{package}/{rel}" in names, rel
 
 
 def test_the_cli_reports_its_version() -> None:

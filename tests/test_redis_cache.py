@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ragpacer.pipeline.cache import CacheUnavailable, RedisCache
+from ragpacer.pipeline.cache.response import CacheUnavailable, RedisCache
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.support.http import free_port
@@ -119,7 +119,7 @@ async def test_circuit_fails_fast_while_open() -> None:
 @pytest.mark.parametrize("persistent", [True, False])
 async def test_cache_survives_a_restart_only_with_persistence_and_loss_is_never_wrong(
         scripted, tmp_path, persistent: bool) -> None:  # type: ignore[no-untyped-def]
-    from ragpacer.pipeline.cache import redis_persistence
+    from ragpacer.pipeline.cache.response import redis_persistence
 
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")

@@ -2,19 +2,19 @@ from typing import Any
 
 import pytest
 
-from ragpacer.pipeline.context import RunContext
-from ragpacer.pipeline.deadline import Deadline
-from ragpacer.pipeline.errors import StageFailed
-from ragpacer.pipeline.plan import StagePlan
-from ragpacer.pipeline.runner import StageRunner
-from ragpacer.pipeline.settings import load_settings
-from ragpacer.pipeline.stage import Outcome
+from ragpacer.pipeline.core.context import RunContext
+from ragpacer.pipeline.core.deadline import Deadline
+from ragpacer.pipeline.core.errors import StageFailed
+from ragpacer.pipeline.core.plan import StagePlan
+from ragpacer.pipeline.core.runner import StageRunner
+from ragpacer.pipeline.core.settings import load_settings
+from ragpacer.pipeline.core.stage import Outcome
 from tests.stages import Probe
 
 
 def runner_for(name: str, budget_ms: float, fallback: str, reserve_ms: float = 0.0):
     plans = {"*": {name: StagePlan(budget_ms, reserve_ms, fallback)}}
-    return StageRunner(plans)
+    return StageRunner(plans, redact=lambda text: text)
 
 
 def ctx(deadline_ms: float = 2000) -> RunContext:
@@ -41,6 +41,16 @@ async def test_stage_error_uses_fallback_and_is_reported() -> None:
     update, record = await runner_for("tools", 100, "skip").run(stage, {}, ctx())
     assert update == {} and record.outcome is Outcome.ERROR
     assert "exploded" in (record.detail or "")
+
+
+async def test_a_failure_detail_passes_through_the_redactor() -> None:
+    """An error message may echo the prompt: what a record keeps is what ``redact`` made of
+    it, bounded; the SDK passes the guardrails' PII redaction."""
+    plans = {"*": {"tools": StagePlan(100, 0, "skip")}}
+    runner = StageRunner(plans, redact=lambda text: text.replace("exploded", "[X]") * 100)
+    _, record = await runner.run(Probe("tools", fail=True), {}, ctx())
+    assert "[X]" in (record.detail or "") and "exploded" not in (record.detail or "")
+    assert len(record.detail or "") == 300
 
 
 async def test_stage_that_cannot_fit_is_skipped_before_it_starts() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ragpacer.pipeline.semantic_cache import SemanticCache, polarity
+from ragpacer.pipeline.cache.semantic import SemanticCache, polarity
 
 
 def unit(seed: int) -> np.ndarray:

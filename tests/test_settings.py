@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from ragpacer.pipeline.errors import ConfigError
+from ragpacer.pipeline.core.errors import ConfigError
+from ragpacer.pipeline.core.settings import load_settings
 from ragpacer.pipeline.sdk import Pipeline
-from ragpacer.pipeline.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

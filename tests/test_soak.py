@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from evals.soak import soak, verdict
-from ragpacer.pipeline.engine_prepare import manifest_ok
+from ragpacer.pipeline.llm.prepare import manifest_ok
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.llm

@@ -10,7 +10,7 @@ from ragpacer.agents.builtin.currency import CurrencyConvert
 from ragpacer.agents.builtin.transactions import RecentTransactions, RedisTransactionStore
 from ragpacer.agents.tool_runner import run_tools
 from ragpacer.agents.tools import ToolArgumentError, openai_tool, validate_arguments
-from ragpacer.pipeline.deadline import Deadline
+from ragpacer.pipeline.core.deadline import Deadline
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.support.tools import Sleepy

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from ragpacer.pipeline import traces as tr
 from ragpacer.pipeline.cli import app
+from ragpacer.pipeline.observe import traces as tr
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 
@@ -64,7 +64,7 @@ def test_reading_traces_from_langfuse_public_api() -> None:
 def test_offsets_come_from_the_spans_given_not_an_earlier_call() -> None:
     """Root starts were once cached by the list's id(); a new list at a reused address got
     the offsets of a trace read before."""
-    from ragpacer.pipeline.traces import stage_rows
+    from ragpacer.pipeline.observe.traces import stage_rows
 
     def spans(root_ns: int) -> list[dict]:
         return [{"trace_id": "t", "span_id": "r", "parent_id": None, "name": "ragpacer.request",

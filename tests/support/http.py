@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from ragpacer.pipeline.http import create_app
-from ragpacer.pipeline.http.server import uvicorn_config
 from ragpacer.pipeline.sdk import Pipeline
+from ragpacer.pipeline.serving import create_app
+from ragpacer.pipeline.serving.server import uvicorn_config
 
 
 def free_port() -> int:

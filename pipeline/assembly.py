@@ -1,0 +1,225 @@
+"""The default stages built from settings: what ``Pipeline.from_config`` plugs into the graph."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ragpacer.agents.intent_stage import IntentClassifier, IntentRouter
+from ragpacer.agents.lexical import LexicalIntentClassifier, demo_intents, read_intents
+from ragpacer.agents.tools_stage import ToolsStage
+from ragpacer.pipeline.core.errors import ConfigError, InvalidFiltersError
+from ragpacer.pipeline.core.settings import Settings
+from ragpacer.pipeline.core.stage import Stage
+from ragpacer.pipeline.grounding import Grounding
+from ragpacer.pipeline.guardrails import InputGuardrails, OutputGuardrails
+from ragpacer.pipeline.llm.client import LLMClient
+from ragpacer.pipeline.llm.generation import Generation
+from ragpacer.retrieval.bm25 import BM25Index
+from ragpacer.retrieval.corpus import demo_knowledge_base, load_jsonl
+from ragpacer.retrieval.extractive import SentenceIndex, SentenceSelector
+from ragpacer.retrieval.filters import Filters, normalise_filters
+from ragpacer.retrieval.hybrid import HybridIndex
+from ragpacer.retrieval.stage import Retrieval
+
+
+def route_filters(settings: Settings) -> dict[str, Filters]:
+    """Route filters validated at startup, so a typo fails now and not at the first request."""
+    out: dict[str, Filters] = {}
+    for name, route in settings.routing.routes.items():
+        try:
+            out[name] = normalise_filters(route.filters, settings.retrieval.filter_fields)
+        except InvalidFiltersError as exc:
+            raise ConfigError(str(exc), field=f"routing.routes.{name}.filters") from exc
+    return out
+
+
+def load_index(settings: Settings) -> BM25Index:
+    path = settings.retrieval.knowledge_base or demo_knowledge_base()
+    return BM25Index(load_jsonl(path))
+
+
+def config_version(settings: Settings) -> str:
+    return hashlib.blake2b(settings.model_dump_json().encode(), digest_size=4).hexdigest()
+
+
+def index_version(index: BM25Index) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for d in index.documents:
+        h.update(d.id.encode())
+        h.update(d.text.encode())
+    return h.hexdigest()
+
+
+def intent_artifact(settings: Settings) -> Path:
+    """The configured head; else one trained locally; else the demo head shipped trained."""
+    if settings.routing.artifact is not None:
+        return settings.routing.artifact
+    local = settings.home / "intents" / "intents.npz"
+    if local.exists() or settings.routing.examples is not None:
+        return local
+    return Path(str(resources.files("ragpacer.pipeline") / "demo" / "intents.npz"))
+
+
+def load_embedder(settings: Settings) -> Any:
+    """The one ONNX embedder of the process, when the config uses embeddings at all."""
+    if settings.routing.classifier != "embedding":
+        return None
+    from ragpacer.retrieval.embedder import Embedder
+    from ragpacer.retrieval.embedder_prepare import embedder_dir
+
+    return Embedder(embedder_dir(settings.home))
+
+
+def intent_classifier(settings: Settings, embedder: Any) -> IntentClassifier:
+    if embedder is None:
+        return LexicalIntentClassifier(read_intents(settings.routing.examples or demo_intents()))
+    from ragpacer.agents.intents import EmbeddingIntentClassifier, IntentHead
+
+    head = IntentHead.load(intent_artifact(settings), embedder.checksum)
+    batcher = None
+    if settings.routing.batch_window_ms > 0:
+        from ragpacer.retrieval.batcher import MicroBatcher
+
+        batcher = MicroBatcher(embedder.embed, window_ms=settings.routing.batch_window_ms,
+                               max_batch=settings.routing.max_batch)
+    return EmbeddingIntentClassifier(embedder, head, batcher,
+                                     frozenset(settings.routing.open_intents))
+
+
+def index_root(settings: Settings) -> Path:
+    return settings.home / "index"
+
+
+def edge_store(settings: Settings) -> Any:
+    """The ingested Qdrant Edge index, when the config says to use it."""
+    from ragpacer.retrieval.ingest import current_index
+
+    cfg = settings.retrieval
+    if cfg.backend == "memory":
+        return None
+    if cfg.backend == "server":
+        from ragpacer.retrieval.stores.server import ServerStore
+
+        if not cfg.qdrant_url:
+            raise ConfigError("the server backend needs retrieval.qdrant_url",
+                              field="retrieval.qdrant_url")
+        return ServerStore(cfg.qdrant_url, cfg.collection)
+    path = current_index(index_root(settings))
+    if path is None:
+        if settings.retrieval.backend == "edge":
+            raise ConfigError(f"no index under {index_root(settings)}: run `ragpacer ingest`",
+                              field="retrieval.backend")
+        return None
+    from ragpacer.retrieval.stores.edge import EdgeStore
+
+    # An Edge shard is locked by the process that opens it: one store per path per process.
+    # Several server processes need the Qdrant server backend instead.
+    if path not in _STORES:
+        try:
+            _STORES[path] = EdgeStore.open(path)
+        except Exception as exc:  # e.g. locked by a running `ragpacer serve`
+            if settings.retrieval.backend == "edge":
+                raise ConfigError(f"cannot open the index {path}: {exc}",
+                                  field="retrieval.backend") from exc
+            log.warning("index %s unavailable (%s); searching the knowledge base in memory",
+                        path, exc)
+            return None
+    return _STORES[path]
+
+
+_STORES: dict[Path, Any] = {}
+
+
+log = logging.getLogger("ragpacer")
+_VECTORS: dict[tuple[str, str], Any] = {}
+
+
+def document_vectors(index: BM25Index, embedder: Any) -> Any:
+    """Embeds the knowledge base once per process (per index and embedder version)."""
+    key = (index_version(index), embedder.checksum)
+    if key not in _VECTORS:
+        texts = [f"{d.title}. {d.text}" for d in index.documents]
+        _VECTORS[key] = embedder.embed_many(texts)
+    return _VECTORS[key]
+
+
+def sentence_selector(settings: Settings, index: BM25Index, embedder: Any) -> SentenceSelector:
+    """Picks the extractive answer's sentences; their vectors are embedded at first start and
+    cached beside the index (keyed by index and embedder version)."""
+    if embedder is None:
+        return SentenceSelector(None, index.analyzer, index.idf)
+    name = f"sentences-v2-{index_version(index)}-{embedder.checksum[:12]}.npz"
+    vectors = SentenceIndex.load_or_build(index_root(settings) / name, index.documents, embedder)
+    return SentenceSelector(vectors, index.analyzer, index.idf)
+
+
+_TX_STORES: dict[str | None, Any] = {}
+
+
+def transaction_store(settings: Settings) -> Any:
+    """Request-time transactions: one store per Redis URL (or in-process) per process."""
+    from ragpacer.agents.builtin.transactions import RedisTransactionStore, TransactionStore
+
+    url = settings.redis_url
+    if url not in _TX_STORES:
+        _TX_STORES[url] = RedisTransactionStore(url) if url else TransactionStore()
+    return _TX_STORES[url]
+
+
+def tool_registry(settings: Settings, index: BM25Index, features: Any = None) -> Any:
+    from ragpacer.agents.builtin.currency import CurrencyConvert
+    from ragpacer.agents.builtin.knowledge import KnowledgeSearch
+    from ragpacer.agents.builtin.transactions import RecentTransactions
+    from ragpacer.agents.tools import ToolRegistry
+
+    cfg = settings.tools
+    store = transaction_store(settings)
+    registry = ToolRegistry([
+        CurrencyConvert(cfg.currency_rates or None, cfg.default_timeout_s),
+        RecentTransactions(store, cfg.default_timeout_s),
+        KnowledgeSearch(index, cfg.default_timeout_s),
+    ])
+    if features is not None:
+        from ragpacer.agents.builtin.profile import CustomerProfile
+
+        registry.register(CustomerProfile(features, cfg.default_timeout_s))
+    if cfg.http_url:
+        from ragpacer.agents.builtin.http_service import HttpServiceTool
+
+        registry.register(HttpServiceTool(cfg.http_url, cfg.http_timeout_s))
+    for name, route in settings.routing.routes.items():
+        unknown = [t for t in [*route.tools, *route.llm_tools] if t not in registry.names()]
+        if unknown:
+            raise ConfigError(f"unknown tools {unknown}; available: {registry.names()}",
+                              field=f"routing.routes.{name}.tools")
+    return registry
+
+
+def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict[str, Stage]:
+    embedder = load_embedder(settings)
+    features = None
+    if settings.features.enabled:
+        from ragpacer.pipeline.features.stage import FeaturesStage
+
+        features = FeaturesStage(settings, transaction_store(settings))
+    registry = tool_registry(settings, index, features)
+    hybrid: Any = edge_store(settings)
+    if hybrid is None and embedder is not None and settings.retrieval.mode != "bm25":
+        hybrid = HybridIndex(index, document_vectors(index, embedder))
+    selector = sentence_selector(settings, index, embedder)
+    stages: dict[str, Stage] = {
+        "input_guardrails": InputGuardrails(),
+        "intent": IntentRouter(intent_classifier(settings, embedder)),
+        "retrieval": Retrieval(index, route_filters(settings), hybrid),
+        "tools": ToolsStage(registry),
+        "generation": Generation(llm, registry, selector),
+        "grounding": Grounding(selector),
+        "output_guardrails": OutputGuardrails(),
+    }
+    if features is not None:
+        stages["features"] = features
+    return stages

@@ -1,0 +1,1 @@
+"""Measuring ragpacer: the load generator, its statistics, and the answer-quality harness."""

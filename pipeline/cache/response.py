@@ -1,0 +1,208 @@
+"""Response cache: exact match on the normalised query and its scope, checked before the graph.
+
+The in-process LRU is the embedded default; a Redis backend plugs in behind the same protocol.
+Writes never run on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import time
+from collections import OrderedDict
+from typing import Any, ClassVar, Protocol
+
+from ragpacer.pipeline.core.context import RunContext
+from ragpacer.pipeline.core.stage import StageBase, Update
+from ragpacer.pipeline.core.state import RequestState
+
+log = logging.getLogger("ragpacer.cache")
+_SPACE = re.compile(r"\s+")
+_TRAILING = re.compile(r"[\s?!.]+$")
+
+
+def normalise_query(query: str) -> str:
+    return _TRAILING.sub("", _SPACE.sub(" ", query.strip().lower()))
+
+
+def cache_key(query: str, filters: dict[str, Any], version: str,
+              tenant: str | None = None) -> str:
+    scope = json.dumps([tenant, filters], sort_keys=True, separators=(",", ":"))
+    raw = f"{version}\x1f{scope}\x1f{normalise_query(query)}"
+    # Hashed: the key may reach Redis and must not carry the query's text.
+    return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
+
+
+class ResponseCache(Protocol):
+    async def get(self, key: str) -> dict[str, Any] | None: ...
+    async def set(self, key: str, value: dict[str, Any], ttl_s: float) -> None: ...
+
+
+class MemoryCache:
+    """An LRU with per-entry expiry, for one process."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._data: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self.max_entries = max_entries
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        expires, value = item
+        if expires < time.monotonic():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
+        self._data[key] = (time.monotonic() + ttl_s, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.max_entries:
+            self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+class CacheUnavailable(RuntimeError):
+    """The shared cache cannot be reached; the request goes on without it."""
+
+
+class RedisCache:
+    """Redis through redis.asyncio, with short timeouts and a circuit breaker.
+
+    When Redis is down, the first failure opens the circuit: for the next ``backoff_s``
+    (doubling up to 30 s) calls fail at once instead of each paying a connect timeout, then
+    one call probes again. No thundering herd of reconnects.
+    """
+
+    def __init__(self, url: str, *, prefix: str = "ragpacer:cache:",
+                 timeout_s: float = 0.05) -> None:
+        import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        # One immediate retry on a broken connection: after a Redis restart the pooled
+        # connections are dead, and the first request should not pay for that with a miss.
+        self._redis = redis.from_url(url, socket_connect_timeout=timeout_s,
+                                     socket_timeout=timeout_s, retry_on_timeout=False,
+                                     retry=Retry(NoBackoff(), 1),
+                                     retry_on_error=[redis.ConnectionError])
+        self.prefix = prefix
+        self._open_until = 0.0
+        self._backoff_s = 0.5
+
+    async def _call(self, op: str, *args: Any, **kwargs: Any) -> Any:
+        now = time.monotonic()
+        if now < self._open_until:
+            raise CacheUnavailable(f"redis circuit open for {self._open_until - now:.1f} s")
+        try:
+            result = await getattr(self._redis, op)(*args, **kwargs)
+        except (TimeoutError, OSError, Exception) as exc:  # redis' errors, timeouts
+            self._open_until = time.monotonic() + self._backoff_s
+            self._backoff_s = min(self._backoff_s * 2, 30.0)
+            raise CacheUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+        self._backoff_s = 0.5
+        return result
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        raw = await self._call("get", self.prefix + key)
+        return json.loads(raw) if raw else None
+
+    async def set(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
+        payload = json.dumps(value, separators=(",", ":"))
+        await self._call("set", self.prefix + key, payload, px=max(1, int(ttl_s * 1000)))
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+async def redis_persistence(url: str) -> str:
+    """How Redis keeps the cache across a restart: "aof", "rdb", "none" (lost on restart) or
+    "unknown" (down, or CONFIG is disabled, as managed Redis services often do)."""
+    import redis.asyncio as redis
+
+    client = redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        conf = await client.config_get("appendonly") | await client.config_get("save")
+    except Exception:  # informational: never fails readiness
+        return "unknown"
+    finally:
+        await client.aclose()
+    text = {_text(k): _text(v) for k, v in conf.items()}
+    if text.get("appendonly") == "yes":
+        return "aof"
+    return "rdb" if text.get("save") else "none"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def semantic_scope(intent: str | None, filters: dict[str, Any], tenant: str | None = None) -> str:
+    return f"{tenant}\x1f{intent}\x1f{json.dumps(filters, sort_keys=True, separators=(',', ':'))}"
+
+
+class CacheLookup(StageBase):
+    """Runs before the graph, under the runner like every stage; a miss or a timeout is free.
+
+    Exact match first; on a miss, and when an embedding classifier is configured, the query is
+    embedded (once: the intent stage and the retriever reuse the vector) and looked up in the
+    semantic index within its intent and filter scope.
+    """
+
+    name: ClassVar[str] = "cache"
+    fallbacks: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, cache: ResponseCache, semantic: Any = None, classifier: Any = None):
+        self.cache = cache
+        self.semantic = semantic  # pipeline.semantic_cache.SemanticCache
+        self.classifier = classifier  # agents.intents.EmbeddingIntentClassifier
+
+    async def __call__(self, state: RequestState, ctx: RunContext) -> Update:
+        hit = await self.cache.get(state["cache_key"])
+        if hit is not None:
+            return {"cached": hit, "cache_hit": "exact"}
+        if self.semantic is None or self.classifier is None:
+            return {}
+        query = state["query"]
+        vector = await self.classifier.aembed(query, ctx.cutoff)
+        intent, _ = self.classifier.classify_vector(vector)
+        key = self.semantic.lookup(semantic_scope(intent, state.get("filters", {}),
+                                                  state.get("tenant")), vector,
+                                   query)
+        hit = await self.cache.get(key) if key is not None else None
+        if hit is not None:
+            return {"cached": hit, "cache_hit": "semantic", "query_vector": vector}
+        return {"query_vector": vector}
+
+    def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
+        raise NotImplementedError(kind)
+
+
+class CacheWriter:
+    """Schedules writes as background tasks and keeps them referenced until done."""
+
+    def __init__(self, cache: ResponseCache) -> None:
+        self.cache = cache
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def schedule(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._write(key, value, ttl_s))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
+        try:
+            await self.cache.set(key, value, ttl_s)
+        except Exception as exc:  # a lost cache write costs a later miss, nothing more
+            log.info("cache write skipped: %s", exc)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,37 @@
+"""The graph's state: what one request carries from stage to stage. Clients live in RunContext."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, TypedDict
+
+from ragpacer.pipeline.core.stage import StageRecord
+
+
+class RequestState(TypedDict, total=False):
+    query: str
+    cache_key: str
+    tenant: str | None
+    cached: dict[str, Any]
+    cache_hit: str  # exact | semantic
+    user_id: str | None
+    filters: dict[str, Any]
+    route: str
+    intent: str | None
+    intent_confidence: float
+    low_confidence: bool
+    query_vector: Any  # numpy vector of the query, computed once by the intent stage
+    features: dict[str, Any]
+    sources: list[Any]  # retrieval.Hit
+    tool_results: list[dict[str, Any]]
+    answer: str
+    answer_kind: str  # llm | extractive | template | decline
+    decline: str  # out_of_scope | injection | no_evidence: why the request is declined
+    truncated: bool
+    finish_reason: str
+    ttft_ms: float | None
+    model: str | None
+    usage: dict[str, int]
+    # Keys that parallel branches write need a reducer.
+    flags: Annotated[list[str], operator.add]
+    records: Annotated[list[StageRecord], operator.add]

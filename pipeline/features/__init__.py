@@ -1,0 +1,1 @@
+"""Precomputed customer features (Feast) and request-time data (Redis)."""

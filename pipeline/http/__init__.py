@@ -1,5 +1,0 @@
-"""The OpenAI-compatible HTTP surface."""
-
-from ragpacer.pipeline.http.app import create_app
-
-__all__ = ["create_app"]

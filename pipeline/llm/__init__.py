@@ -1,0 +1,2 @@
+"""The LLM: the OpenAI-compatible client, the prompt, the generation stage, and the managed
+engine (prepare, launch, supervise)."""

@@ -1,0 +1,1 @@
+"""Observability: live tracing (OpenTelemetry, Langfuse), Prometheus metrics, trace review."""

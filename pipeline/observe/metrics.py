@@ -1,0 +1,71 @@
+"""Prometheus metrics: stage latency, breaches and fallbacks, cache, in-flight, LLM tokens/s."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ragpacer.pipeline.core.stage import Outcome, StageRecord
+from ragpacer.pipeline.result import Result
+
+_MS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    """One registry per pipeline (tests build many pipelines; globals would collide)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.stage_seconds = Histogram("ragpacer_stage_duration_seconds",
+                                       "Time spent in each stage", ["stage", "outcome"],
+                                       buckets=_MS_BUCKETS, registry=r)
+        self.breaches = Counter("ragpacer_stage_budget_breaches_total",
+                                "Stages cut at or skipped before their budget", ["stage"],
+                                registry=r)
+        self.fallbacks = Counter("ragpacer_stage_fallbacks_total", "Fallbacks taken",
+                                 ["stage", "fallback"], registry=r)
+        self.requests = Counter("ragpacer_requests_total", "Requests answered",
+                                ["route", "degraded"], registry=r)
+        self.request_seconds = Histogram("ragpacer_request_duration_seconds",
+                                         "End-to-end request time", buckets=_MS_BUCKETS,
+                                         registry=r)
+        # How answers were made: kind llm | extractive | template | decline; reason the
+        # decline's (out_of_scope, injection, no_evidence) or ungrounded (an LLM answer the
+        # grounding stage replaced).
+        self.answers = Counter("ragpacer_answers_total", "Answers by how they were made",
+                               ["kind", "reason"], registry=r)
+        self.cache = Counter("ragpacer_cache_lookups_total", "Response cache lookups",
+                             ["result"], registry=r)
+        self.in_flight = Gauge("ragpacer_requests_in_flight", "Requests being answered",
+                               registry=r)
+        self.tokens = Counter("ragpacer_llm_completion_tokens_total", "Generated tokens",
+                              ["model"], registry=r)
+        self.tokens_per_s = Gauge("ragpacer_llm_tokens_per_second",
+                                  "Decode speed of the last completion", ["model"], registry=r)
+
+    def observe_stage(self, record: StageRecord, state: Any, ctx: Any) -> None:
+        self.stage_seconds.labels(record.name, record.outcome.value).observe(
+            record.elapsed_ms / 1000.0)
+        if record.outcome in (Outcome.TIMEOUT, Outcome.SKIPPED):
+            self.breaches.labels(record.name).inc()
+        if record.fallback:
+            self.fallbacks.labels(record.name, record.fallback).inc()
+
+    def observe_result(self, result: Result) -> None:
+        self.requests.labels(result.route or "", str(bool(result.degraded)).lower()).inc()
+        self.request_seconds.observe(result.elapsed_ms / 1000.0)
+        self.cache.labels(result.cache_hit or "miss").inc()
+        reason = result.decline or ("ungrounded" if "grounding" in result.degraded else "")
+        self.answers.labels(result.answer_kind, reason).inc()
+        tokens = (result.usage or {}).get("completion_tokens", 0)
+        if result.model and tokens and not result.cached:
+            self.tokens.labels(result.model).inc(tokens)
+            gen = next((r for r in result.stages if r.name == "generation"), None)
+            if gen is not None and result.ttft_ms is not None and tokens > 1:
+                decode_s = (gen.body_ms - result.ttft_ms) / 1000.0
+                if decode_s > 0:
+                    self.tokens_per_s.labels(result.model).set((tokens - 1) / decode_s)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

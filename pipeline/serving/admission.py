@@ -1,0 +1,82 @@
+"""Admission control: reject early what the queue would make late.
+
+A bounded number of requests run at once; a bounded number wait. A request is turned away
+at once (503 + Retry-After) when the queue is full, or when the expected wait (queue position
+x mean service time / slots) already exceeds its deadline: better a fast "retry later" than
+accepting work that cannot finish in time.
+
+Shedding is fair between tenants (API keys): one tenant may hold at most its share of the
+queue, max_queue // (tenants waiting + 1), so a single flooding key always leaves room for
+another key's requests rather than crowding them out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from ragpacer.pipeline.core.deadline import Deadline
+from ragpacer.pipeline.core.errors import Overloaded
+
+
+class Admission:
+    def __init__(self, max_concurrency: int, max_queue: int) -> None:
+        self.max_concurrency = max_concurrency
+        self.max_queue = max_queue
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self.running = 0
+        self.waiting = 0
+        self.mean_ms = 50.0  # EWMA of service time, updated as requests finish
+        self.rejected = 0
+        self._waiting_by: Counter[str] = Counter()
+
+    def _expected_wait_ms(self) -> float:
+        return math.ceil((self.waiting + 1) / self.max_concurrency) * self.mean_ms \
+            if self.running >= self.max_concurrency else 0.0
+
+    def _over_share(self, tenant: str | None) -> bool:
+        if tenant is None:
+            return False
+        others = len(self._waiting_by) - (tenant in self._waiting_by)
+        return self._waiting_by[tenant] >= max(1, self.max_queue // (others + 2))
+
+    @asynccontextmanager
+    async def slot(self, deadline: Deadline,
+                   tenant: str | None = None) -> AsyncIterator[float]:
+        """Hold one of the slots; yields how long the request waited for it, in ms."""
+        wait = self._expected_wait_ms()
+        if self.running >= self.max_concurrency and (
+                self.waiting >= self.max_queue or wait > deadline.remaining_ms()
+                or self._over_share(tenant)):
+            self.rejected += 1
+            raise Overloaded("server overloaded: retry shortly",
+                             max(wait, self.mean_ms) / 1000.0)
+        queued_at = time.monotonic()
+        self.waiting += 1
+        if tenant is not None:
+            self._waiting_by[tenant] += 1
+        try:
+            async with asyncio.timeout_at(deadline.at):
+                await self._slots.acquire()
+        except TimeoutError:
+            self.rejected += 1
+            raise Overloaded("server overloaded: no slot before the deadline",
+                             self.mean_ms / 1000.0) from None
+        finally:
+            self.waiting -= 1
+            if tenant is not None:
+                self._waiting_by[tenant] -= 1
+                if not self._waiting_by[tenant]:
+                    del self._waiting_by[tenant]
+        self.running += 1
+        t0 = time.monotonic()
+        try:
+            yield (t0 - queued_at) * 1000.0
+        finally:
+            self.running -= 1
+            self._slots.release()
+            self.mean_ms += 0.1 * ((time.monotonic() - t0) * 1000.0 - self.mean_ms)

@@ -1,0 +1,100 @@
+"""API keys (hashed, compared in constant time) and per-key rate limits (token buckets)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import time
+from collections.abc import Sequence
+
+from pydantic import SecretStr
+
+from ragpacer.pipeline.serving.errors import APIError
+
+_BUCKET_LUA = """
+local tokens = tonumber(redis.call('HGET', KEYS[1], 't') or ARGV[2])
+local last = tonumber(redis.call('HGET', KEYS[1], 'l') or ARGV[3])
+local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+tokens = math.min(burst, tokens + (now - last) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 't', tokens, 'l', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return tostring(wait)
+"""
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class KeyStore:
+    """Holds only SHA-256 digests; a presented key is hashed and compared against all."""
+
+    def __init__(self, keys: Sequence[SecretStr]) -> None:
+        self._digests: list[bytes] = []
+        for k in keys:
+            raw = k.get_secret_value()
+            self._digests.append(bytes.fromhex(raw[7:]) if raw.startswith("sha256:")
+                                 else digest(raw))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._digests)
+
+    def identify(self, authorization: str | None) -> str:
+        """The caller's key id (a digest prefix, safe to log), or a 401."""
+        if not authorization or not authorization.startswith("Bearer "):
+            raise APIError(401, "missing API key: send `Authorization: Bearer <key>`",
+                           type="invalid_request_error", code="invalid_api_key")
+        presented = digest(authorization[7:].strip())
+        match = False
+        for d in self._digests:  # no early exit: time does not depend on which key matched
+            match |= hmac.compare_digest(presented, d)
+        if not match:
+            raise APIError(401, "invalid API key", type="invalid_request_error",
+                           code="invalid_api_key")
+        return presented.hex()[:12]
+
+
+class TokenBucket:
+    """In-process buckets, one per caller."""
+
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        self.rate, self.burst = rate_per_s, burst
+        self._state: dict[str, tuple[float, float]] = {}
+
+    async def take(self, who: str) -> float:
+        """0 when allowed; otherwise the seconds to wait."""
+        now = time.monotonic()
+        tokens, last = self._state.get(who, (float(self.burst), now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens >= 1:
+            self._state[who] = (tokens - 1, now)
+            return 0.0
+        self._state[who] = (tokens, now)
+        return (1 - tokens) / self.rate
+
+
+class RedisTokenBucket(TokenBucket):
+    """The same bucket in Redis (one Lua call), shared by every server process."""
+
+    def __init__(self, url: str, rate_per_s: float, burst: int) -> None:
+        super().__init__(rate_per_s, burst)
+        import redis.asyncio as redis
+
+        self._redis = redis.from_url(url, socket_connect_timeout=0.05, socket_timeout=0.05)
+        self._script = self._redis.register_script(_BUCKET_LUA)
+
+    async def take(self, who: str) -> float:
+        try:
+            wait = await self._script(keys=[f"ragpacer:rl:{who}"],
+                                      args=[self.rate, self.burst, time.time()])
+            return float(wait)
+        except Exception:  # Redis down: fall back to this process's own bucket
+            return await super().take(who)
+
+
+def retry_after(wait_s: float) -> str:
+    return str(max(1, math.ceil(wait_s)))

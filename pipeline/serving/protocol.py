@@ -1,0 +1,146 @@
+"""Wire schemas: OpenAI's chat-completion shapes, our extras in a marked block.
+
+The request converts to pipeline arguments in exactly one method, ``to_call``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragpacer.pipeline.core.context import AnswerOptions
+from ragpacer.pipeline.core.errors import InputError, UnsupportedParameterError
+from ragpacer.pipeline.result import Result
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text or "" for p in self.content or [] if p.type == "text")
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we do not use
+    model: str
+    messages: list[ChatMessage]
+    stream: bool = False
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_completion_tokens: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    user: str | None = Field(default=None, max_length=256)  # the customer id
+    # Refused with 400 unsupported_parameter rather than ignored (see `refuse_unsupported`).
+    n: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    # --- ragpacer extras ------------------------------------------------------------------
+    metadata: dict[str, Any] | None = None  # retrieval filters
+    deadline_ms: float | None = Field(default=None, gt=0)
+
+    def refuse_unsupported(self) -> None:
+        """OpenAI parameters ragpacer does not implement: a 400 naming each, never a silent
+        answer that ignores it."""
+        if self.n not in (None, 1):
+            raise UnsupportedParameterError("n", "one choice per request")
+        if self.logprobs or self.top_logprobs:
+            raise UnsupportedParameterError("logprobs", "answers are not always sampled")
+        fmt = (self.response_format or {}).get("type", "text")
+        if fmt != "text":
+            raise UnsupportedParameterError("response_format", f"only text, not {fmt!r}")
+        if self.tools or self.functions:
+            raise UnsupportedParameterError(
+                "tools" if self.tools else "functions", "the tools are the routes' own")
+        if self.tool_choice not in (None, "none"):
+            raise UnsupportedParameterError("tool_choice", "the tools are the routes' own")
+
+    def options(self) -> AnswerOptions:
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stop) > 4:
+            raise InputError("stop takes at most 4 sequences")
+        limits = [t for t in (self.max_tokens, self.max_completion_tokens) if t is not None]
+        return AnswerOptions(max_tokens=min(limits) if limits else None,
+                             temperature=self.temperature, top_p=self.top_p,
+                             stop=tuple(stop), seed=self.seed)
+
+    def to_call(self) -> dict[str, Any]:
+        """The pipeline's arguments: the last user message is the query, the user and
+        assistant turns before it its history; unsupported parameters refused."""
+        self.refuse_unsupported()
+        last = max((i for i, m in enumerate(self.messages) if m.role == "user"), default=None)
+        if last is None:
+            raise InputError("messages must contain at least one user message")
+        history = [{"role": m.role, "content": m.text()} for m in self.messages[:last]
+                   if m.role in ("user", "assistant")]
+        return {"query": self.messages[last].text(), "user_id": self.user,
+                "filters": self.metadata, "deadline_ms": self.deadline_ms, "history": history,
+                "options": self.options()}
+
+
+def ragpacer_block(result: Result) -> dict[str, Any]:
+    """Our extras beside OpenAI's fields: the result without the answer and usage (which have
+    their own OpenAI fields), sources by id, title and score."""
+    block = result.as_dict()
+    del block["answer"], block["usage"]
+    block["sources"] = [{"id": s["id"], "title": s["title"], "score": s["score"]}
+                        for s in block["sources"]]
+    return block
+
+
+def usage_of(result: Result) -> dict[str, int]:
+    u = result.usage or {}
+    return {"prompt_tokens": u.get("prompt_tokens", 0),
+            "completion_tokens": u.get("completion_tokens", 0),
+            "total_tokens": u.get("total_tokens", 0)}
+
+
+def finish_reason(result: Result) -> str:
+    return "length" if result.truncated or result.finish_reason == "length" else "stop"
+
+
+def completion_body(result: Result, model: str) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{result.trace_id[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.answer},
+                     "finish_reason": finish_reason(result)}],
+        "usage": usage_of(result),
+        "ragpacer": ragpacer_block(result),
+    }
+
+
+def chunk_body(cid: str, model: str, delta: dict[str, Any], finish: str | None = None,
+               **extra: Any) -> dict[str, Any]:
+    return {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra}
+
+
+def server_timing(result: Result, queued_ms: float | None = None) -> str:
+    """Every stage's duration, as browsers and proxies read them; ``queue`` is the wait for
+    an admission slot, which ``total`` (the pipeline's own time) does not include."""
+    parts = [f"{r.name};dur={r.elapsed_ms:.2f};desc=\"{r.outcome.value}\"" for r in result.stages]
+    if queued_ms is not None:
+        parts.append(f"queue;dur={queued_ms:.2f}")
+    parts.append(f"total;dur={result.elapsed_ms:.2f}")
+    return ", ".join(parts)
