@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup models engine run test test-fast lint bench
+.PHONY: setup models engine run test test-fast lint typecheck bench
 
 $(BIN)/ragpacer: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ engine: models
 run: engine
 	$(BIN)/ragpacer serve
 
-test: engine
+test: engine typecheck
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -37,5 +37,15 @@ test-fast: models
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not llm and not faults and not data" $(PYTEST_ARGS)
 
-lint: setup
+lint: setup typecheck
 	$(BIN)/ruff check .
+
+# mypy resolves `ragpacer.pipeline` through a tree of links shaped like the installed package
+# (the folders install beneath `ragpacer` by setuptools' package-dir, which mypy cannot read).
+TYPECHECK := $(VENV)/typecheck
+typecheck: setup
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/ragpacer
+	ln -s $(CURDIR)/ragpacer/__init__.py $(CURDIR)/ragpacer/py.typed $(TYPECHECK)/ragpacer/
+	for d in pipeline agents retrieval; do ln -s $(CURDIR)/$$d $(TYPECHECK)/ragpacer/$$d; done
+	cd $(TYPECHECK) && MYPYPATH=. $(abspath $(BIN))/mypy --config-file $(CURDIR)/pyproject.toml -p ragpacer
+	cd $(TYPECHECK) && MYPYPATH=. $(abspath $(BIN))/mypy --config-file $(CURDIR)/pyproject.toml --strict --follow-imports=silent -p ragpacer.pipeline.core

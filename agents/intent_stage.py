@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
+
+import numpy as np
 
 from ragpacer.pipeline.core.context import RunContext
-from ragpacer.pipeline.core.stage import StageBase, Update
+from ragpacer.pipeline.core.deadline import Deadline
+from ragpacer.pipeline.core.stage import FallbackKind, StageBase, Update
 from ragpacer.pipeline.core.state import RequestState
 
 
@@ -13,12 +16,28 @@ class IntentClassifier(Protocol):
     def classify(self, query: str) -> tuple[str | None, float]: ...
 
 
+@runtime_checkable
+class VectorIntentClassifier(IntentClassifier, Protocol):
+    """A classifier on the query embedding: the vector it computes once also serves the
+    semantic cache and the dense retrieval."""
+
+    def embed(self, query: str) -> np.ndarray: ...
+
+    async def aembed(self, query: str, deadline: Deadline | None = None) -> np.ndarray: ...
+
+    def classify_vector(self, vector: np.ndarray) -> tuple[str, float]: ...
+
+    def scope(self, vector: np.ndarray) -> float: ...
+
+
 class IntentRouter(StageBase):
     name: ClassVar[str] = "intent"
-    fallbacks: ClassVar[frozenset[str]] = frozenset({"default"})
+    fallbacks: ClassVar[frozenset[FallbackKind]] = frozenset({"default"})
 
     def __init__(self, classifier: IntentClassifier) -> None:
         self.classifier = classifier
+        # Resolved once: an isinstance check on a protocol is too slow for every request.
+        self.vectors = classifier if isinstance(classifier, VectorIntentClassifier) else None
 
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update:
         routing = ctx.settings.routing
@@ -26,26 +45,29 @@ class IntentRouter(StageBase):
             return {"route": routing.decline_route, "intent": None, "intent_confidence": 0.0,
                     "low_confidence": False}
         update: Update = {}
-        aembed = getattr(self.classifier, "aembed", None)
-        if aembed is not None:  # computed once; the cache and the retriever reuse it
+        if self.vectors is not None:  # computed once; the cache and the retriever reuse it
             vector = state.get("query_vector")
             if vector is None:
-                vector = update["query_vector"] = await aembed(state["query"], ctx.cutoff)
-            intent, confidence = self.classifier.classify_vector(vector)  # type: ignore[attr-defined]
+                vector = update["query_vector"] = await self.vectors.aembed(state["query"],
+                                                                            ctx.cutoff)
+            intent: str | None
+            intent, confidence = self.vectors.classify_vector(vector)
             if routing.scope_threshold > 0 and (  # far from every intent: out of scope
-                    self.classifier.scope(vector) < routing.scope_threshold):  # type: ignore[attr-defined]
+                    self.vectors.scope(vector) < routing.scope_threshold):
                 update.update(intent=intent, intent_confidence=round(confidence, 4),
                               low_confidence=True, route=routing.decline_route,
                               decline="out_of_scope")
                 return update
         else:
             intent, confidence = self.classifier.classify(state["query"])
-        low = intent is None or confidence < routing.min_confidence
-        route = routing.default_route if low else routing.intents.get(intent, routing.default_route)  # type: ignore[arg-type]
+        if intent is None or confidence < routing.min_confidence:
+            low, route = True, routing.default_route
+        else:
+            low, route = False, routing.intents.get(intent, routing.default_route)
         update.update(intent=intent, intent_confidence=round(confidence, 4),
                       low_confidence=low, route=route)
         return update
 
-    def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
+    def fallback(self, kind: FallbackKind, state: RequestState, ctx: RunContext) -> Update:
         return {"route": ctx.settings.routing.default_route, "intent": None,
                 "intent_confidence": 0.0, "low_confidence": True}

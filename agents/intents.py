@@ -102,7 +102,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _split(n: int, labels: np.ndarray, held_out: float, rng: np.random.Generator):  # type: ignore[no-untyped-def]
+def _split(n: int, labels: np.ndarray, held_out: float, rng: np.random.Generator):
     """Stratified: every label keeps examples on both sides when it has at least two."""
     train, hold = [], []
     for lab in np.unique(labels):

@@ -27,8 +27,9 @@ class Tool(Protocol):
         ...
 
 
-_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool,
-          "object": dict, "array": list}
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str, "integer": int, "number": (int, float), "boolean": bool, "object": dict,
+    "array": list}
 
 
 def validate_arguments(schema: Mapping[str, Any], args: Any, where: str = "arguments") -> None:

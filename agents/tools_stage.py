@@ -7,13 +7,13 @@ from typing import Any, ClassVar
 from ragpacer.agents.tool_runner import ToolResult, run_tools
 from ragpacer.agents.tools import ToolArgumentError, ToolRegistry
 from ragpacer.pipeline.core.context import RunContext
-from ragpacer.pipeline.core.stage import Degraded, StageBase, Update
+from ragpacer.pipeline.core.stage import Degraded, FallbackKind, StageBase, Update
 from ragpacer.pipeline.core.state import RequestState
 
 
 class ToolsStage(StageBase):
     name: ClassVar[str] = "tools"
-    fallbacks: ClassVar[frozenset[str]] = frozenset()
+    fallbacks: ClassVar[frozenset[FallbackKind]] = frozenset()
 
     def __init__(self, registry: ToolRegistry) -> None:
         self.registry = registry
@@ -33,5 +33,5 @@ class ToolsStage(StageBase):
         failed = [f"{r.name}: {r.outcome}" for r in results if r.outcome != "ok"]
         return Degraded(update, "; ".join(failed)) if failed else update
 
-    def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
+    def fallback(self, kind: FallbackKind, state: RequestState, ctx: RunContext) -> Update:
         raise NotImplementedError(kind)

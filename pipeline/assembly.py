@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ragpacer.agents.intent_stage import IntentClassifier, IntentRouter
+from ragpacer.agents.intent_stage import IntentClassifier, IntentRouter, VectorIntentClassifier
 from ragpacer.agents.lexical import LexicalIntentClassifier, demo_intents, read_intents
 from ragpacer.agents.tools_stage import ToolsStage
 from ragpacer.pipeline.core.errors import ConfigError, InvalidFiltersError
@@ -24,6 +25,7 @@ from ragpacer.retrieval.extractive import SentenceIndex, SentenceSelector
 from ragpacer.retrieval.filters import Filters, normalise_filters
 from ragpacer.retrieval.hybrid import HybridIndex
 from ragpacer.retrieval.stage import Retrieval
+from ragpacer.retrieval.stores import InProcess, Store
 
 
 def route_filters(settings: Settings) -> dict[str, Filters]:
@@ -94,20 +96,37 @@ def index_root(settings: Settings) -> Path:
     return settings.home / "index"
 
 
+def vector_store(settings: Settings, index: BM25Index, embedder: Any) -> Store | None:
+    """What dense retrieval searches: the configured Qdrant server, the ingested Qdrant Edge
+    index, else the knowledge base embedded in memory; None without an embedder (BM25)."""
+    if settings.retrieval.backend == "server":
+        return server_store(settings)
+    edge = edge_store(settings)
+    if edge is not None:
+        return InProcess(edge, edge.shard_path.name)
+    if embedder is not None and settings.retrieval.mode != "bm25":
+        return InProcess(HybridIndex(index, document_vectors(index, embedder)),
+                         index_version(index))
+    return None
+
+
+def server_store(settings: Settings) -> Store:
+    # qdrant-client takes a second to import: only when the server backend is configured.
+    from ragpacer.retrieval.stores.server import ServerStore
+
+    cfg = settings.retrieval
+    if not cfg.qdrant_url:
+        raise ConfigError("the server backend needs retrieval.qdrant_url",
+                          field="retrieval.qdrant_url")
+    return ServerStore(cfg.qdrant_url, cfg.collection)
+
+
 def edge_store(settings: Settings) -> Any:
     """The ingested Qdrant Edge index, when the config says to use it."""
     from ragpacer.retrieval.ingest import current_index
 
-    cfg = settings.retrieval
-    if cfg.backend == "memory":
+    if settings.retrieval.backend in ("memory", "server"):
         return None
-    if cfg.backend == "server":
-        from ragpacer.retrieval.stores.server import ServerStore
-
-        if not cfg.qdrant_url:
-            raise ConfigError("the server backend needs retrieval.qdrant_url",
-                              field="retrieval.qdrant_url")
-        return ServerStore(cfg.qdrant_url, cfg.collection)
     path = current_index(index_root(settings))
     if path is None:
         if settings.retrieval.backend == "edge":
@@ -199,7 +218,21 @@ def tool_registry(settings: Settings, index: BM25Index, features: Any = None) ->
     return registry
 
 
+@dataclass(frozen=True, slots=True)
+class Assembly:
+    """The default stages, and the parts of them the SDK uses too."""
+
+    stages: dict[str, Stage]
+    classifier: VectorIntentClassifier | None  # embeds the query: the semantic cache's too
+    store: Store | None  # what dense retrieval searches; None: BM25 in memory
+    index_id: str  # names the searched index: part of every response-cache key
+
+
 def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict[str, Stage]:
+    return assemble(settings, llm, index).stages
+
+
+def assemble(settings: Settings, llm: LLMClient, index: BM25Index) -> Assembly:
     embedder = load_embedder(settings)
     features = None
     if settings.features.enabled:
@@ -207,14 +240,13 @@ def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict
 
         features = FeaturesStage(settings, transaction_store(settings))
     registry = tool_registry(settings, index, features)
-    hybrid: Any = edge_store(settings)
-    if hybrid is None and embedder is not None and settings.retrieval.mode != "bm25":
-        hybrid = HybridIndex(index, document_vectors(index, embedder))
+    store = vector_store(settings, index, embedder)
     selector = sentence_selector(settings, index, embedder)
+    classifier = intent_classifier(settings, embedder)
     stages: dict[str, Stage] = {
         "input_guardrails": InputGuardrails(),
-        "intent": IntentRouter(intent_classifier(settings, embedder)),
-        "retrieval": Retrieval(index, route_filters(settings), hybrid),
+        "intent": IntentRouter(classifier),
+        "retrieval": Retrieval(index, route_filters(settings), store),
         "tools": ToolsStage(registry),
         "generation": Generation(llm, registry, selector),
         "grounding": Grounding(selector),
@@ -222,4 +254,5 @@ def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict
     }
     if features is not None:
         stages["features"] = features
-    return stages
+    vectors = classifier if isinstance(classifier, VectorIntentClassifier) else None
+    return Assembly(stages, vectors, store, store.index_id if store else index_version(index))

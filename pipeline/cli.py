@@ -51,7 +51,7 @@ ConfigOpt = Annotated[
 ]
 
 
-def _settings(config: Path | None, overrides: dict | None = None):  # type: ignore[no-untyped-def]
+def _settings(config: Path | None, overrides: dict | None = None):
     """The file given, else $RAGPACER_CONFIG, else ./ragpacer.yaml when present, else defaults."""
     from ragpacer.pipeline.core.settings import env_value
 
@@ -193,7 +193,7 @@ def serve(
         pass
 
 
-def _ingest_demo_if_empty(settings) -> None:  # type: ignore[no-untyped-def]
+def _ingest_demo_if_empty(settings) -> None:
     """First start: index the knowledge base (the demo help centre by default)."""
     from ragpacer.pipeline.assembly import index_root
     from ragpacer.retrieval.corpus import demo_knowledge_base
@@ -386,6 +386,7 @@ def bench(
 
     async def main() -> dict:
         pipeline = None
+        target: HttpTarget | SdkTarget
         if url:
             target = HttpTarget(url, api_key, deadline_ms)
         else:
@@ -432,7 +433,7 @@ DataOpt = Annotated[Path | None, typer.Option(
     "--data", help="CSV text,label or a folder with train.csv/test.csv (default: demo intents)")]
 
 
-def _embedder(settings, documents: bool = False):  # type: ignore[no-untyped-def]
+def _embedder(settings, documents: bool = False):
     from ragpacer.retrieval.embedder import DOCUMENT_TOKENS, Embedder
     from ragpacer.retrieval.embedder_prepare import embedder_dir
 
@@ -577,7 +578,7 @@ def eval_answers(
     names = [v.strip() for v in variants.split(",") if v.strip()]
 
     async def main(bar: Progress) -> dict:
-        def progress(name: str, total: int):  # type: ignore[no-untyped-def]
+        def progress(name: str, total: int):
             task = bar.add_task(name, total=total)
             return lambda: bar.advance(task)
 

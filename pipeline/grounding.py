@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from ragpacer.pipeline.answers import extractive, select
 from ragpacer.pipeline.core.context import RunContext
-from ragpacer.pipeline.core.stage import Degraded, StageBase, Update
+from ragpacer.pipeline.core.stage import Degraded, FallbackKind, StageBase, Update
 from ragpacer.pipeline.core.state import RequestState
 from ragpacer.retrieval.analyzer import Analyzer
 from ragpacer.retrieval.extractive import SentenceSelector
@@ -159,7 +159,7 @@ class Grounding(StageBase):
     answer, marked degraded (`ungrounded: ...`), so it is counted, traced and never cached."""
 
     name: ClassVar[str] = "grounding"
-    fallbacks: ClassVar[frozenset[str]] = frozenset({"cheaper"})
+    fallbacks: ClassVar[frozenset[FallbackKind]] = frozenset({"cheaper"})
 
     def __init__(self, selector: SentenceSelector | None = None) -> None:
         self.selector = selector or SentenceSelector(None)
@@ -167,7 +167,7 @@ class Grounding(StageBase):
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update | Degraded:
         return self._check(state, ctx)
 
-    def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
+    def fallback(self, kind: FallbackKind, state: RequestState, ctx: RunContext) -> Update:
         # The check is microseconds of regex: even out of budget, nothing unchecked passes.
         out = self._check(state, ctx)
         return out.update if isinstance(out, Degraded) else out

@@ -13,7 +13,7 @@ from ragpacer.pipeline.core.errors import (
     QueryTooLongError,
 )
 from ragpacer.pipeline.core.settings import GuardrailSettings
-from ragpacer.pipeline.core.stage import StageBase, Update
+from ragpacer.pipeline.core.stage import FallbackKind, StageBase, Update
 from ragpacer.pipeline.core.state import RequestState
 
 _CONTROL = re.compile(
@@ -145,23 +145,23 @@ class InputGuardrails(StageBase):
     # The checks are microseconds of regex: the "cheaper" fallback runs them anyway, so a
     # spent budget never lets an unchecked query through.
     name: ClassVar[str] = "input_guardrails"
-    fallbacks: ClassVar[frozenset[str]] = frozenset({"cheaper"})
+    fallbacks: ClassVar[frozenset[FallbackKind]] = frozenset({"cheaper"})
 
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update:
         return check_input(state["query"], ctx.settings.guardrails)
 
-    def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
+    def fallback(self, kind: FallbackKind, state: RequestState, ctx: RunContext) -> Update:
         return check_input(state["query"], ctx.settings.guardrails)
 
 
 class OutputGuardrails(StageBase):
     name: ClassVar[str] = "output_guardrails"
-    fallbacks: ClassVar[frozenset[str]] = frozenset({"cheaper"})
+    fallbacks: ClassVar[frozenset[FallbackKind]] = frozenset({"cheaper"})
 
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update:
         return check_output(state.get("answer", ""), ctx.settings.guardrails)
 
-    def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
+    def fallback(self, kind: FallbackKind, state: RequestState, ctx: RunContext) -> Update:
         return check_output(state.get("answer", ""), ctx.settings.guardrails)
 
 

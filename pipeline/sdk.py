@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ragpacer.pipeline.answers import within_limits
-from ragpacer.pipeline.assembly import config_version, default_stages, index_version, load_index
+from ragpacer.pipeline.assembly import assemble, config_version, load_index
 from ragpacer.pipeline.cache.response import (
     CacheLookup,
     CacheWriter,
@@ -62,8 +62,8 @@ class Pipeline:
         self.settings = settings
         self.llm = llm or LLMClient()
         self.index = load_index(settings)
-        built: dict[str, Stage] = default_stages(settings, self.llm, self.index)
-        built.update(stages or {})
+        assembly = assemble(settings, self.llm, self.index)
+        built: dict[str, Stage] = {**assembly.stages, **(stages or {})}
         supported = {name: s.fallbacks for name, s in built.items()}
         supported["cache"] = CacheLookup.fallbacks
         check_fallbacks(settings, supported)
@@ -78,15 +78,14 @@ class Pipeline:
             self.cache = cache or (
                 RedisCache(settings.redis_url) if settings.redis_url
                 else MemoryCache(settings.cache.max_entries))
-            classifier = getattr(built["intent"], "classifier", None)
-            if settings.cache.semantic and hasattr(classifier, "aembed"):
+            if settings.cache.semantic and assembly.classifier is not None:
                 self.semantic = SemanticCache(settings.cache.semantic_threshold,
                                               settings.cache.max_entries)
-            self._cache_lookup = CacheLookup(self.cache, self.semantic, classifier)
+            self._cache_lookup = CacheLookup(self.cache, self.semantic, assembly.classifier)
             self._cache_writer = CacheWriter(self.cache)
-        store = getattr(built.get("retrieval"), "hybrid", None)
-        self.index_id = (store.shard_path.name if hasattr(store, "shard_path")
-                         else index_version(self.index))
+        self.classifier = assembly.classifier
+        self.store = assembly.store
+        self.index_id = assembly.index_id
         # Any change to config or index (a re-ingest) makes earlier cache entries unreachable;
         # the same config and index give the same version in every process (a shared cache).
         self.version = f"{config_version(settings)}-{self.index_id}"
@@ -105,10 +104,9 @@ class Pipeline:
         """Start what the config asks ragpacer to manage (the LLM engine); idempotent."""
         for stage in self.stages.values():  # e.g. the Feast store, made in this event loop
             await stage.astart()
-        classifier = getattr(self.stages.get("intent"), "classifier", None)
-        if hasattr(classifier, "embed") and not self._warm:
+        if self.classifier is not None and not self._warm:
             # ONNX Runtime's first run of a graph is slow: pay it here, not on a request.
-            await asyncio.to_thread(classifier.embed, "warm up")
+            await asyncio.to_thread(self.classifier.embed, "warm up")
             self._warm = True
         if self.settings.llm.engine != "managed" or self.engine is not None:
             return
@@ -269,6 +267,8 @@ class Pipeline:
             if isinstance(self.cache, RedisCache):
                 await self.cache.aclose()
         await self.llm.aclose()
+        if self.store is not None:
+            await self.store.aclose()
         await asyncio.to_thread(self.tracing.shutdown)
         if self.engine is not None:
             engine, self.engine = self.engine, None

@@ -95,25 +95,27 @@ class BM25Index:
         return scores
 
     def feedback_terms(self, query: SparseQuery, docs: int = 1, terms: int = 20,
-                       weight: float = 2.0) -> Counter[str]:
+                       weight: float = 2.0) -> dict[str, float]:
         """Pseudo-relevance feedback: the query's terms (``weight`` times their count) plus,
         once each, the ``terms`` that best characterise its top ``docs`` BM25 hits
         (frequency in the hit x IDF): a question gains the vocabulary of the document that
         most likely answers it."""
         own = query_terms(self.analyzer, query)
-        out = Counter({t: weight * c for t, c in own.items()})
+        out: dict[str, float] = {t: weight * c for t, c in own.items()}
         scores = self.scores(own)
         # The best few without sorting the whole corpus (on the hot path of every request).
         best = np.argpartition(-scores, min(docs, len(scores)) - 1)[:docs] \
-            if docs and len(scores) else []
+            if docs and len(scores) else np.zeros(0, dtype=np.int64)
         top = [int(i) for i in best if scores[i] > 0]
-        gain: Counter[str] = Counter()
+        gain: dict[str, float] = {}
         for i in top:
             tokens = self._tokens[i]
             for term, tf in Counter(tokens).items():
                 if term not in own:
-                    gain[term] += tf / len(tokens) * self._idf[term]
-        out.update({t: 1.0 for t, _ in gain.most_common(terms)})
+                    gain[term] = gain.get(term, 0.0) + tf / len(tokens) * self._idf[term]
+        # The strongest first; ties in first-seen order, as Counter.most_common keeps them.
+        strongest = sorted(gain, key=gain.__getitem__, reverse=True)[:terms]
+        out.update({t: 1.0 for t in strongest})
         return out
 
     def search(self, query: SparseQuery, k: int = 10,

@@ -10,16 +10,13 @@ Modes (the same names a vector-store backend implements):
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
 from ragpacer.retrieval.bm25 import BM25Index
 from ragpacer.retrieval.filters import Filters
 from ragpacer.retrieval.sparse import SparseQuery
-from ragpacer.retrieval.types import Hit
+from ragpacer.retrieval.types import Hit, Mode
 
-Mode = Literal["bm25", "dense", "bm25_then_dense", "fusion"]
 MODES: tuple[Mode, ...] = ("bm25", "dense", "bm25_then_dense", "fusion")
 RRF_K = 60
 

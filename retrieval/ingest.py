@@ -82,7 +82,7 @@ def read_documents(path: Path) -> list[Document]:
     return docs
 
 
-def ingest(path: Path, index_root: Path, embedder, filter_fields: Iterable[str],  # type: ignore[no-untyped-def]
+def ingest(path: Path, index_root: Path, embedder, filter_fields: Iterable[str],
            progress: Callable[[int, int], None] | None = None, batch: int = 64) -> dict:
     t0 = time.perf_counter()
     chunks = [c for d in read_documents(path) for c in chunk(d)]
@@ -102,7 +102,7 @@ def ingest_lock(index_root: Path) -> Iterator[None]:
         yield
 
 
-def _build(path: Path, chunks: list[Document], index_root: Path, embedder,  # type: ignore[no-untyped-def]
+def _build(path: Path, chunks: list[Document], index_root: Path, embedder,
            filter_fields: Iterable[str], progress: Callable[[int, int], None] | None,
            batch: int, t0: float) -> dict:
     from ragpacer.retrieval.stores.edge import EdgeStore

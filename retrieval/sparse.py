@@ -32,18 +32,18 @@ def document_weights(tokenised: Sequence[list[str]], k1: float = 1.2,
 SparseQuery = str | Mapping[str, float]
 
 
-def query_terms(analyzer: Analyzer, query: SparseQuery) -> Counter[str]:
+def query_terms(analyzer: Analyzer, query: SparseQuery) -> Mapping[str, float]:
     """Analysed terms and their weights. A term the question repeats weighs that many times:
     long, paragraph-style questions keep their emphasis."""
     if isinstance(query, str):
         return Counter(analyzer(query))
-    return Counter(dict(query))
+    return dict(query)
 
 
 def query_vector(analyzer: Analyzer, query: SparseQuery) -> tuple[list[int], list[float]]:
     """Term ids and weights, as the in-memory index scores them."""
-    weights: Counter[int] = Counter()
+    weights: dict[int, float] = {}
     for term, w in query_terms(analyzer, query).items():
-        weights[term_id(term)] += w
+        weights[term_id(term)] = weights.get(term_id(term), 0.0) + w
     ids = sorted(weights)
     return ids, [float(weights[i]) for i in ids]

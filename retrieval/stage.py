@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ragpacer.pipeline.core.context import RunContext
-from ragpacer.pipeline.core.stage import StageBase, Update
+from ragpacer.pipeline.core.stage import FallbackKind, StageBase, Update
 from ragpacer.pipeline.core.state import RequestState
 from ragpacer.retrieval.bm25 import BM25Index
 from ragpacer.retrieval.filters import BOOST_RANKS, Filters, boost, merge_filters
-from ragpacer.retrieval.hybrid import HybridIndex
 from ragpacer.retrieval.sparse import SparseQuery
+from ragpacer.retrieval.stores import Store
 
 
 class Retrieval(StageBase):
     """Hybrid search with the query vector the intent stage computed; BM25 as the fallback."""
 
     name: ClassVar[str] = "retrieval"
-    fallbacks: ClassVar[frozenset[str]] = frozenset({"cheaper"})
+    fallbacks: ClassVar[frozenset[FallbackKind]] = frozenset({"cheaper"})
 
     def __init__(self, index: BM25Index, route_filters: dict[str, Filters],
-                 hybrid: HybridIndex | Any = None) -> None:
-        self.index = index
+                 store: Store | None = None) -> None:
+        self.index = index  # BM25 in memory: the search without a query vector or a store
         self.route_filters = route_filters
-        # HybridIndex (in memory) or EdgeStore (Qdrant Edge): the same search() signature.
-        self.hybrid = hybrid
+        self.store = store
 
     def _plan(self, state: RequestState,
               ctx: RunContext) -> tuple[Filters, Filters, int, int]:
@@ -51,21 +49,18 @@ class Retrieval(StageBase):
         search, preferred, fetch, top_k = self._plan(state, ctx)
         vector = state.get("query_vector")
         sparse = self._sparse(state, ctx)
-        if self.hybrid is None or vector is None:
+        if self.store is None or vector is None:
             hits = self.index.search(sparse, fetch, search)
         else:
             cfg = ctx.settings.retrieval
-            hits = self.hybrid.search(sparse, vector, fetch, search, cfg.mode, cfg.candidates,
-                                      cfg.fusion)
-            if inspect.isawaitable(hits):  # the Qdrant server backend is async
-                hits = await hits
+            hits = await self.store.search(sparse, vector, fetch, search, cfg.mode,
+                                           cfg.candidates, cfg.fusion)
         return {"sources": boost(hits, preferred, top_k)}
 
-    def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
+    def fallback(self, kind: FallbackKind, state: RequestState, ctx: RunContext) -> Update:
         """BM25 only, on the same corpus the main path searches."""
         search, preferred, fetch, top_k = self._plan(state, ctx)
-        if self.hybrid is not None and not inspect.iscoroutinefunction(self.hybrid.search):
-            hits = self.hybrid.search(state["query"], None, fetch, search, "bm25")
-        else:
+        hits = self.store.sparse_search(state["query"], fetch, search) if self.store else None
+        if hits is None:
             hits = self.index.search(state["query"], fetch, search)
         return {"sources": boost(hits, preferred, top_k)}

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+# How a store searches: BM25, dense, BM25 candidates re-ranked densely, or both lists fused.
+Mode = Literal["bm25", "dense", "bm25_then_dense", "fusion"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,13 +6,13 @@ import asyncio
 import time
 from typing import Any, ClassVar
 
-from ragpacer.pipeline.core.stage import StageBase, Update
+from ragpacer.pipeline.core.stage import FallbackKind, StageBase, Update
 
 
 class Probe(StageBase):
     """A stage that sleeps, raises or returns as told, and records when it ran."""
 
-    fallbacks: ClassVar[frozenset[str]] = frozenset({"default", "cheaper"})
+    fallbacks: ClassVar[frozenset[FallbackKind]] = frozenset({"default", "cheaper"})
 
     def __init__(self, name: str, *, delay_s: float = 0.0, fail: bool = False,
                  output: Update | None = None) -> None:
@@ -36,7 +36,7 @@ class Probe(StageBase):
         finally:
             self.spans.append((start, time.monotonic()))
 
-    def fallback(self, kind: str, state: Any, ctx: Any) -> Update:
+    def fallback(self, kind: FallbackKind, state: Any, ctx: Any) -> Update:
         self.fallback_calls += 1
         return {f"{self.name}_fallback": kind} if self.name not in ("features",) else {
             "features": {"tier": "standard"}}

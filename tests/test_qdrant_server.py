@@ -75,3 +75,35 @@ async def test_queries_have_the_edge_shape(fake: FakeQdrant, tmp_path, mode: str
 def test_local_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="local mode"):
         ServerStore(":memory:")
+
+
+async def test_every_backend_is_one_async_store(fake: FakeQdrant, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The Edge shard and the in-memory index are wrapped once; the server is async itself.
+    The stage's fallback (BM25, synchronous) searches an in-process store directly and, for
+    the server, the knowledge base in memory: no network call on the fallback path."""
+    from ragpacer.pipeline.core.settings import Settings
+    from ragpacer.retrieval.bm25 import BM25Index
+    from ragpacer.retrieval.hybrid import HybridIndex
+    from ragpacer.retrieval.stage import Retrieval
+    from ragpacer.retrieval.stores import InProcess, Store
+
+    docs = [Document("cards-pin", "Forgot your PIN? See it in the app.", "PIN"),
+            Document("loans", "Personal loans from 1,000 EUR.", "Loans")]
+    index = BM25Index(docs)
+    memory = InProcess(HybridIndex(index, np.eye(2, 384, dtype=np.float32)), "mem")
+    edge = InProcess(EdgeStore.create(tmp_path / "shard", 384, ["product"]), "edge")
+    server = ServerStore(fake.url)
+    assert all(isinstance(s, Store) for s in (memory, edge, server))
+    hits = await memory.search("PIN", np.eye(1, 384, dtype=np.float32)[0], 1, None, "fusion",
+                               10, "dbsf")
+    assert hits[0].id == "cards-pin"
+    assert server.sparse_search("PIN", 2, None) is None
+
+    ctx = type("Ctx", (), {"settings": Settings()})()
+    state = {"route": "rag", "query": "forgot my PIN", "filters": {}}
+    calls = len(fake.calls)
+    fallback = Retrieval(index, {}, server).fallback("cheaper", state, ctx)
+    assert fallback["sources"][0].id == "cards-pin" and len(fake.calls) == calls
+    assert Retrieval(index, {}, memory).fallback("cheaper", state, ctx)["sources"][0].id == \
+        "cards-pin"
+    await server.aclose()

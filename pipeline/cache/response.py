@@ -16,7 +16,7 @@ from collections import OrderedDict
 from typing import Any, ClassVar, Protocol
 
 from ragpacer.pipeline.core.context import RunContext
-from ragpacer.pipeline.core.stage import StageBase, Update
+from ragpacer.pipeline.core.stage import FallbackKind, StageBase, Update
 from ragpacer.pipeline.core.state import RequestState
 
 log = logging.getLogger("ragpacer.cache")
@@ -157,7 +157,7 @@ class CacheLookup(StageBase):
     """
 
     name: ClassVar[str] = "cache"
-    fallbacks: ClassVar[frozenset[str]] = frozenset()
+    fallbacks: ClassVar[frozenset[FallbackKind]] = frozenset()
 
     def __init__(self, cache: ResponseCache, semantic: Any = None, classifier: Any = None):
         self.cache = cache
@@ -181,7 +181,7 @@ class CacheLookup(StageBase):
             return {"cached": hit, "cache_hit": "semantic", "query_vector": vector}
         return {"query_vector": vector}
 
-    def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
+    def fallback(self, kind: FallbackKind, state: RequestState, ctx: RunContext) -> Update:
         raise NotImplementedError(kind)
 
 

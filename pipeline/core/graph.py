@@ -39,7 +39,7 @@ def build_graph(settings: Settings, stages: Mapping[str, Stage], runner: StageRu
                 field=f"routing.routes.{name}.stages",
             )
     # Resolved once: the router is a dict lookup on every request.
-    targets = {
+    targets: dict[str, list[str]] = {
         name: list(route.stages) or ["generation"]
         for name, route in settings.routing.routes.items()
     }

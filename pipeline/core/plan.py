@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ragpacer.pipeline.core.errors import ConfigError
-from ragpacer.pipeline.core.settings import Settings
+from ragpacer.pipeline.core.settings import Settings, StageName
+from ragpacer.pipeline.core.stage import FallbackKind
 
-PRE_ROUTE = ("cache", "input_guardrails", "intent")
+PRE_ROUTE: tuple[StageName, ...] = ("cache", "input_guardrails", "intent")
 BRANCHES = ("features", "retrieval", "tools")
-POST = ("generation", "grounding", "output_guardrails")
+POST: tuple[StageName, ...] = ("generation", "grounding", "output_guardrails")
 ANY_ROUTE = "*"
 
 
@@ -17,12 +19,12 @@ ANY_ROUTE = "*"
 class StagePlan:
     budget_ms: float
     reserve_ms: float  # kept back for the stages that must still run after this one
-    fallback: str
+    fallback: FallbackKind
 
 
-def _route_sequence(branches: list[str]) -> list[list[str]]:
+def _route_sequence(branches: list[StageName]) -> list[list[StageName]]:
     """Stages in order; a group of stages runs in parallel."""
-    groups = [[s] for s in PRE_ROUTE]
+    groups: list[list[StageName]] = [[s] for s in PRE_ROUTE]
     if branches:
         groups.append(list(branches))
     groups += [[s] for s in POST]
@@ -50,7 +52,7 @@ def build_plan(settings: Settings) -> dict[str, dict[str, StagePlan]]:
     return plans
 
 
-def check_fallbacks(settings: Settings, supported: dict[str, frozenset[str]]) -> None:
+def check_fallbacks(settings: Settings, supported: Mapping[str, frozenset[FallbackKind]]) -> None:
     """Fail at startup when the config asks a stage for a fallback it cannot provide."""
     for name, cfg in settings.stages.items():
         if name not in supported:

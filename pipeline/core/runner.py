@@ -103,15 +103,15 @@ class StageRunner:
         body = (time.monotonic() - b0) * 1000.0
         window.add(body)
 
-        outcome, detail = Outcome.OK, None
+        outcome, note = Outcome.OK, None
         if isinstance(out, Degraded):
-            outcome, detail, out = Outcome.DEGRADED, self._detail(out.reason), out.update
+            outcome, note, out = Outcome.DEGRADED, self._detail(out.reason), out.update
         record = StageRecord(
             name=stage.name,
             budget_ms=allotment.budget_ms,
             elapsed_ms=(time.monotonic() - t0) * 1000.0,
             outcome=outcome,
-            detail=detail,
+            detail=note,
             body_ms=body,
             offset_ms=(t0 - ctx.deadline.started) * 1000.0,
         )

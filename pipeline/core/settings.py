@@ -46,6 +46,7 @@ StageName = Literal[
     "output_guardrails",
 ]
 BranchStage = Literal["features", "retrieval", "tools"]
+FeatureValue = str | int | float
 # Why a request is declined; each names its template in `answers`.
 DeclineReason = Literal["out_of_scope", "injection", "no_evidence"]
 FilterValue = str | int | bool | list[str]
@@ -64,7 +65,7 @@ class StageSettings(_Model):
     fallback: FallbackKind
 
 
-def _default_stages() -> dict[str, StageSettings]:
+def _default_stages() -> dict[StageName, StageSettings]:
     s = StageSettings
     return {
         "cache": s(budget_ms=10, fallback="skip"),
@@ -83,7 +84,7 @@ class RouteSettings(_Model):
     """What one route runs: the branch stages, the model (or none), tools and filters."""
 
     description: str = ""
-    stages: list[BranchStage] = Field(default_factory=lambda: ["retrieval"])
+    stages: list[BranchStage] = Field(default_factory=lambda: list[BranchStage](["retrieval"]))
     # A model name from llm.models, "default", or null for an answer without any LLM.
     model: str | None = "default"
     # With model null: the fixed answer; without a template the answer is extractive.
@@ -370,9 +371,9 @@ class FeatureSettings(_Model):
     feature_view: str = "customer_stats"
     names: list[str] = Field(default_factory=lambda: [
         "lifetime_value_eur", "tier", "tenure_months", "open_tickets", "products_held"])
-    defaults: dict[str, str | int | float] = Field(default_factory=lambda: {
+    defaults: dict[str, FeatureValue] = Field(default_factory=lambda: dict[str, FeatureValue]({
         "lifetime_value_eur": 0.0, "tier": "standard", "tenure_months": 0,
-        "open_tickets": 0, "products_held": 1})
+        "open_tickets": 0, "products_held": 1}))
 
 
 class ToolSettings(_Model):
@@ -432,11 +433,10 @@ class Settings(_Model):
                 )
         return self
 
-    def stage(self, name: str, route: RouteSettings | None = None) -> StageSettings:
-        base = self.stages[name]  # type: ignore[index]
-        if route is not None and name in route.budgets:
-            return base.model_copy(update={"budget_ms": route.budgets[name]})  # type: ignore[index]
-        return base
+    def stage(self, name: StageName, route: RouteSettings | None = None) -> StageSettings:
+        base = self.stages[name]
+        budget = route.budgets.get(name) if route is not None else None
+        return base if budget is None else base.model_copy(update={"budget_ms": budget})
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 from typing import Annotated, Any, TypedDict
 
+from ragpacer.pipeline.core.settings import DeclineReason
 from ragpacer.pipeline.core.stage import StageRecord
 
 
@@ -26,7 +27,7 @@ class RequestState(TypedDict, total=False):
     tool_results: list[dict[str, Any]]
     answer: str
     answer_kind: str  # llm | extractive | template | decline
-    decline: str  # out_of_scope | injection | no_evidence: why the request is declined
+    decline: DeclineReason  # why the request is declined
     truncated: bool
     finish_reason: str
     ttft_ms: float | None

@@ -20,7 +20,7 @@ import yaml
 
 from ragpacer.pipeline.core.context import RunContext
 from ragpacer.pipeline.core.settings import Settings
-from ragpacer.pipeline.core.stage import Degraded, StageBase, Update
+from ragpacer.pipeline.core.stage import Degraded, FallbackKind, StageBase, Update
 from ragpacer.pipeline.core.state import RequestState
 
 
@@ -92,7 +92,7 @@ def materialize(settings: Settings, *, demo: bool = False) -> dict[str, Any]:
 
 class FeaturesStage(StageBase):
     name: ClassVar[str] = "features"
-    fallbacks: ClassVar[frozenset[str]] = frozenset({"default"})
+    fallbacks: ClassVar[frozenset[FallbackKind]] = frozenset({"default"})
 
     def __init__(self, settings: Settings, transactions: Any = None) -> None:
         self.settings = settings
@@ -128,7 +128,7 @@ class FeaturesStage(StageBase):
                             "unknown customer")
         return {"features": {**cfg.defaults, **_present(values)}}
 
-    def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
+    def fallback(self, kind: FallbackKind, state: RequestState, ctx: RunContext) -> Update:
         return {"features": dict(self.settings.features.defaults)}
 
 

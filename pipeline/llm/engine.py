@@ -179,7 +179,7 @@ class ManagedEngine:
         except httpx.HTTPError:
             return False
 
-    def wait_healthy(self, timeout_s: float | None = None, say=None) -> float:  # type: ignore[no-untyped-def]
+    def wait_healthy(self, timeout_s: float | None = None, say=None) -> float:
         """Block until /health answers; return the startup time in seconds."""
         t0 = time.monotonic()
         if self.adopted:

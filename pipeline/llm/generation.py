@@ -9,7 +9,7 @@ from ragpacer.pipeline.answers import decline, decline_reason, extractive, lacks
 from ragpacer.pipeline.core.context import RunContext
 from ragpacer.pipeline.core.errors import LLMError, LLMUnavailable
 from ragpacer.pipeline.core.settings import ModelSettings, Settings
-from ragpacer.pipeline.core.stage import Degraded, StageBase, Update
+from ragpacer.pipeline.core.stage import Degraded, FallbackKind, StageBase, Update
 from ragpacer.pipeline.core.state import RequestState
 from ragpacer.pipeline.grounding import complete_sentences, strip_markup
 from ragpacer.pipeline.llm.client import Completion, LLMClient
@@ -41,7 +41,7 @@ def model_chain(settings: Settings, first: str) -> list[ModelSettings]:
 
 class Generation(StageBase):
     name: ClassVar[str] = "generation"
-    fallbacks: ClassVar[frozenset[str]] = frozenset({"cheaper"})
+    fallbacks: ClassVar[frozenset[FallbackKind]] = frozenset({"cheaper"})
     self_limiting: ClassVar[bool] = True  # the LLM client stops at ctx.cutoff, keeping text
 
     def __init__(self, llm: LLMClient, tools: Any = None,
@@ -126,7 +126,7 @@ class Generation(StageBase):
                     replies[k["id"]] = {"error": f"rejected: {exc}"}
             results = await run_tools([(t, a) for _, t, a in runnable], ctx.cutoff)
             for (k, _, _), r in zip(runnable, results, strict=True):
-                replies[k["id"]] = r.result if r.outcome == "ok" else {"error": r.error}
+                replies[k["id"]] = r.result if r.outcome == "ok" else {"error": r.error or ""}
                 used.append(r.as_dict())
             for k in calls:
                 messages.append({"role": "tool", "tool_call_id": k["id"],
@@ -157,7 +157,7 @@ class Generation(StageBase):
             },
         }
 
-    def fallback(self, kind: str, state: RequestState, ctx: RunContext) -> Update:
+    def fallback(self, kind: FallbackKind, state: RequestState, ctx: RunContext) -> Update:
         if (reason := decline_reason(state, ctx)) is not None:
             return decline(reason, ctx)
         return extractive(select(self.selector, state, ctx), state, ctx)

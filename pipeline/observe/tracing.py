@@ -60,6 +60,7 @@ class JsonlExporter(SpanExporter):
 
 def span_dict(s: ReadableSpan) -> dict[str, Any]:
     ctx = s.get_span_context()
+    assert ctx is not None  # a recorded span always has its context
     return {
         "trace_id": f"{ctx.trace_id:032x}",
         "span_id": f"{ctx.span_id:016x}",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from fastapi import Depends, FastAPI, Request, Response
@@ -178,7 +178,8 @@ async def _redis_check(url: str) -> str:
 
     client = redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
     try:
-        return "ok" if await client.ping() else "no answer"
+        # redis-py types ping() for its sync and async clients at once.
+        return "ok" if await cast(Awaitable[bool], client.ping()) else "no answer"
     except Exception as exc:  # readiness reports, it never raises
         return f"down ({type(exc).__name__})"
     finally:

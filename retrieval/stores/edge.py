@@ -18,7 +18,7 @@ import qdrant_edge as q
 from ragpacer.retrieval.analyzer import Analyzer
 from ragpacer.retrieval.filters import Filters
 from ragpacer.retrieval.sparse import SparseQuery, query_vector
-from ragpacer.retrieval.types import Document, Hit
+from ragpacer.retrieval.types import Document, Hit, Mode
 
 DENSE, SPARSE = "dense", "bm25"
 RRF_K = 60
@@ -91,13 +91,14 @@ class EdgeStore:
             return q.QueryRequest(limit=k, query=dense, with_payload=True,
                                   prefetches=[q.Prefetch(limit=candidates, query=sparse,
                                                          filter=flt)])
-        fused = q.Fusion.Dbsf() if fusion == "dbsf" else q.Fusion.Rrf(k=RRF_K)
+        # qdrant-edge's stubs type Fusion's variants as classes apart from Fusion.
+        fused: Any = q.Fusion.Dbsf() if fusion == "dbsf" else q.Fusion.Rrf(k=RRF_K)
         return q.QueryRequest(limit=k, query=fused, with_payload=True,
                               prefetches=[q.Prefetch(limit=candidates, query=sparse, filter=flt),
                                           q.Prefetch(limit=candidates, query=dense, filter=flt)])
 
     def search(self, query: SparseQuery, vector: np.ndarray | None, k: int = 10,
-               filters: Filters | None = None, mode: str = "fusion",
+               filters: Filters | None = None, mode: Mode = "fusion",
                candidates: int = 100, fusion: str = "rrf") -> list[Hit]:
         points = self.shard.query(self.request(query, vector, k, filters, mode, candidates,
                                                fusion))

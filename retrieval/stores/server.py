@@ -19,7 +19,7 @@ from ragpacer.retrieval.analyzer import Analyzer
 from ragpacer.retrieval.filters import Filters
 from ragpacer.retrieval.sparse import SparseQuery, query_vector
 from ragpacer.retrieval.stores.edge import DENSE, RRF_K, SPARSE, point_id
-from ragpacer.retrieval.types import Document, Hit
+from ragpacer.retrieval.types import Document, Hit, Mode
 
 
 def to_filter(filters: Filters | None) -> m.Filter | None:
@@ -35,9 +35,10 @@ class ServerStore:
         if url in (":memory:", "") or not url.startswith(("http://", "https://")):
             raise ValueError("ServerStore needs an http(s) URL of a Qdrant server "
                              "(qdrant-client's local mode is not used)")
-        self.client = AsyncQdrantClient(url=url, api_key=api_key, timeout=timeout_s,
+        self.client = AsyncQdrantClient(url=url, api_key=api_key, timeout=max(1, round(timeout_s)),
                                         prefer_grpc=False, check_compatibility=False)
         self.collection = collection
+        self.index_id = f"qdrant-{collection}"
         self.analyzer = Analyzer()
 
     async def create(self, dim: int, filter_fields: Sequence[str]) -> None:
@@ -82,12 +83,16 @@ class ServerStore:
         return {"prefetch": [sparse_stage, dense_stage], "query": fused, "limit": k}
 
     async def search(self, query: SparseQuery, vector: np.ndarray | None, k: int = 10,
-                     filters: Filters | None = None, mode: str = "fusion",
+                     filters: Filters | None = None, mode: Mode = "fusion",
                      candidates: int = 100, fusion: str = "rrf") -> list[Hit]:
         res = await self.client.query_points(
             self.collection, with_payload=True,
             **self.request(query, vector, k, filters, mode, candidates, fusion))
         return [_hit(p) for p in res.points]
+
+    def sparse_search(self, query: SparseQuery, k: int,
+                      filters: Filters | None) -> list[Hit] | None:
+        return None  # every search is a network call: the fallback searches in memory
 
     async def aclose(self) -> None:
         await self.client.close()
