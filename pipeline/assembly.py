@@ -9,8 +9,19 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ragpacer.agents.builtin.currency import CurrencyConvert
+from ragpacer.agents.builtin.http_service import HttpServiceTool
+from ragpacer.agents.builtin.knowledge import KnowledgeSearch
+from ragpacer.agents.builtin.profile import CustomerProfile
+from ragpacer.agents.builtin.transactions import (
+    RecentTransactions,
+    RedisTransactionStore,
+    TransactionStore,
+)
 from ragpacer.agents.intent_stage import IntentClassifier, IntentRouter, VectorIntentClassifier
+from ragpacer.agents.intents import EmbeddingIntentClassifier, IntentHead
 from ragpacer.agents.lexical import LexicalIntentClassifier, demo_intents, read_intents
+from ragpacer.agents.tools import ToolRegistry
 from ragpacer.agents.tools_stage import ToolsStage
 from ragpacer.pipeline.core.errors import ConfigError, InvalidFiltersError
 from ragpacer.pipeline.core.settings import Settings
@@ -19,8 +30,11 @@ from ragpacer.pipeline.grounding import Grounding
 from ragpacer.pipeline.guardrails import InputGuardrails, OutputGuardrails
 from ragpacer.pipeline.llm.client import LLMClient
 from ragpacer.pipeline.llm.generation import Generation
+from ragpacer.retrieval.batcher import MicroBatcher
 from ragpacer.retrieval.bm25 import BM25Index
 from ragpacer.retrieval.corpus import demo_knowledge_base, load_jsonl
+from ragpacer.retrieval.embedder import Embedder
+from ragpacer.retrieval.embedder_prepare import embedder_dir
 from ragpacer.retrieval.extractive import SentenceIndex, SentenceSelector
 from ragpacer.retrieval.filters import Filters, normalise_filters
 from ragpacer.retrieval.hybrid import HybridIndex
@@ -70,22 +84,15 @@ def load_embedder(settings: Settings) -> Any:
     """The one ONNX embedder of the process, when the config uses embeddings at all."""
     if settings.routing.classifier != "embedding":
         return None
-    from ragpacer.retrieval.embedder import Embedder
-    from ragpacer.retrieval.embedder_prepare import embedder_dir
-
     return Embedder(embedder_dir(settings.home))
 
 
 def intent_classifier(settings: Settings, embedder: Any) -> IntentClassifier:
     if embedder is None:
         return LexicalIntentClassifier(read_intents(settings.routing.examples or demo_intents()))
-    from ragpacer.agents.intents import EmbeddingIntentClassifier, IntentHead
-
     head = IntentHead.load(intent_artifact(settings), embedder.checksum)
     batcher = None
     if settings.routing.batch_window_ms > 0:
-        from ragpacer.retrieval.batcher import MicroBatcher
-
         batcher = MicroBatcher(embedder.embed, window_ms=settings.routing.batch_window_ms,
                                max_batch=settings.routing.max_batch)
     return EmbeddingIntentClassifier(embedder, head, batcher,
@@ -181,8 +188,6 @@ _TX_STORES: dict[str | None, Any] = {}
 
 def transaction_store(settings: Settings) -> Any:
     """Request-time transactions: one store per Redis URL (or in-process) per process."""
-    from ragpacer.agents.builtin.transactions import RedisTransactionStore, TransactionStore
-
     url = settings.redis_url
     if url not in _TX_STORES:
         _TX_STORES[url] = RedisTransactionStore(url) if url else TransactionStore()
@@ -190,11 +195,6 @@ def transaction_store(settings: Settings) -> Any:
 
 
 def tool_registry(settings: Settings, index: BM25Index, features: Any = None) -> Any:
-    from ragpacer.agents.builtin.currency import CurrencyConvert
-    from ragpacer.agents.builtin.knowledge import KnowledgeSearch
-    from ragpacer.agents.builtin.transactions import RecentTransactions
-    from ragpacer.agents.tools import ToolRegistry
-
     cfg = settings.tools
     store = transaction_store(settings)
     registry = ToolRegistry([
@@ -203,12 +203,8 @@ def tool_registry(settings: Settings, index: BM25Index, features: Any = None) ->
         KnowledgeSearch(index, cfg.default_timeout_s),
     ])
     if features is not None:
-        from ragpacer.agents.builtin.profile import CustomerProfile
-
         registry.register(CustomerProfile(features, cfg.default_timeout_s))
     if cfg.http_url:
-        from ragpacer.agents.builtin.http_service import HttpServiceTool
-
         registry.register(HttpServiceTool(cfg.http_url, cfg.http_timeout_s))
     for name, route in settings.routing.routes.items():
         unknown = [t for t in [*route.tools, *route.llm_tools] if t not in registry.names()]

@@ -1,4 +1,9 @@
-"""The ``ragpacer`` command line."""
+"""The ``ragpacer`` command line.
+
+Each command imports what it runs inside its own body: the pipeline, the engine manager,
+Feast, the ingest and the load generator each take up to seconds to import, and
+``ragpacer --help`` or ``ragpacer config check`` should not wait for all of them.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ from ragpacer.pipeline.core.errors import RagpacerError
 from ragpacer.pipeline.core.settings import load_settings
 from ragpacer.pipeline.result import Result
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="The ``ragpacer`` command line.")
 config_app = typer.Typer(no_args_is_help=True, help="Validate and inspect configuration.")
 app.add_typer(config_app, name="config")
 llm_app = typer.Typer(no_args_is_help=True, help="Prepare and serve the LLM engine.")

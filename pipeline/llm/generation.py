@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
+from ragpacer.agents.tool_runner import run_tools
+from ragpacer.agents.tools import openai_tool
 from ragpacer.pipeline.answers import decline, decline_reason, extractive, lacks_evidence, select
 from ragpacer.pipeline.core.context import RunContext
-from ragpacer.pipeline.core.errors import LLMError, LLMUnavailable
+from ragpacer.pipeline.core.errors import LLMError, LLMUnavailable, ToolArgumentError
 from ragpacer.pipeline.core.settings import ModelSettings, Settings
 from ragpacer.pipeline.core.stage import Degraded, FallbackKind, StageBase, Update
 from ragpacer.pipeline.core.state import RequestState
@@ -98,9 +100,6 @@ class Generation(StageBase):
             c = await self.llm.complete(model, messages, deadline=ctx.cutoff,
                                         on_token=on_token, options=ctx.options)
             return c, []
-        from ragpacer.agents.tool_runner import run_tools
-        from ragpacer.agents.tools import ToolArgumentError, openai_tool
-
         specs = [openai_tool(self.tools.get(name)) for name in route.llm_tools]
         used: list[dict[str, Any]] = []
         messages = list(messages)
