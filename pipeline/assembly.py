@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -222,6 +223,9 @@ class Assembly:
     classifier: VectorIntentClassifier | None  # embeds the query: the semantic cache's too
     store: Store | None  # what dense retrieval searches; None: BM25 in memory
     index_id: str  # names the searched index: part of every response-cache key
+    # Counts tokens of answers the LLM did not make (usage): the embedding model's WordPiece
+    # tokenizer, or words without an embedder.
+    count_tokens: Callable[[str], int]
 
 
 def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict[str, Stage]:
@@ -251,4 +255,9 @@ def assemble(settings: Settings, llm: LLMClient, index: BM25Index) -> Assembly:
     if features is not None:
         stages["features"] = features
     vectors = classifier if isinstance(classifier, VectorIntentClassifier) else None
-    return Assembly(stages, vectors, store, store.index_id if store else index_version(index))
+    return Assembly(stages, vectors, store, store.index_id if store else index_version(index),
+                    embedder.count_tokens if embedder is not None else _words)
+
+
+def _words(text: str) -> int:
+    return len(text.split())

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ragpacer.pipeline.core.context import TraceContext
 from ragpacer.pipeline.core.deadline import Deadline
 from ragpacer.pipeline.core.stage import Outcome, StageRecord
 from ragpacer.retrieval.types import Hit
@@ -38,9 +39,12 @@ class Result:
     cache_hit: str | None = None  # exact | semantic
     flags: list[str] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
+    span_id: str = ""  # the request's root span (W3C: with trace_id, its traceparent)
+    parent_span_id: str | None = None  # the caller's span, when it sent a traceparent
 
     @classmethod
-    def from_state(cls, final: Mapping[str, Any], deadline: Deadline, trace_id: str) -> Result:
+    def from_state(cls, final: Mapping[str, Any], deadline: Deadline,
+                   trace: TraceContext) -> Result:
         """The result of a request that ran the graph: its final state."""
         records = final.get("records", [])
         return cls(
@@ -54,7 +58,9 @@ class Result:
             stages=records,
             degraded=[r.name for r in records if r.outcome is not Outcome.OK],
             elapsed_ms=deadline.elapsed_ms(),
-            trace_id=trace_id,
+            trace_id=trace.trace_id,
+            span_id=trace.span_id,
+            parent_span_id=trace.parent_id,
             answer_kind=final.get("answer_kind", "llm"),
             decline=final.get("decline"),
             model=final.get("model"),
@@ -67,7 +73,7 @@ class Result:
 
     @classmethod
     def from_cache(cls, payload: Mapping[str, Any], query: str, records: list[StageRecord],
-                   deadline: Deadline, trace_id: str, cache_hit: str | None) -> Result:
+                   deadline: Deadline, trace: TraceContext, cache_hit: str | None) -> Result:
         """A cache hit: what ``cache_payload`` stored, with this request's own timings."""
         return cls(
             query=query,
@@ -80,7 +86,9 @@ class Result:
             stages=records,
             degraded=[],
             elapsed_ms=deadline.elapsed_ms(),
-            trace_id=trace_id,
+            trace_id=trace.trace_id,
+            span_id=trace.span_id,
+            parent_span_id=trace.parent_id,
             answer_kind=payload.get("answer_kind", "llm"),
             decline=payload.get("decline"),
             model=payload.get("model"),
@@ -110,6 +118,7 @@ class Result:
             "degraded": self.degraded,
             "elapsed_ms": round(self.elapsed_ms, 3),
             "trace_id": self.trace_id,
+            "span_id": self.span_id,
         }
 
     def cache_payload(self) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
@@ -24,7 +23,7 @@ from ragpacer.pipeline.cache.response import (
 )
 from ragpacer.pipeline.cache.semantic import SemanticCache
 from ragpacer.pipeline.conversation import history_turns, standalone_query
-from ragpacer.pipeline.core.context import NO_OPTIONS, AnswerOptions, RunContext
+from ragpacer.pipeline.core.context import NO_OPTIONS, AnswerOptions, RunContext, TraceContext
 from ragpacer.pipeline.core.deadline import Deadline
 from ragpacer.pipeline.core.errors import InputError
 from ragpacer.pipeline.core.graph import build_graph
@@ -85,6 +84,7 @@ class Pipeline:
             self._cache_writer = CacheWriter(self.cache)
         self.classifier = assembly.classifier
         self.store = assembly.store
+        self._count_tokens = assembly.count_tokens
         self.index_id = assembly.index_id
         # Any change to config or index (a re-ingest) makes earlier cache entries unreachable;
         # the same config and index give the same version in every process (a shared cache).
@@ -147,16 +147,21 @@ class Pipeline:
         tenant: str | None = None,
         history: Sequence[Mapping[str, Any]] | None = None,
         options: AnswerOptions | None = None,
+        traceparent: str | TraceContext | None = None,
     ) -> Result:
         """Answer one query. ``history``: the conversation's earlier turns (OpenAI-style
         ``{"role", "content"}`` messages); a follow-up is answered as a standalone query built
         from them (``Result.query``). ``options``: the caller's max_tokens, stop, temperature,
         top_p and seed. ``tenant`` separates cache entries (the HTTP layer passes the caller's
-        key id), so one tenant never receives another's cached answers."""
+        key id), so one tenant never receives another's cached answers. ``traceparent``: the
+        caller's W3C header (or a TraceContext made from it); the request's spans join that
+        trace under a root span of its own (``Result.trace_id``, ``Result.span_id``)."""
+        trace = (traceparent if isinstance(traceparent, TraceContext)
+                 else TraceContext.continuing(traceparent))
         self.metrics.in_flight.inc()
         try:
             result = await self._answer(query, user_id, filters, deadline_ms, on_token, tenant,
-                                        history, options or NO_OPTIONS)
+                                        history, options or NO_OPTIONS, trace)
         finally:
             self.metrics.in_flight.dec()
         self.metrics.observe_result(result)
@@ -172,12 +177,15 @@ class Pipeline:
         tenant: str | None = None,
         history: Sequence[Mapping[str, Any]] | None = None,
         options: AnswerOptions = NO_OPTIONS,
+        trace: TraceContext | None = None,
     ) -> Result:
         start_ns = time.time_ns()
         deadline, query, scope = self.check_input(query, filters, deadline_ms)
+        turns = history_turns(history)
+        asked = [*(t["content"] for t in turns), query]  # what a usage count counts
         # The cache, intent and retrieval see the standalone form of a follow-up.
-        query = standalone_query(query, history_turns(history), self.index.knows)
-        ctx = RunContext(deadline, self.settings, trace_id=os.urandom(16).hex(),
+        query = standalone_query(query, turns, self.index.knows)
+        ctx = RunContext(deadline, self.settings, trace=trace or TraceContext.new(),
                          on_token=on_token, options=options)
         records: list[StageRecord] = []
         state: RequestState = {
@@ -197,17 +205,19 @@ class Pipeline:
             records.append(record)
             if "cached" in update:
                 hit = Result.from_cache(update["cached"], query, records, ctx.deadline,
-                                        ctx.trace_id, update.get("cache_hit"))
+                                        ctx.trace, update.get("cache_hit"))
                 _bound(hit, options)
+                self._count_usage(hit, asked)
                 self.tracing.record(hit, start_ns)
                 return hit
             if "query_vector" in update:  # embedded once, for the semantic lookup
                 state["query_vector"] = update["query_vector"]
         final = await self.graph.ainvoke(state, context=ctx)
-        result = Result.from_state(final, ctx.deadline, ctx.trace_id)
+        result = Result.from_state(final, ctx.deadline, ctx.trace)
         shaped = options.max_tokens is not None or bool(options.stop)
         if result.answer_kind != "llm":
             _bound(result, options)
+            self._count_usage(result, asked)
         if key is not None and not shaped and self._cacheable(result):
             self._cache_writer.schedule(key, result.cache_payload(), self.settings.cache.ttl_s)
             vector = final.get("query_vector")
@@ -301,6 +311,14 @@ class Pipeline:
                 f"deadline_ms must be in (0, {self.settings.max_deadline_ms:g}], got {deadline_ms}"
             )
         return Deadline.after_ms(deadline_ms, since)
+
+    def _count_usage(self, result: Result, asked: Sequence[str]) -> None:
+        """Usage of an answer no LLM generated (extractive, template, decline, cache hit):
+        the conversation and the answer counted with the embedding tokenizer."""
+        prompt = sum(self._count_tokens(text) for text in asked)
+        completion = self._count_tokens(result.answer)
+        result.usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+                        "total_tokens": prompt + completion}
 
     def _cacheable(self, result: Result) -> bool:
         route = self.settings.routing.routes.get(result.route or "")

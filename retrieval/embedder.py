@@ -37,8 +37,13 @@ class Embedder:
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_tokens)
         self.tokenizer.no_padding()
+        self._counter = Tokenizer.from_file(str(folder / "tokenizer.json"))  # no truncation
         self.variant = variant
         self.checksum = embedder_checksum(folder, variant)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of the text by this model's WordPiece tokenizer, whatever its length."""
+        return len(self._counter.encode(text, add_special_tokens=False).ids)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length float32 vectors, one row per text (padding to the batch's longest)."""

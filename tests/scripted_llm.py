@@ -31,6 +31,7 @@ class ScriptedLLM:
     def __init__(self, script: Script | None = None) -> None:
         self.script = script or Script()
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []  # each request's headers, names lowercased
         self.disconnects = 0
         self.completed = 0
         self.port = 0
@@ -81,10 +82,11 @@ class ScriptedLLM:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.decode().split("\r\n"):
-                    if line.lower().startswith("content-length:"):
-                        length = int(line.split(":")[1])
+                headers = dict(line.split(":", 1) for line in head.decode().split("\r\n")[1:]
+                               if ":" in line)
+                headers = {k.strip().lower(): v.strip() for k, v in headers.items()}
+                self.headers.append(headers)
+                length = int(headers.get("content-length", 0))
                 body = json.loads(await reader.readexactly(length)) if length else {}
                 self.requests.append(body)
                 if not await self._respond(reader, writer, body):

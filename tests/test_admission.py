@@ -71,6 +71,28 @@ async def test_a_deadline_shorter_than_the_queue_is_refused() -> None:
             assert (await first).status_code == 200
 
 
+async def test_a_stream_over_capacity_gets_503_before_any_byte_and_frees_its_slot() -> None:
+    """A stream is admitted before its response starts: over capacity it gets the same 503 +
+    Retry-After JSON error as any request, not a 200 stream with an error event; and a stream
+    that ran gives its slot back."""
+    stream = {**BODY, "stream": True}
+    with ScriptedLLM(Script(ttft_s=0.5)) as llm, serving(Pipeline(make_settings(
+            llm.url, cache={"enabled": False},
+            server={"max_concurrency": 1, "max_queue": 0}))) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            first = asyncio.create_task(client.post("/v1/chat/completions", json=stream))
+            await asyncio.sleep(0.2)
+            async with client.stream("POST", "/v1/chat/completions", json=stream) as second:
+                status, kind = second.status_code, second.headers["content-type"]
+                retry, body = second.headers.get("retry-after"), await second.aread()
+            done = await first
+            again = await client.post("/v1/chat/completions", json=stream)
+    assert status == 503 and kind.startswith("application/json") and int(retry) >= 1
+    assert b"data:" not in body and b'"overloaded"' in body
+    assert done.status_code == 200 and done.text.endswith("data: [DONE]\n\n")
+    assert again.status_code == 200  # the first stream released its slot
+
+
 async def test_shedding_is_fair_between_keys() -> None:
     """One key floods the queue; another key's request is still admitted and answered."""
     slow = Script(ttft_s=0.3)

@@ -48,11 +48,54 @@ async def test_openai_client_async_and_streaming(server: str) -> None:
     assert r.choices[0].finish_reason == "stop"
     chunks = [c async for c in await aclient.chat.completions.create(
         model="ragpacer", messages=msgs, stream=True)]
-    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Freeze your card now. [1]"
-    last = chunks[-1]
-    assert last.choices[0].finish_reason == "stop" and "stages" in last.model_extra["ragpacer"]
+    assert len({c.id for c in chunks}) == 1  # one id for the whole stream
+    finish, ours = chunks[-2], chunks[-1]
+    assert finish.choices[0].finish_reason == "stop"
+    assert not ours.choices and "stages" in ours.model_extra["ragpacer"]
+    assert "total;dur=" in ours.model_extra["ragpacer"]["server_timing"]
+    assert all(c.usage is None for c in chunks)  # no usage unless asked for
+    with_usage = [c async for c in await aclient.chat.completions.create(
+        model="ragpacer", messages=msgs, stream=True, stream_options={"include_usage": True})]
+    usage = with_usage[-1].usage  # a cache hit now: counted, not generated
+    assert not with_usage[-1].choices and usage.completion_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert all(c.usage is None for c in with_usage[:-1])
+    assert "".join(c.choices[0].delta.content or "" for c in with_usage if c.choices) == text
     await aclient.close()
+
+
+def test_a_traceparent_is_continued_and_every_response_names_its_trace(server: str) -> None:
+    """The caller's trace goes on: our root span is a child of the caller's span, the
+    response's traceparent names our root span, x-request-id is the caller's or the trace id,
+    on errors too; the engine's request carries the request's traceparent."""
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    raw = client(server).chat.completions.with_raw_response.create(
+        model="ragpacer", messages=[{"role": "user", "content": "what does an overdraft cost"}],
+        extra_headers={"traceparent": caller, "x-request-id": "req-42"})
+    body = raw.parse().model_extra["ragpacer"]
+    assert body["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert raw.headers["traceparent"] == \
+        f"00-0af7651916cd43dd8448eb211c80319c-{body['span_id']}-01"
+    assert raw.headers["x-request-id"] == "req-42"
+    fresh = httpx.post(f"{server}/v1/chat/completions", json={"model": "gpt-9", "messages": []},
+                       headers={"traceparent": "00-" + "0" * 32 + "-" + "1" * 16 + "-01"})
+    assert fresh.status_code == 404
+    version, trace_id, span_id, flags = fresh.headers["traceparent"].split("-")
+    assert (version, flags) == ("00", "01") and trace_id != "0" * 32 and len(span_id) == 16
+    assert fresh.headers["x-request-id"] == trace_id
+
+
+def test_the_engine_request_carries_the_requests_trace() -> None:
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with ScriptedLLM(Script()) as llm, serving(Pipeline(make_settings(
+            llm.url, cache={"enabled": False}))) as base:
+        r = httpx.post(f"{base}/v1/chat/completions", headers={"traceparent": caller},
+                       json={"model": "ragpacer", "messages": [
+                           {"role": "user", "content": "what does an overdraft cost"}]})
+    assert r.status_code == 200 and llm.headers
+    assert llm.headers[-1]["traceparent"] == r.headers["traceparent"]  # our root span
 
 
 def test_user_metadata_and_deadline_reach_the_pipeline(server: str) -> None:

@@ -50,6 +50,24 @@ async def test_spans_parentage_and_attributes(scripted) -> None:
     rx.server.shutdown()
 
 
+async def test_a_callers_traceparent_round_trips_into_the_exported_spans(scripted) -> None:
+    rx = Receiver()
+    p = Pipeline(make_settings(scripted.url, tracing={
+        "exporter": "otlp", "endpoint": f"http://127.0.0.1:{rx.port}/v1/traces"}))
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    result = await p.arun(QUESTION, traceparent=caller)
+    alone = await p.arun(QUESTION, traceparent="not a traceparent")
+    await p.aclose()
+    roots = {s.trace_id.hex(): s for s in rx.spans() if s.name == "ragpacer.request"}
+    root = roots["0af7651916cd43dd8448eb211c80319c"]
+    assert result.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert root.parent_span_id.hex() == "b7ad6b7169203331"  # a child of the caller's span
+    assert root.span_id.hex() == result.span_id
+    fresh = roots[alone.trace_id]  # an invalid header starts a trace of its own
+    assert not fresh.parent_span_id and alone.trace_id != result.trace_id
+    rx.server.shutdown()
+
+
 async def test_langfuse_sdk_exports_our_spans_to_its_otlp_path_with_basic_auth(scripted) -> None:
     rx = Receiver()
     p = Pipeline(make_settings(scripted.url, tracing={"exporter": "langfuse"}, langfuse={

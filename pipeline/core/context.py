@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ragpacer.pipeline.core.deadline import Deadline
@@ -41,6 +43,37 @@ class AnswerOptions:
 
 NO_OPTIONS = AnswerOptions()
 
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceContext:
+    """A request's place in a W3C trace: the trace, the request's own root span and, when the
+    caller sent a ``traceparent``, the caller's span that becomes the root's parent."""
+
+    trace_id: str  # 32 lowercase hex digits
+    span_id: str  # 16 hex digits: the request's root span
+    parent_id: str | None = None  # the caller's span
+    sampled: bool = True
+
+    @classmethod
+    def new(cls) -> TraceContext:
+        return cls(os.urandom(16).hex(), os.urandom(8).hex())
+
+    @classmethod
+    def continuing(cls, traceparent: str | None) -> TraceContext:
+        """The caller's trace when its ``traceparent`` is valid (version 00, ids not all
+        zero); otherwise a new trace, as the W3C recommendation says to do."""
+        m = _TRACEPARENT.match((traceparent or "").strip().lower())
+        if m is None or set(m[1]) == {"0"} or set(m[2]) == {"0"}:
+            return cls.new()
+        return cls(m[1], os.urandom(8).hex(), m[2], bool(int(m[3], 16) & 1))
+
+    @property
+    def traceparent(self) -> str:
+        """The header that makes the request's root span the parent of what comes next."""
+        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
+
 
 @dataclass(frozen=True, slots=True)
 class RunContext:
@@ -48,13 +81,17 @@ class RunContext:
     settings: Settings
     # The running stage's own cut-off (set by the runner); stages that stream use it.
     stage_deadline: Deadline | None = None
-    trace_id: str = ""
+    trace: TraceContext = field(default_factory=TraceContext.new)
     # Receives generated text as it streams (set by Pipeline.astream).
     on_token: Callable[[str], None] | None = None
     options: AnswerOptions = NO_OPTIONS
 
     def for_stage(self, stage_deadline: Deadline) -> RunContext:
         return replace(self, stage_deadline=stage_deadline)
+
+    @property
+    def trace_id(self) -> str:
+        return self.trace.trace_id
 
     @property
     def cutoff(self) -> Deadline:

@@ -119,7 +119,10 @@ class LLMClient:
         on_token: Callable[[str], None] | None = None,
         extra: dict[str, Any] | None = None,
         options: AnswerOptions | None = None,
+        traceparent: str | None = None,
     ) -> Completion:
+        """``traceparent``: sent to the engine, so its spans (vLLM's OpenTelemetry) join the
+        request's trace under the request's root span."""
         max_tokens = self.max_tokens_for(model, deadline)
         if max_tokens < MIN_TOKENS:
             raise LLMTimeout(
@@ -138,7 +141,7 @@ class LLMClient:
             **(options.sampling() if options is not None else {}),
             **(extra or {}),
         }
-        headers = {}
+        headers = {"traceparent": traceparent} if traceparent else {}
         if model.api_key is not None:
             headers["Authorization"] = f"Bearer {model.api_key.get_secret_value()}"
         remaining_s = max(deadline.remaining_ms() / 1000.0, 0.001)

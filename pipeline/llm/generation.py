@@ -98,7 +98,8 @@ class Generation(StageBase):
         on_token = ctx.on_token if route.answer == "llm" else None
         if not route.llm_tools or self.tools is None:
             c = await self.llm.complete(model, messages, deadline=ctx.cutoff,
-                                        on_token=on_token, options=ctx.options)
+                                        on_token=on_token, options=ctx.options,
+                                        traceparent=ctx.trace.traceparent)
             return c, []
         specs = [openai_tool(self.tools.get(name)) for name in route.llm_tools]
         used: list[dict[str, Any]] = []
@@ -107,7 +108,8 @@ class Generation(StageBase):
             offer = round_no < route.max_tool_rounds
             extra = {"tools": specs, "tool_choice": "auto"} if offer else None
             c = await self.llm.complete(model, messages, deadline=ctx.cutoff,
-                                        on_token=on_token, extra=extra, options=ctx.options)
+                                        on_token=on_token, extra=extra, options=ctx.options,
+                                        traceparent=ctx.trace.traceparent)
             calls = assemble_tool_calls(c.tool_calls)
             if not calls or not offer:
                 return c, used

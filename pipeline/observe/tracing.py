@@ -18,12 +18,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
 
 from ragpacer.pipeline.core.settings import Settings
 from ragpacer.pipeline.result import Result
@@ -31,13 +40,19 @@ from ragpacer.pipeline.result import Result
 log = logging.getLogger("ragpacer.tracing")
 _TRACE_ID: contextvars.ContextVar[int | None] = contextvars.ContextVar("ragpacer_trace_id",
                                                                        default=None)
+_ROOT_SPAN_ID: contextvars.ContextVar[int | None] = contextvars.ContextVar("ragpacer_span_id",
+                                                                          default=None)
 
 
 class _RequestIds(RandomIdGenerator):
-    """Spans of a request carry the trace id its Result reports."""
+    """A request's spans carry the trace id its Result reports, and its root span the span id
+    (the one its ``traceparent`` response header and the LLM request name)."""
 
     def generate_trace_id(self) -> int:
         return _TRACE_ID.get() or super().generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        return _ROOT_SPAN_ID.get() or super().generate_span_id()
 
 
 class JsonlExporter(SpanExporter):
@@ -137,9 +152,11 @@ class Tracing:
 
     def _record(self, result: Result, start_ns: int) -> None:
         token = _TRACE_ID.set(int(result.trace_id, 16))
+        span_token = _ROOT_SPAN_ID.set(int(result.span_id, 16) if result.span_id else None)
         try:
             root = self.tracer.start_span(
                 "ragpacer.request", kind=SpanKind.SERVER, start_time=start_ns,
+                context=_caller(result),
                 attributes=_drop_none({
                     "ragpacer.route": result.route, "ragpacer.intent": result.intent,
                     "ragpacer.intent_confidence": result.intent_confidence,
@@ -150,6 +167,7 @@ class Tracing:
                     "langfuse.trace.name": "ragpacer.request"}))
         finally:
             _TRACE_ID.reset(token)
+            _ROOT_SPAN_ID.reset(span_token)
         parent = set_span_in_context(root)
         for rec in result.stages:
             begin = start_ns + int(rec.offset_ms * 1e6)
@@ -177,6 +195,15 @@ class Tracing:
         t = threading.Thread(target=self.provider.shutdown, daemon=True)
         t.start()
         t.join(timeout_s)
+
+
+def _caller(result: Result) -> Context | None:
+    """The caller's span as the remote parent of the request's root span, when it sent one."""
+    if not result.parent_span_id:
+        return None
+    remote = SpanContext(int(result.trace_id, 16), int(result.parent_span_id, 16),
+                         is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    return set_span_in_context(NonRecordingSpan(remote))
 
 
 def _generation_attributes(result: Result, begin_ns: int) -> dict[str, Any]:

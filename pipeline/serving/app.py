@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, cast
 
 import httpx
@@ -14,25 +15,26 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from ragpacer.pipeline.cache.response import redis_persistence
+from ragpacer.pipeline.core.context import TraceContext
 from ragpacer.pipeline.core.errors import RagpacerError
 from ragpacer.pipeline.result import Result
 from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.pipeline.serving import errors
-from ragpacer.pipeline.serving.admission import Admission, Overloaded
+from ragpacer.pipeline.serving.admission import Admission
 from ragpacer.pipeline.serving.auth import KeyStore, RedisTokenBucket, TokenBucket, retry_after
 from ragpacer.pipeline.serving.errors import APIError, to_api_error
 from ragpacer.pipeline.serving.limits import BodySizeLimit
 from ragpacer.pipeline.serving.protocol import (
     ChatCompletionRequest,
     chunk_body,
+    closing_chunks,
     completion_body,
-    finish_reason,
-    ragpacer_block,
+    completion_id,
     server_timing,
-    usage_of,
 )
 
 
@@ -87,18 +89,25 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
         call = body.to_call()
         if keys.enabled:
             call["tenant"] = who  # the key id: cached answers never cross keys
+        call["traceparent"] = request.scope[TRACE]
         pipeline.check_input(call["query"], call["filters"], call["deadline_ms"])
         # The deadline runs from the request's arrival: time spent reading and validating it
         # on a busy event loop is the caller's time too.
         deadline = pipeline._deadline(call["deadline_ms"], request.scope.get(ARRIVED))
+        # Admission before the response starts: an overloaded server answers 503 with
+        # Retry-After, for a stream too, before any byte of a body.
+        stack = AsyncExitStack()
+        queued_ms = await stack.enter_async_context(admission.slot(deadline, call.get("tenant")))
+        # Time spent waiting for the slot counts against the request's deadline.
+        call["deadline_ms"] = max(deadline.remaining_ms(), 1.0)
         if body.stream:
-            return StreamingResponse(_admitted_stream(admission, deadline, pipeline, call,
-                                                      model_name, call.get("tenant")),
-                                     media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
-        async with admission.slot(deadline, call.get("tenant")) as queued_ms:
-            # Time spent waiting for the slot counts against the request's deadline.
-            call["deadline_ms"] = max(deadline.remaining_ms(), 1.0)
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            release = _once(stack.aclose)
+            return StreamingResponse(
+                _stream(pipeline, call, model_name, queued_ms, include_usage, release),
+                media_type="text/event-stream", headers={"Cache-Control": "no-cache"},
+                background=BackgroundTask(release))  # also when the body never started
+        async with stack:
             result = await pipeline.arun(call.pop("query"), **call)
         return JSONResponse(completion_body(result, model_name),
                             headers={"Server-Timing": server_timing(result, queued_ms)})
@@ -131,22 +140,56 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
             body["cache_persistence"] = await redis_persistence(settings.redis_url)
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    return StampArrival(BodySizeLimit(app, settings.server.max_body_bytes))
+    return RequestContext(BodySizeLimit(app, settings.server.max_body_bytes))
 
 
 ARRIVED = "ragpacer.arrived"
+TRACE = "ragpacer.trace"
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable, no spaces, bounded
 
 
-class StampArrival:
-    """Notes in the ASGI scope when a request reached the app (``time.monotonic()``)."""
+class RequestContext:
+    """Pure ASGI: notes when a request arrived (``time.monotonic()``) and its W3C trace
+    context (the caller's ``traceparent`` continued, or a new trace), and puts ``traceparent``
+    (the request's root span) and ``x-request-id`` (the caller's, else the trace id) on every
+    response, errors included."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            scope[ARRIVED] = time.monotonic()
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope[ARRIVED] = time.monotonic()
+        headers = dict(scope.get("headers") or [])
+        trace = scope[TRACE] = TraceContext.continuing(
+            headers.get(b"traceparent", b"").decode("latin-1"))
+        asked = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = asked if _REQUEST_ID.match(asked) else trace.trace_id
+        extra = [(b"traceparent", trace.traceparent.encode()),
+                 (b"x-request-id", request_id.encode())]
+
+        async def send_with_ids(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_ids)
+
+
+def _once(close: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+    """An idempotent release: the stream's end and the response's background task both call
+    it, whichever comes (a stream the client left before it started has only the second)."""
+    done = False
+
+    async def release() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            await close()
+
+    return release
 
 
 async def _llm_check(pipeline: Pipeline) -> str:
@@ -157,20 +200,6 @@ async def _llm_check(pipeline: Pipeline) -> str:
         return "ok" if r.status_code == 200 else f"http {r.status_code}"
     except httpx.HTTPError as exc:
         return f"down ({type(exc).__name__})"
-
-
-async def _admitted_stream(admission: Admission, deadline: Any, pipeline: Pipeline,
-                           call: dict[str, Any], model: str,
-                           tenant: str | None) -> AsyncIterator[str]:
-    try:
-        async with admission.slot(deadline, tenant):
-            call["deadline_ms"] = max(deadline.remaining_ms(), 1.0)
-            async for chunk in _stream(pipeline, call, model):
-                yield chunk
-    except Overloaded as exc:
-        err = to_api_error(exc)
-        yield _sse(errors.error_body(err.message, err.type, err.code, err.param))
-        yield "data: [DONE]\n\n"
 
 
 async def _redis_check(url: str) -> str:
@@ -190,24 +219,29 @@ def _sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-async def _stream(pipeline: Pipeline, call: dict[str, Any], model: str) -> AsyncIterator[str]:
-    """Chunks as generated; timings and usage in the last chunk; errors in-band once started."""
-    cid = "chatcmpl-stream"
+async def _stream(pipeline: Pipeline, call: dict[str, Any], model: str,
+                  queued_ms: float, include_usage: bool,
+                  release: Callable[[], Awaitable[None]]) -> AsyncIterator[str]:
+    """Chunks as generated, all with one id; then the closing chunks (``closing_chunks``).
+    An error after the first byte is an OpenAI-style error event, then ``[DONE]``."""
+    cid = completion_id(call["traceparent"].trace_id)
+    usage: dict[str, Any] = {"usage": None} if include_usage else {}
     query = call.pop("query")
     first = True
     try:
         async for item in pipeline.astream(query, **call):
             if isinstance(item, Result):
-                cid = f"chatcmpl-{item.trace_id[:24]}"
-                yield _sse(chunk_body(cid, model, {}, finish_reason(item), usage=usage_of(item),
-                                      ragpacer=ragpacer_block(item)))
+                for chunk in closing_chunks(cid, model, item, queued_ms, include_usage):
+                    yield _sse(chunk)
                 break
             delta = {"role": "assistant", "content": item} if first else {"content": item}
             first = False
-            yield _sse(chunk_body(cid, model, delta))
+            yield _sse(chunk_body(cid, model, delta, **usage))
     except asyncio.CancelledError:
         raise  # the client went away: astream's finally cancels the pipeline's work
     except Exception as exc:
         err = to_api_error(exc)
         yield _sse(errors.error_body(err.message, err.type, err.code, err.param))
+    finally:
+        await release()
     yield "data: [DONE]\n\n"

@@ -32,11 +32,17 @@ class ChatMessage(BaseModel):
         return "".join(p.text or "" for p in self.content or [] if p.type == "text")
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we do not use
     model: str
     messages: list[ChatMessage]
     stream: bool = False
+    stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, gt=0)
     max_completion_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -118,7 +124,7 @@ def finish_reason(result: Result) -> str:
 
 def completion_body(result: Result, model: str) -> dict[str, Any]:
     return {
-        "id": f"chatcmpl-{result.trace_id[:24]}",
+        "id": completion_id(result.trace_id),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
@@ -134,6 +140,24 @@ def chunk_body(cid: str, model: str, delta: dict[str, Any], finish: str | None =
     return {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
             "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
             **extra}
+
+
+def closing_chunks(cid: str, model: str, result: Result, queued_ms: float | None,
+                   include_usage: bool) -> list[dict[str, Any]]:
+    """What follows the text of a stream: the finish reason; our block (with the Server-Timing
+    figures a stream cannot send as a header) in a chunk of its own; and, when the caller asked
+    with ``stream_options.include_usage``, OpenAI's usage chunk, last and with no choices."""
+    out = [chunk_body(cid, model, {}, finish_reason(result))]
+    block = {**ragpacer_block(result), "server_timing": server_timing(result, queued_ms)}
+    out.append({**chunk_body(cid, model, {}), "choices": [], "ragpacer": block})
+    if include_usage:
+        out.append({**chunk_body(cid, model, {}), "choices": [], "usage": usage_of(result)})
+    return out
+
+
+def completion_id(trace_id: str) -> str:
+    """One id per request, known before the first byte: a stream's every chunk carries it."""
+    return f"chatcmpl-{trace_id[:24]}"
 
 
 def server_timing(result: Result, queued_ms: float | None = None) -> str:
