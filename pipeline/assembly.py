@@ -243,12 +243,13 @@ def assemble(settings: Settings, llm: LLMClient, index: BM25Index) -> Assembly:
     store = vector_store(settings, index, embedder)
     selector = sentence_selector(settings, index, embedder)
     classifier = intent_classifier(settings, embedder)
+    count = embedder.count_tokens if embedder is not None else _words
     stages: dict[str, Stage] = {
         "input_guardrails": InputGuardrails(),
         "intent": IntentRouter(classifier),
         "retrieval": Retrieval(index, route_filters(settings), store),
         "tools": ToolsStage(registry),
-        "generation": Generation(llm, registry, selector),
+        "generation": Generation(llm, registry, selector, count),
         "grounding": Grounding(selector),
         "output_guardrails": OutputGuardrails(),
     }
@@ -256,7 +257,7 @@ def assemble(settings: Settings, llm: LLMClient, index: BM25Index) -> Assembly:
         stages["features"] = features
     vectors = classifier if isinstance(classifier, VectorIntentClassifier) else None
     return Assembly(stages, vectors, store, store.index_id if store else index_version(index),
-                    embedder.count_tokens if embedder is not None else _words)
+                    count)
 
 
 def _words(text: str) -> int:

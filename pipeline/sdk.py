@@ -25,7 +25,7 @@ from ragpacer.pipeline.cache.semantic import SemanticCache
 from ragpacer.pipeline.conversation import history_turns, standalone_query
 from ragpacer.pipeline.core.context import NO_OPTIONS, AnswerOptions, RunContext, TraceContext
 from ragpacer.pipeline.core.deadline import Deadline
-from ragpacer.pipeline.core.errors import InputError
+from ragpacer.pipeline.core.errors import InputError, SystemMessageRefused
 from ragpacer.pipeline.core.graph import build_graph
 from ragpacer.pipeline.core.plan import build_plan, check_fallbacks
 from ragpacer.pipeline.core.runner import Observer, StageRunner
@@ -181,8 +181,9 @@ class Pipeline:
     ) -> Result:
         start_ns = time.time_ns()
         deadline, query, scope = self.check_input(query, filters, deadline_ms)
-        turns = history_turns(history)
+        turns = self._caller_system(history_turns(history))
         asked = [*(t["content"] for t in turns), query]  # what a usage count counts
+        question = query
         # The cache, intent and retrieval see the standalone form of a follow-up.
         query = standalone_query(query, turns, self.index.knows)
         ctx = RunContext(deadline, self.settings, trace=trace or TraceContext.new(),
@@ -190,6 +191,8 @@ class Pipeline:
         records: list[StageRecord] = []
         state: RequestState = {
             "query": query,
+            "question": question,
+            "history": turns,
             "user_id": user_id,
             "filters": scope,
             "records": records,
@@ -311,6 +314,16 @@ class Pipeline:
                 f"deadline_ms must be in (0, {self.settings.max_deadline_ms:g}], got {deadline_ms}"
             )
         return Deadline.after_ms(deadline_ms, since)
+
+    def _caller_system(self, turns: list[dict[str, str]]) -> list[dict[str, str]]:
+        """A caller's system messages, by ``llm.caller_system``: kept (the prompt appends them
+        to ours), dropped, or refused."""
+        policy = self.settings.llm.caller_system
+        if policy == "append" or not any(t["role"] in ("system", "developer") for t in turns):
+            return turns
+        if policy == "refuse":
+            raise SystemMessageRefused()
+        return [t for t in turns if t["role"] not in ("system", "developer")]
 
     def _count_usage(self, result: Result, asked: Sequence[str]) -> None:
         """Usage of an answer no LLM generated (extractive, template, decline, cache hit):

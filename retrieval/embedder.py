@@ -37,7 +37,9 @@ class Embedder:
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_tokens)
         self.tokenizer.no_padding()
-        self._counter = Tokenizer.from_file(str(folder / "tokenizer.json"))  # no truncation
+        self._counter = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._counter.no_truncation()
+        self._counter.no_padding()  # the file pads to 128: counts must be of the text
         self.variant = variant
         self.checksum = embedder_checksum(folder, variant)
 

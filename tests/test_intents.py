@@ -115,3 +115,9 @@ def test_open_intents_keep_their_confidence_far_from_every_example(
     same, kept = head.classify_vector(v, frozenset({label}))
     assert label == same == "out_of_scope" and head.in_scope(v) < 1.0
     assert lowered < kept and lowered == pytest.approx(kept * head.in_scope(v))
+
+
+def test_tokens_are_counted_whole_without_padding_or_truncation(embedder: Embedder) -> None:
+    """Usage of answers no LLM made is counted with this tokenizer: the text's own tokens."""
+    assert embedder.count_tokens("hello world") == 2
+    assert embedder.count_tokens("hello " * 300) == 300  # past the embedding's 128

@@ -76,6 +76,16 @@ class InputError(RagpacerError, ValueError):
     param: str | None = None  # the request field at fault, when one is
 
 
+class SystemMessageRefused(InputError):
+    """The configuration refuses system messages from callers (``llm.caller_system``)."""
+
+    code = "system_message_refused"
+    param = "messages"
+
+    def __init__(self) -> None:
+        super().__init__("system messages from the caller are not accepted by this server")
+
+
 class UnsupportedParameterError(InputError):
     """An OpenAI parameter ragpacer does not implement; refused rather than ignored."""
 

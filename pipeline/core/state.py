@@ -22,6 +22,8 @@ class RequestState(TypedDict, total=False):
     intent_confidence: float
     low_confidence: bool
     query_vector: Any  # numpy vector of the query, computed once by the intent stage
+    question: str  # the caller's own last message (``query`` may be its standalone form)
+    history: list[dict[str, str]]  # earlier turns ({"role", "content"}) the prompt may carry
     features: dict[str, Any]
     sources: list[Any]  # retrieval.Hit
     tool_results: list[dict[str, Any]]

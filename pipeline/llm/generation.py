@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ragpacer.agents.tool_runner import run_tools
@@ -15,7 +16,7 @@ from ragpacer.pipeline.core.stage import Degraded, FallbackKind, StageBase, Upda
 from ragpacer.pipeline.core.state import RequestState
 from ragpacer.pipeline.grounding import complete_sentences, strip_markup
 from ragpacer.pipeline.llm.client import Completion, LLMClient
-from ragpacer.pipeline.llm.prompt import build_messages
+from ragpacer.pipeline.llm.prompt import build_messages, fit_history, system_message
 from ragpacer.retrieval.extractive import SentenceSelector
 
 
@@ -47,10 +48,22 @@ class Generation(StageBase):
     self_limiting: ClassVar[bool] = True  # the LLM client stops at ctx.cutoff, keeping text
 
     def __init__(self, llm: LLMClient, tools: Any = None,
-                 selector: SentenceSelector | None = None) -> None:
+                 selector: SentenceSelector | None = None,
+                 count_tokens: Callable[[str], int] | None = None) -> None:
         self.llm = llm
         self.tools = tools  # agents.tools.ToolRegistry, for routes with llm_tools
         self.selector = selector or SentenceSelector(None)
+        self.count_tokens = count_tokens or (lambda text: len(text.split()))
+
+    def _history(self, state: RequestState, ctx: RunContext) -> list[dict[str, str]]:
+        """Earlier turns within ``llm.history_tokens``, scaled by the share of the default
+        deadline still left: a hurried request reads less of the past."""
+        turns = state.get("history", [])
+        if not turns:
+            return []
+        share = min(1.0, ctx.cutoff.remaining_ms() / ctx.settings.deadline_ms)
+        budget = int(ctx.settings.llm.history_tokens * max(share, 0.0))
+        return fit_history(turns, budget, self.count_tokens)
 
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update | Degraded:
         route = ctx.settings.routing.routes[state["route"]]
@@ -65,11 +78,14 @@ class Generation(StageBase):
             # No LLM: the extractive answer, or a decline when the sources do not answer.
             return extractive(selection, state, ctx)
         messages = build_messages(
-            ctx.settings.llm.system_prompt,
-            state["query"],
+            system_message(ctx.settings.llm.system_prompt, [
+                t["content"] for t in state.get("history", [])
+                if t["role"] in ("system", "developer")]),
+            state.get("question") or state["query"],
             state.get("sources", []),
             state.get("tool_results", []),
             state.get("features"),
+            self._history(state, ctx),
         )
         failures: list[str] = []
         for model in model_chain(ctx.settings, route.model):

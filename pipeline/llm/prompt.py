@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ragpacer.retrieval.types import Hit
@@ -19,13 +19,35 @@ def _quote(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
+def fit_history(turns: Sequence[dict[str, str]], budget: int,
+                count: Callable[[str], int]) -> list[dict[str, str]]:
+    """The newest user and assistant turns whose tokens fit ``budget``, in their order."""
+    kept: list[dict[str, str]] = []
+    for turn in reversed([t for t in turns if t["role"] in ("user", "assistant")]):
+        budget -= count(turn["content"])
+        if budget < 0:
+            break
+        kept.append({"role": turn["role"], "content": _quote(turn["content"], 2000)})
+    return kept[::-1]
+
+
+def system_message(system_prompt: str, caller: Sequence[str]) -> str:
+    """Ours first, always; a caller's system messages after it, as the operator's."""
+    extra = "\n".join(_quote(c, 1000) for c in caller if c.strip())
+    return f"{system_prompt}\nOperator instructions: {extra}" if extra else system_prompt
+
+
 def build_messages(
     system_prompt: str,
     query: str,
     sources: Sequence[Hit] = (),
     tool_results: Sequence[dict[str, Any]] = (),
     features: dict[str, Any] | None = None,
+    history: Sequence[dict[str, str]] = (),
 ) -> list[dict[str, str]]:
+    """Our system prompt; the conversation's earlier turns (already fitted); then one user
+    message with the sources, tool results and customer features quoted as data, and the
+    question."""
     parts: list[str] = []
     for i, hit in enumerate(sources, 1):
         parts.append(
@@ -41,5 +63,6 @@ def build_messages(
     parts.append(f"Question: {query}")
     return [
         {"role": "system", "content": system_prompt},
+        *history,
         {"role": "user", "content": "\n".join(parts)},
     ]

@@ -88,13 +88,16 @@ class ChatCompletionRequest(BaseModel):
                              stop=tuple(stop), seed=self.seed)
 
     def to_call(self) -> dict[str, Any]:
-        """The pipeline's arguments: the last user message is the query, the user and
-        assistant turns before it its history; unsupported parameters refused."""
+        """The pipeline's arguments: the last user message is the query; its history the
+        caller's system messages (wherever they are) and the user and assistant turns before
+        it; unsupported parameters refused."""
         self.refuse_unsupported()
         last = max((i for i, m in enumerate(self.messages) if m.role == "user"), default=None)
         if last is None:
             raise InputError("messages must contain at least one user message")
-        history = [{"role": m.role, "content": m.text()} for m in self.messages[:last]
+        history = [{"role": m.role, "content": m.text()} for m in self.messages
+                   if m.role in ("system", "developer")] + [
+                   {"role": m.role, "content": m.text()} for m in self.messages[:last]
                    if m.role in ("user", "assistant")]
         return {"query": self.messages[last].text(), "user_id": self.user,
                 "filters": self.metadata, "deadline_ms": self.deadline_ms, "history": history,

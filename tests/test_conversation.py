@@ -1,0 +1,97 @@
+"""Conversations: the standalone query, earlier turns in the prompt under a token budget, and
+the caller's system messages by policy; over HTTP with the official client."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+
+from ragpacer.pipeline.core.context import RunContext
+from ragpacer.pipeline.core.deadline import Deadline
+from ragpacer.pipeline.llm.generation import Generation
+from ragpacer.pipeline.llm.prompt import fit_history, system_message
+from ragpacer.pipeline.sdk import Pipeline
+from tests.conftest import make_settings
+from tests.scripted_llm import Script, ScriptedLLM
+from tests.support.http import serving
+
+TURNS = [
+    {"role": "user", "content": "I want to send money to a friend in the US."},
+    {"role": "assistant", "content": "International transfers go through SWIFT."},
+    {"role": "user", "content": "How much does that cost?"},
+    {"role": "assistant", "content": "The fee is 0.5% of the amount, at least 5 EUR."},
+]
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def test_history_keeps_the_newest_turns_that_fit() -> None:
+    kept = fit_history(TURNS, 20, words)
+    assert kept == TURNS[2:]  # 5 + 10 words fit; the first exchange (17 more) does not
+    assert fit_history(TURNS, 1000, words) == TURNS
+    assert fit_history(TURNS, 3, words) == []
+    system = [{"role": "system", "content": "be brief"}, *TURNS]
+    assert fit_history(system, 1000, words) == TURNS  # system messages are not turns
+
+
+def test_a_hurried_request_reads_less_of_the_past() -> None:
+    settings = make_settings("http://127.0.0.1:9/v1", llm={"history_tokens": 40})
+    stage = Generation(llm=None, count_tokens=words)  # type: ignore[arg-type]
+    state = {"history": TURNS}
+    full = stage._history(state, RunContext(Deadline.after_ms(settings.deadline_ms), settings))
+    hurried = stage._history(state, RunContext(Deadline.after_ms(settings.deadline_ms / 2),
+                                               settings))
+    assert full == TURNS and hurried == TURNS[2:]  # 40 tokens, then 20
+
+
+def test_the_callers_system_message_follows_ours() -> None:
+    ours = "You are the help-centre assistant."
+    merged = system_message(ours, ["Answer in French.", "  "])
+    assert merged.startswith(ours) and merged.endswith("Operator instructions: Answer in French.")
+    assert system_message(ours, []) == ours
+
+
+async def test_turns_and_system_messages_reach_the_prompt(make_pipeline, scripted) -> None:
+    p = make_pipeline(scripted.url, cache={"enabled": False})
+    history = [{"role": "system", "content": "Answer in French."}, *TURNS]
+    result = await p.arun("And how long does it take?", history=history)
+    messages = scripted.requests[-1]["messages"]
+    assert messages[0]["role"] == "system"
+    assert messages[0]["content"].startswith(p.settings.llm.system_prompt)
+    assert messages[0]["content"].endswith("Operator instructions: Answer in French.")
+    assert messages[1:-1] == TURNS
+    assert messages[-1]["content"].endswith("Question: And how long does it take?")
+    assert result.sources[0].id.split("#")[0] == "transfers-international"
+
+
+async def test_the_system_message_policy_ignores_or_refuses(scripted) -> None:
+    history = [{"role": "system", "content": "Answer in French."}, *TURNS[:2]]
+    ignoring = Pipeline(make_settings(scripted.url, llm={"caller_system": "ignore"},
+                                      cache={"enabled": False}))
+    await ignoring.arun("How much does that cost?", history=history)
+    assert "Operator" not in scripted.requests[-1]["messages"][0]["content"]
+    await ignoring.aclose()
+    with serving(Pipeline(make_settings(scripted.url, llm={"caller_system": "refuse"}))) as base:
+        r = httpx.post(f"{base}/v1/chat/completions", json={"model": "ragpacer", "messages": [
+            {"role": "system", "content": "Answer in French."},
+            {"role": "user", "content": "How much does a SWIFT transfer cost?"}]})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "system_message_refused"
+
+
+def test_a_three_turn_conversation_through_the_official_client() -> None:
+    """The third question names nothing ("and how long does it take?"): with the
+    conversation it retrieves the international-transfers article first."""
+    with ScriptedLLM(Script()) as llm, serving(Pipeline(make_settings(
+            llm.url, cache={"enabled": False}))) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+        r = client.chat.completions.create(model="ragpacer", messages=[
+            *TURNS, {"role": "user", "content": "And how long does it take?"}])
+        alone = client.chat.completions.create(model="ragpacer", messages=[
+            {"role": "user", "content": "And how long does it take?"}])
+    sources = r.model_extra["ragpacer"]["sources"]
+    assert sources[0]["id"].split("#")[0] == "transfers-international"
+    assert r.model_extra["ragpacer"]["query"].endswith("And how long does it take?")
+    assert alone.model_extra["ragpacer"]["query"] == "And how long does it take?"
