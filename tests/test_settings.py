@@ -100,3 +100,21 @@ def test_config_check_passes_beside_a_stray_variable() -> None:
     out = subprocess.run([sys.executable, "-m", "ragpacer.pipeline.cli", "config", "check",
                           str(ROOT / "ragpacer.yaml")], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_secrets_come_from_files_and_the_environment_wins(tmp_path: Path) -> None:
+    """Mounted secrets: one file per RAGPACER_* name, a trailing newline dropped; a variable
+    of the same name set in the environment takes precedence; an unreadable folder fails
+    naming the variable."""
+    (tmp_path / "RAGPACER_LANGFUSE__SECRET_KEY").write_text("sk-from-file\n")
+    (tmp_path / "ragpacer_server__api_keys").write_text("[key-a, key-b]\n")
+    (tmp_path / "README").write_text("not a secret")
+    s = load_settings(environ={"RAGPACER_SECRETS_DIR": str(tmp_path)})
+    assert s.langfuse.secret_key is not None
+    assert s.langfuse.secret_key.get_secret_value() == "sk-from-file"
+    assert [k.get_secret_value() if hasattr(k, "get_secret_value") else k
+            for k in s.server.api_keys] == ["key-a", "key-b"]
+    env = {"RAGPACER_SECRETS_DIR": str(tmp_path), "RAGPACER_LANGFUSE__SECRET_KEY": "sk-env"}
+    assert load_settings(environ=env).langfuse.secret_key.get_secret_value() == "sk-env"
+    with pytest.raises(ConfigError, match="RAGPACER_SECRETS_DIR"):
+        load_settings(environ={"RAGPACER_SECRETS_DIR": str(tmp_path / "missing")})

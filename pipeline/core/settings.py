@@ -453,7 +453,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     unknown: list[str] = []
     for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX) or key in ("RAGPACER_CONFIG",):
+        if not key.startswith(ENV_PREFIX) or key in ("RAGPACER_CONFIG", SECRETS_DIR):
             continue
         path = key[len(ENV_PREFIX) :].lower().split("__")
         kind = _setting_kind(Settings, path)
@@ -500,6 +500,8 @@ def _setting_kind(model: type[BaseModel], path: list[str]) -> str | None:
         if len(path) > 2 and isinstance(value, type) and issubclass(value, BaseModel):
             return _setting_kind(value, path[2:])
         return "value"
+    if typing.get_origin(annotation) in (list, tuple, set, frozenset):
+        return "value" if len(path) == 1 else None  # a list of strings is YAML too
     args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
     nested = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
     if len(path) > 1:
@@ -515,6 +517,28 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[k] = v
     return merged
+
+
+SECRETS_DIR = "RAGPACER_SECRETS_DIR"
+
+
+def _secret_files(folder: Path) -> dict[str, str]:
+    """Secrets mounted as files (Docker, Kubernetes): each file named like a RAGPACER_*
+    variable (any case) holds its value, a trailing newline dropped."""
+    try:
+        files = [f for f in folder.iterdir() if f.is_file()]
+    except OSError as exc:
+        raise ConfigError(f"{SECRETS_DIR} {folder}: {exc}", field=SECRETS_DIR) from exc
+    out: dict[str, str] = {}
+    for f in files:
+        name = f.name.upper()
+        if not name.startswith(ENV_PREFIX):
+            continue
+        try:
+            out[name] = f.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read secret {f}: {exc}", field=SECRETS_DIR) from exc
+    return out
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -543,6 +567,8 @@ def load_settings(
 ) -> Settings:
     """Read, merge and validate the configuration; raise ConfigError naming the field."""
     env = os.environ if environ is None else environ
+    if env.get(SECRETS_DIR):  # the environment wins over a file of the same name
+        env = {**_secret_files(Path(env[SECRETS_DIR])), **env}
     if path is None and env.get("RAGPACER_CONFIG"):
         path = env["RAGPACER_CONFIG"]
     data = _read_yaml(Path(path)) if path is not None else {}
