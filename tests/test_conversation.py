@@ -74,9 +74,10 @@ async def test_the_system_message_policy_ignores_or_refuses(scripted) -> None:
     assert "Operator" not in scripted.requests[-1]["messages"][0]["content"]
     await ignoring.aclose()
     with serving(Pipeline(make_settings(scripted.url, llm={"caller_system": "refuse"}))) as base:
-        r = httpx.post(f"{base}/v1/chat/completions", json={"model": "ragpacer", "messages": [
-            {"role": "system", "content": "Answer in French."},
-            {"role": "user", "content": "How much does a SWIFT transfer cost?"}]})
+        async with httpx.AsyncClient(base_url=base) as client:
+            r = await client.post("/v1/chat/completions", json={"model": "ragpacer", "messages": [
+                {"role": "system", "content": "Answer in French."},
+                {"role": "user", "content": "How much does a SWIFT transfer cost?"}]})
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "system_message_refused"
 
