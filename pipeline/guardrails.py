@@ -148,10 +148,25 @@ class InputGuardrails(StageBase):
     fallbacks: ClassVar[frozenset[FallbackKind]] = frozenset({"cheaper"})
 
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update:
-        return check_input(state["query"], ctx.settings.guardrails)
+        return check_request(state, ctx.settings.guardrails)
 
     def fallback(self, kind: FallbackKind, state: RequestState, ctx: RunContext) -> Update:
-        return check_input(state["query"], ctx.settings.guardrails)
+        return check_request(state, ctx.settings.guardrails)
+
+
+def check_request(state: RequestState, cfg: GuardrailSettings) -> Update:
+    """``check_input`` on the query; with ``pii_action: redact``, the caller's own question and
+    the conversation's earlier turns (both can reach the prompt) are redacted too."""
+    update = check_input(state["query"], cfg)
+    if cfg.pii_action != "redact":
+        return update
+    allow = frozenset(cfg.pii_allowlist)
+    if "question" in state:
+        update["question"] = redact_pii(state["question"], allow)[0]
+    if state.get("history"):
+        update["history"] = [{**t, "content": redact_pii(t["content"], allow)[0]}
+                             for t in state["history"]]
+    return update
 
 
 class OutputGuardrails(StageBase):

@@ -96,3 +96,14 @@ def test_a_three_turn_conversation_through_the_official_client() -> None:
     assert sources[0]["id"].split("#")[0] == "transfers-international"
     assert r.model_extra["ragpacer"]["query"].endswith("And how long does it take?")
     assert alone.model_extra["ragpacer"]["query"] == "And how long does it take?"
+
+
+async def test_personal_data_in_earlier_turns_is_redacted_before_the_prompt(
+        make_pipeline, scripted) -> None:
+    p = make_pipeline(scripted.url, cache={"enabled": False})
+    history = [{"role": "user", "content": "My card 4111 1111 1111 1111 was declined."},
+               {"role": "assistant", "content": "Check the reason in the app."}]
+    await p.arun("And who do I call, ann@example.org here?", history=history)
+    prompt = str(scripted.requests[-1]["messages"])
+    assert "4111" not in prompt and "ann@example.org" not in prompt
+    assert "[CARD]" in prompt and "[EMAIL]" in prompt
