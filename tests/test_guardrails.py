@@ -1,3 +1,4 @@
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -68,3 +69,15 @@ def test_stream_redactor_releases_long_unpunctuated_text_without_splitting_pii()
     assert out, "long runs without punctuation must still stream"
     out += r.flush()
     assert "4111" not in out and "[CARD]" in out
+
+
+@pytest.mark.parametrize(("text", "redacted"), [
+    ("IBAN GB82 WEST 1234 5698 7654 32", True),
+    ("IBAN NL91ABNA0417164300", True),
+    ("IBAN DE89 3704 0044 0532 0130 00", True),
+    ("IBAN BE69 5390 0754 7034", False),  # one check digit off
+    ("order AB12 3456 7890 1234 shipped", False),  # shaped like an IBAN, fails mod-97
+])
+def test_an_iban_is_redacted_only_when_its_check_digits_hold(text: str, redacted: bool) -> None:
+    out, kinds = redact_pii(text)
+    assert ("iban" in kinds) is redacted and ("[IBAN]" in out) is redacted
