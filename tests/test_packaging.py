@@ -123,6 +123,21 @@ def test_every_subpackage_is_in_the_wheel(wheel: Path) -> None:
             assert f"ragpacer/{package}/{rel}" in names, rel
 
 
+def test_nothing_imports_a_private_module_of_another_package() -> None:
+    """A private module (``pkg._impl``) can change in any release: only public interfaces."""
+    private = []
+    for folder in SOURCES:
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom)
+                         and node.level == 0 else [])
+                private += [f"{path.relative_to(ROOT)}: {n}" for n in names
+                            if not n.startswith(("ragpacer", "tests", "evals", "__future__"))
+                            and any(p.startswith("_") for p in n.split("."))]
+    assert not private, private
+
+
 def test_the_cli_reports_its_version() -> None:
     out = subprocess.run([sys.executable, "-m", "ragpacer.pipeline.cli", "--version"],
                          capture_output=True, text=True, check=True).stdout

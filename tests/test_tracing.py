@@ -68,7 +68,7 @@ async def test_a_callers_traceparent_round_trips_into_the_exported_spans(scripte
     rx.server.shutdown()
 
 
-async def test_langfuse_sdk_exports_our_spans_to_its_otlp_path_with_basic_auth(scripted) -> None:
+async def test_langfuse_export_goes_to_its_public_otlp_path_with_basic_auth(scripted) -> None:
     rx = Receiver()
     p = Pipeline(make_settings(scripted.url, tracing={"exporter": "langfuse"}, langfuse={
         "host": f"http://127.0.0.1:{rx.port}", "public_key": "pk-lf-1", "secret_key": "sk-lf-2"}))

@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from base64 import b64encode
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,36 +90,29 @@ def span_dict(s: ReadableSpan) -> dict[str, Any]:
 
 def _exporter(settings: Settings) -> SpanExporter | None:
     cfg = settings.tracing
-    if cfg.exporter in ("none", "langfuse"):
+    if cfg.exporter == "none":
         return None
     if cfg.exporter == "jsonl":
         return JsonlExporter(cfg.jsonl_path or settings.home / "traces.jsonl")
-    # otlp: the exporter is only imported when configured.
+    # otlp and langfuse: the exporter is only imported when configured.
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    return OTLPSpanExporter(endpoint=cfg.endpoint, timeout=cfg.export_timeout_s)
-
-
-def _is_ours(span: ReadableSpan) -> bool:
-    scope = span.instrumentation_scope
-    return scope is not None and scope.name == "ragpacer"
-
-
-def _processor(settings: Settings) -> Any:
-    """Langfuse's own span processor (SDK 5), told to keep our spans; else a batch exporter."""
-    cfg = settings.tracing
     if cfg.exporter == "langfuse":
-        from langfuse._client.span_processor import LangfuseSpanProcessor
-
+        # Langfuse's public OTLP endpoint, authenticated with the project's key pair.
         lf = settings.langfuse
         if not (lf.host and lf.public_key and lf.secret_key):
             raise ValueError("tracing.exporter langfuse needs langfuse.host, public_key and "
                              "secret_key")
-        # By default SDK 5 exports only Langfuse/gen_ai spans: ours are kept explicitly.
-        return LangfuseSpanProcessor(
-            public_key=lf.public_key, secret_key=lf.secret_key.get_secret_value(),
-            base_url=lf.host.rstrip("/"), timeout=max(1, int(cfg.export_timeout_s)),
-            flush_interval=0.5, should_export_span=_is_ours)
+        pair = f"{lf.public_key}:{lf.secret_key.get_secret_value()}".encode()
+        return OTLPSpanExporter(endpoint=f"{lf.host.rstrip('/')}/api/public/otel/v1/traces",
+                                headers={"Authorization": f"Basic {b64encode(pair).decode()}"},
+                                timeout=cfg.export_timeout_s)
+    return OTLPSpanExporter(endpoint=cfg.endpoint, timeout=cfg.export_timeout_s)
+
+
+def _processor(settings: Settings) -> Any:
+    """A batch processor in a background thread: export never runs on the request path."""
+    cfg = settings.tracing
     exporter = _exporter(settings)
     if exporter is None:
         return None
