@@ -55,10 +55,11 @@ class BM25Index:
         for i, d in enumerate(self.documents):
             for key, value in d.metadata.items():
                 col = self._facets.setdefault(key, {})
-                mask = col.get(str(value))
-                if mask is None:
-                    mask = col[str(value)] = np.zeros(n, dtype=bool)
-                mask[i] = True
+                for v in value if isinstance(value, list) else [value]:  # a list: each value
+                    mask = col.get(str(v))
+                    if mask is None:
+                        mask = col[str(v)] = np.zeros(n, dtype=bool)
+                    mask[i] = True
 
     def __len__(self) -> int:
         return len(self.documents)

@@ -49,7 +49,13 @@ def merge_filters(route: Filters, request: Filters) -> Filters:
 
 
 def matches(metadata: Mapping[str, Any], filters: Filters) -> bool:
-    return all(str(metadata.get(k)) in values for k, values in filters.items())
+    """Every filtered key has one of its values; a list-valued key matches through any
+    element (as Qdrant matches an array payload)."""
+    def has(value: Any, wanted: tuple[str, ...]) -> bool:
+        return any(str(v) in wanted for v in value) if isinstance(value, list) \
+            else str(value) in wanted
+
+    return all(has(metadata.get(k), values) for k, values in filters.items())
 
 
 # A hit of the route's own documents moves up this many places: it wins over comparable hits,

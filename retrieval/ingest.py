@@ -15,8 +15,10 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import yaml
 
 from ragpacer.retrieval.analyzer import Analyzer
 from ragpacer.retrieval.corpus import CorpusError, load_jsonl
@@ -39,18 +41,35 @@ def chunk(doc: Document, words: int = 180, overlap: int = 40) -> list[Document]:
     return out
 
 
-def _front_matter(text: str) -> tuple[dict[str, str], str]:
+def _front_matter(text: str, source: Path) -> tuple[dict[str, Any], str]:
+    """YAML between a leading ``---`` line and the next: strings, numbers, quoted values,
+    lists and multi-line values. Values become strings (lists of strings), as filters match."""
     if not text.startswith("---\n"):
         return {}, text
-    end = text.find("\n---", 4)
+    end = text.find("\n---", 3)
     if end < 0:
         return {}, text
-    meta = {}
-    for line in text[4:end].splitlines():
-        if ":" in line:
-            key, value = line.split(":", 1)
-            meta[key.strip()] = value.strip().strip("'\"")
-    return meta, text[end + 4:].lstrip("\n")
+    try:
+        meta = yaml.safe_load(text[4:end + 1]) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 2}" if mark is not None else ""  # + the opening --- line
+        raise CorpusError(f"{source}{where}: front matter is not valid YAML: "
+                          f"{getattr(exc, 'problem', None) or exc}") from exc
+    if not isinstance(meta, dict):
+        raise CorpusError(f"{source}:2: front matter must be a mapping of keys to values")
+    return {str(k): _meta_value(v, source, k) for k, v in meta.items()}, \
+        text[end + 4:].lstrip("\n")
+
+
+def _meta_value(value: Any, source: Path, key: Any) -> str | list[str]:
+    if isinstance(value, list):
+        if any(isinstance(v, list | dict) for v in value):
+            raise CorpusError(f"{source}: front matter {key!r} nests lists or mappings")
+        return [str(v) for v in value]
+    if isinstance(value, dict):
+        raise CorpusError(f"{source}: front matter {key!r} is a mapping; use flat keys")
+    return "" if value is None else str(value)
 
 
 def read_documents(path: Path) -> list[Document]:
@@ -70,10 +89,10 @@ def read_documents(path: Path) -> list[Document]:
             raw = f.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CorpusError(f"cannot read {f}: {exc}") from exc
-        meta, body = _front_matter(raw)
-        title = meta.pop("title", f.stem.replace("-", " ").replace("_", " "))
+        meta, body = _front_matter(raw, f)
+        title = str(meta.pop("title", f.stem.replace("-", " ").replace("_", " ")))
         rel = f.relative_to(path) if path.is_dir() else Path(f.name)
-        docs.append(Document(id=meta.pop("id", str(rel.with_suffix(""))), text=body,
+        docs.append(Document(id=str(meta.pop("id", str(rel.with_suffix("")))), text=body,
                              title=title, metadata=meta))
     ids = [d.id for d in docs]
     if len(set(ids)) != len(ids):

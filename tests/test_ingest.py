@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ragpacer.retrieval.bm25 import BM25Index
 from ragpacer.retrieval.corpus import CorpusError
 from ragpacer.retrieval.embedder import Embedder
 from ragpacer.retrieval.embedder_prepare import embedder_dir
@@ -97,6 +98,24 @@ def test_folders_front_matter_and_beir(tmp_path: Path) -> None:
     docs = {d.id: d for d in read_documents(tmp_path / "docs")}
     assert docs["fees"].title == "Card fees" and docs["fees"].metadata == {"product": "cards"}
     assert docs["note"].text == "Plain text note." and "beir-1" in docs
+
+
+def test_front_matter_is_yaml_lists_quotes_and_multi_line(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text(
+        '---\ntitle: "Fees: cards and transfers"\nproduct: [cards, transfers]\n'
+        "summary: >\n  Two lines\n  of summary.\nyear: 2026\n---\nBody.\n")
+    doc = read_documents(tmp_path / "a.md")[0]
+    assert doc.title == "Fees: cards and transfers" and doc.text == "Body.\n"
+    assert doc.metadata == {"product": ["cards", "transfers"],
+                            "summary": "Two lines of summary.\n", "year": "2026"}
+    index = BM25Index([doc, Document("b", "Body.", "Other", {"product": "loans"})])
+    assert [h.id for h in index.search("body", 5, {"product": ("transfers",)})] == ["a"]
+
+
+def test_broken_front_matter_names_the_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.md").write_text("---\ntitle: ok\nproduct: [cards\n---\nBody.\n")
+    with pytest.raises(CorpusError, match=r"bad\.md:\d+: front matter is not valid YAML"):
+        read_documents(tmp_path / "bad.md")
 
 
 def test_chunks_overlap_and_keep_their_source() -> None:
