@@ -99,7 +99,7 @@ async def test_redis_stopped_mid_test_is_bypassed_then_recovered(scripted, own_r
 
     await asyncio.to_thread(start)
     assert isinstance(p.cache, RedisCache)
-    p.cache._open_until = 0.0  # skip the backoff wait; recovery itself is what we test
+    p.cache.breaker.success()  # skip the backoff wait; recovery itself is what we test
     recovered = await p.arun(QUESTION)
     assert "cache" not in recovered.degraded
     await p._cache_writer.drain()

@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from typing import Any, ClassVar, Protocol
 
+from ragpacer.pipeline.breaker import CircuitBreaker
 from ragpacer.pipeline.core.context import RunContext
 from ragpacer.pipeline.core.stage import FallbackKind, StageBase, Update
 from ragpacer.pipeline.core.state import RequestState
@@ -76,9 +77,9 @@ class CacheUnavailable(RuntimeError):
 class RedisCache:
     """Redis through redis.asyncio, with short timeouts and a circuit breaker.
 
-    When Redis is down, the first failure opens the circuit: for the next ``backoff_s``
-    (doubling up to 30 s) calls fail at once instead of each paying a connect timeout, then
-    one call probes again. No thundering herd of reconnects.
+    When Redis is down, the first failure opens the circuit (``pipeline.breaker``): calls fail
+    at once instead of each paying a connect timeout, then one call probes again. No
+    thundering herd of reconnects.
     """
 
     def __init__(self, url: str, *, prefix: str = "ragpacer:cache:",
@@ -94,20 +95,20 @@ class RedisCache:
                                      retry=Retry(NoBackoff(), 1),
                                      retry_on_error=[redis.ConnectionError])
         self.prefix = prefix
-        self._open_until = 0.0
-        self._backoff_s = 0.5
+        self.breaker = CircuitBreaker()
 
     async def _call(self, op: str, *args: Any, **kwargs: Any) -> Any:
-        now = time.monotonic()
-        if now < self._open_until:
-            raise CacheUnavailable(f"redis circuit open for {self._open_until - now:.1f} s")
+        if not self.breaker.allow():
+            raise CacheUnavailable(
+                f"redis circuit open for {self.breaker.retry_in_s():.1f} s")
         try:
             result = await getattr(self._redis, op)(*args, **kwargs)
-        except (TimeoutError, OSError, Exception) as exc:  # redis' errors, timeouts
-            self._open_until = time.monotonic() + self._backoff_s
-            self._backoff_s = min(self._backoff_s * 2, 30.0)
+        except BaseException as exc:  # redis' errors, timeouts; a cancelled probe too
+            self.breaker.failure()
+            if not isinstance(exc, Exception):
+                raise
             raise CacheUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
-        self._backoff_s = 0.5
+        self.breaker.success()
         return result
 
     async def get(self, key: str) -> dict[str, Any] | None:

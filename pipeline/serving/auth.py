@@ -6,16 +6,21 @@ import hashlib
 import hmac
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from pydantic import SecretStr
 
+from ragpacer.pipeline.breaker import CircuitBreaker
 from ragpacer.pipeline.serving.errors import APIError
 
+# Redis' own clock (TIME), not each server's: servers whose clocks disagree share one bucket.
 _BUCKET_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local tokens = tonumber(redis.call('HGET', KEYS[1], 't') or ARGV[2])
-local last = tonumber(redis.call('HGET', KEYS[1], 'l') or ARGV[3])
-local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local last = tonumber(redis.call('HGET', KEYS[1], 'l') or now)
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 tokens = math.min(burst, tokens + (now - last) * rate)
 local wait = 0
 if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
@@ -59,22 +64,28 @@ class KeyStore:
 
 
 class TokenBucket:
-    """In-process buckets, one per caller."""
+    """In-process buckets, one per caller, the ``max_callers`` most recently seen kept (with
+    auth off a caller is a client address: unbounded otherwise). A caller forgotten comes
+    back with a full bucket, as one idle that long would have."""
 
-    def __init__(self, rate_per_s: float, burst: int) -> None:
+    def __init__(self, rate_per_s: float, burst: int, max_callers: int = 10_000) -> None:
         self.rate, self.burst = rate_per_s, burst
-        self._state: dict[str, tuple[float, float]] = {}
+        self.max_callers = max_callers
+        self._state: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._state)
 
     async def take(self, who: str) -> float:
         """0 when allowed; otherwise the seconds to wait."""
         now = time.monotonic()
-        tokens, last = self._state.get(who, (float(self.burst), now))
+        tokens, last = self._state.pop(who, (float(self.burst), now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens >= 1:
-            self._state[who] = (tokens - 1, now)
-            return 0.0
-        self._state[who] = (tokens, now)
-        return (1 - tokens) / self.rate
+        wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+        self._state[who] = (tokens - 1 if tokens >= 1 else tokens, now)
+        if len(self._state) > self.max_callers:
+            self._state.popitem(last=False)  # the least recently seen
+        return wait
 
 
 class RedisTokenBucket(TokenBucket):
@@ -86,14 +97,22 @@ class RedisTokenBucket(TokenBucket):
 
         self._redis = redis.from_url(url, socket_connect_timeout=0.05, socket_timeout=0.05)
         self._script = self._redis.register_script(_BUCKET_LUA)
+        # Redis down: after the first failure, requests stop paying its 50 ms timeout.
+        self.breaker = CircuitBreaker()
 
     async def take(self, who: str) -> float:
+        if not self.breaker.allow():  # this process's own bucket meanwhile
+            return await super().take(who)
         try:
             wait = await self._script(keys=[f"ragpacer:rl:{who}"],
-                                      args=[self.rate, self.burst, time.time()])
-            return float(wait)
-        except Exception:  # Redis down: fall back to this process's own bucket
+                                      args=[self.rate, self.burst])
+        except BaseException as exc:  # a cancelled probe must not leave the breaker probing
+            self.breaker.failure()
+            if not isinstance(exc, Exception):
+                raise
             return await super().take(who)
+        self.breaker.success()
+        return float(wait)
 
 
 def retry_after(wait_s: float) -> str:

@@ -1,0 +1,93 @@
+"""The circuit breaker the cache and the rate limiter share, and the limiter's own bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from ragpacer.pipeline.breaker import CircuitBreaker
+from ragpacer.pipeline.serving import auth
+from ragpacer.pipeline.serving.auth import RedisTokenBucket, TokenBucket
+from tests.support.http import free_port
+from tests.support.redis import redis_up
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+async def test_half_open_lets_exactly_one_of_many_concurrent_callers_probe() -> None:
+    breaker = CircuitBreaker(backoff_s=0.05)
+    breaker.failure()
+    assert not breaker.allow()  # open: refused at once
+    await asyncio.sleep(0.06)
+    probe = asyncio.Event()
+    calls: list[int] = []
+
+    async def caller(i: int) -> bool:
+        if not breaker.allow():
+            return False
+        calls.append(i)
+        await probe.wait()  # the probe is in flight while the others arrive
+        breaker.success()
+        return True
+
+    tasks = [asyncio.create_task(caller(i)) for i in range(20)]
+    await asyncio.sleep(0.01)
+    probe.set()
+    allowed = await asyncio.gather(*tasks)
+    assert sum(allowed) == 1 and len(calls) == 1
+    assert breaker.closed and breaker.allow()  # the probe's success closed it
+
+
+def test_a_failed_probe_opens_it_again_for_longer() -> None:
+    breaker = CircuitBreaker(backoff_s=0.01, max_s=0.04)
+    breaker.failure()
+    time.sleep(0.015)
+    assert breaker.allow() and not breaker.allow()  # one probe
+    breaker.failure()
+    assert 0.015 < breaker.retry_in_s() <= 0.02  # doubled
+
+
+async def test_the_in_process_limiter_keeps_its_memory_bounded() -> None:
+    bucket = TokenBucket(rate_per_s=1.0, burst=2, max_callers=1000)
+    for i in range(100_000):
+        await bucket.take(f"10.0.{i // 256}.{i % 256}")
+    assert len(bucket) == 1000
+    # The most recent callers are the ones kept: this one's bucket is still being drained.
+    assert await bucket.take("10.0.390.159") == 0.0
+    assert await bucket.take("10.0.390.159") > 0.0
+
+
+async def test_redis_down_costs_one_timeout_then_the_breaker_answers() -> None:
+    bucket = RedisTokenBucket(f"redis://127.0.0.1:{free_port()}/0", rate_per_s=1.0, burst=5)
+    calls = 0
+    script = bucket._script
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return await script(*args, **kwargs)
+
+    bucket._script = counted  # type: ignore[assignment]
+    waits = [await bucket.take("k") for _ in range(50)]
+    assert calls == 1 and not bucket.breaker.closed  # one failed call, then refused at once
+    assert waits[:5] == [0.0] * 5 and waits[5] > 0  # the in-process bucket answered
+    await bucket._redis.aclose()
+
+
+@pytest.mark.redis
+async def test_servers_whose_clocks_disagree_share_one_redis_bucket(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    if not redis_up(REDIS):
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    who = f"clock-{uuid.uuid4().hex}"
+    a = RedisTokenBucket(REDIS, rate_per_s=0.1, burst=2)
+    b = RedisTokenBucket(REDIS, rate_per_s=0.1, burst=2)
+    assert await a.take(who) == 0.0 and await a.take(who) == 0.0  # the burst, spent
+    real = time.time
+    monkeypatch.setattr(auth.time, "time", lambda: real() + 10.0)  # b's clock: 10 s ahead
+    wait = await b.take(who)
+    assert wait > 5.0  # no token appeared from the clock skew (one refills in 10 s)
+    await a._redis.aclose()
+    await b._redis.aclose()
