@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 $(BIN)/ragpacer: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,baseline]"
 	touch $@
 
 setup: $(BIN)/ragpacer

@@ -25,6 +25,7 @@ class CurrencyConvert:
             "to_currency": {"type": "string", "enum": sorted(DEFAULT_RATES)},
         },
         "required": ["amount", "from_currency", "to_currency"],
+        "additionalProperties": False,
     }
 
     def __init__(self, rates: Mapping[str, float] | None = None, timeout_s: float = 0.05):

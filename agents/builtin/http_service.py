@@ -17,6 +17,7 @@ class HttpServiceTool:
         "type": "object",
         "properties": {"customer_id": {"type": "string", "maxLength": 128}},
         "required": ["customer_id"],
+        "additionalProperties": False,
     }
 
     def __init__(self, url: str, timeout_s: float = 0.2,

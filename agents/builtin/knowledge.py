@@ -14,6 +14,7 @@ class KnowledgeSearch:
         "properties": {"query": {"type": "string", "maxLength": 500},
                        "k": {"type": "integer", "minimum": 1, "maximum": 10}},
         "required": ["query"],
+        "additionalProperties": False,
     }
 
     def __init__(self, index: Any, timeout_s: float = 0.05) -> None:

@@ -15,6 +15,7 @@ class CustomerProfile:
         "type": "object",
         "properties": {"customer_id": {"type": "string", "maxLength": 128}},
         "required": ["customer_id"],
+        "additionalProperties": False,
     }
 
     def __init__(self, features: Any, timeout_s: float = 0.05) -> None:

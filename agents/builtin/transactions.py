@@ -56,6 +56,7 @@ class RecentTransactions:
             "window_minutes": {"type": "integer", "minimum": 1, "maximum": 1440},
         },
         "required": ["customer_id"],
+        "additionalProperties": False,
     }
 
     def __init__(self, store: TransactionStore | RedisTransactionStore,
