@@ -19,6 +19,7 @@ from ragpacer.pipeline.llm.prepare import (
     ensure_env,
     install_steps,
     manifest_ok,
+    run_step,
     write_manifest,
 )
 
@@ -57,8 +58,7 @@ def prepare_embedder(home: Path, say: Say = print) -> Path:
                       "export_minilm.py"))
     say("exporting all-MiniLM-L6-v2 to ONNX and quantizing INT8 per channel (about 30 s)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run([str(python), str(script), str(src), str(out)],
-                          capture_output=True, text=True, env=env)
+    done = run_step([str(python), str(script), str(src), str(out)], "ONNX export", say, env)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-8:])
         raise PrepareError(f"exporting MiniLM failed:\n{tail}")

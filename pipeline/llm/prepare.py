@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,27 @@ def ensure_env(home: Path, kind: str, say: Say) -> Path:
     return install_steps(python, _steps(kind), env / ".ragpacer-ready", say)
 
 
+REPORT_EVERY_S = 10.0
+
+
+def run_step(cmd: list[str], label: str, say: Say,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run one long setup step: its elapsed time every ten seconds while it runs, and at the
+    end, so minutes of installs or a conversion never look hung."""
+    t0 = time.monotonic()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=env) as proc:
+        while True:
+            try:
+                out, err = proc.communicate(timeout=REPORT_EVERY_S)
+                break
+            except subprocess.TimeoutExpired:
+                say(f"    {label}: {time.monotonic() - t0:.0f} s")
+    if proc.returncode == 0:
+        say(f"    {label}: done in {time.monotonic() - t0:.1f} s")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def install_steps(python: Path, steps: tuple[tuple[str, ...], ...], stamp: Path,
                   say: Say) -> Path:
     """Run pip steps in an environment unless ``stamp`` says exactly these already ran."""
@@ -92,7 +114,7 @@ def install_steps(python: Path, steps: tuple[tuple[str, ...], ...], stamp: Path,
     pip = [str(python), "-m", "pip", "--disable-pip-version-check", "-q"]
     for i, step in enumerate(steps, 1):
         say(f"  [{i}/{len(steps)}] pip {' '.join(step)}")
-        done = subprocess.run([*pip, *step], capture_output=True, text=True)
+        done = run_step([*pip, *step], f"pip {step[0]}", say)
         if done.returncode != 0:
             tail = "\n".join(done.stderr.strip().splitlines()[-8:])
             raise PrepareError(f"pip {' '.join(step)} failed in {env}:\n{tail}")
@@ -140,8 +162,8 @@ def convert(python: Path, gguf: Path, out: Path, say: Say) -> None:
     script = Path(__file__).with_name("engine_scripts") / "convert_gguf.py"
     say(f"converting {gguf.name} to bf16 safetensors for vLLM (about 30 s)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run([str(python), str(script), str(gguf), str(out), "bfloat16"],
-                          capture_output=True, text=True, env=env)
+    done = run_step([str(python), str(script), str(gguf), str(out), "bfloat16"],
+                    "conversion", say, env)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-8:])
         raise PrepareError(f"converting {gguf.name} failed:\n{tail}")
