@@ -49,3 +49,32 @@ async def test_pipeline_semantic_hit_and_negation_guard(make_pipeline, scripted)
     opposite = await p.arun("how do I turn off two factor authentication")
     assert not opposite.cached
     assert len(scripted.requests) == 2
+
+
+def test_interleaved_adds_evictions_and_lookups_match_a_full_scan() -> None:
+    """Rows written in place, blanks compacted: the index answers as a scan of every live
+    entry would, and holds at most max_entries over all scopes."""
+    import numpy as np
+
+    from ragpacer.pipeline.cache.semantic import SemanticCache
+
+    rng = np.random.default_rng(7)
+    cache = SemanticCache(threshold=0.8, max_entries=300)
+    live: dict[str, tuple[str, np.ndarray]] = {}
+    for i in range(3000):
+        scope = f"s{rng.integers(3)}"
+        v = rng.normal(size=16).astype(np.float32)
+        v /= np.linalg.norm(v)
+        cache.add(f"k{i}", scope, v, "what is the fee")
+        live[f"k{i}"] = (scope, v)
+        while len(live) > 300:
+            live.pop(next(iter(live)))
+        if i % 7 == 0:  # a near-duplicate of a random live entry
+            key = list(live)[rng.integers(len(live))]
+            s, vec = live[key]
+            probe = vec + rng.normal(scale=0.01, size=16).astype(np.float32)
+            probe /= np.linalg.norm(probe)
+            want = max((k for k, (sc, _) in live.items() if sc == s),
+                       key=lambda k: float(live[k][1] @ probe))
+            assert cache.lookup(s, probe, "what is the fee") == want
+    assert len(cache) == 300
