@@ -379,7 +379,11 @@ def bench(
     rate: Annotated[float | None, typer.Option(help="Open loop: Poisson arrivals/s.")] = None,
     url: Annotated[str | None, typer.Option(help="HTTP endpoint instead of the SDK.")] = None,
     api_key: Annotated[str | None, typer.Option(help="Bearer key for --url.")] = None,
-    deadline_ms: Annotated[float | None, typer.Option(help="Per-request deadline.")] = None,
+    deadline_ms: Annotated[float | None, typer.Option(
+        help="Per-request deadline; the result reports the share later than it + 50 ms.")] = None,
+    model: Annotated[str, typer.Option(help="The model name to send with --url.")] = "ragpacer",
+    warmup: Annotated[int, typer.Option(help="Requests sent first and not measured.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the query mix and the arrivals.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
 ) -> None:
     """Load test: per-stage latency, throughput, breaches, fallbacks and peak memory."""
@@ -394,7 +398,7 @@ def bench(
         pipeline = None
         target: HttpTarget | SdkTarget
         if url:
-            target = HttpTarget(url, api_key, deadline_ms)
+            target = HttpTarget(url, api_key, deadline_ms, model)
         else:
             pipeline = Pipeline(_settings(config))
             await pipeline.astart(_say)
@@ -404,7 +408,8 @@ def bench(
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task("requests", total=requests)
             result = await run_load(target, requests=requests, concurrency=concurrency,
-                                    rate=rate, engine_pgid=pgid,
+                                    rate=rate, engine_pgid=pgid, warmup=warmup, seed=seed,
+                                    deadline_ms=deadline_ms,
                                     progress=lambda: bar.advance(task))
         if pipeline is not None:
             await pipeline.aclose()

@@ -55,7 +55,28 @@ async def test_load_generator_closed_and_open_loop(scripted) -> None:
     assert closed["answered"] == 60 and not closed["errors"]
     assert closed["cache_hit_rate"] > 0 and "generation" in closed["stages_ms"]
     assert closed["e2e_ms"]["p50"] <= closed["e2e_ms"]["p99"]
-    opened = await run_load(SdkTarget(p, None), requests=40, rate=200.0, warmup=0)
+    opened = await run_load(SdkTarget(p, None), requests=40, rate=200.0, warmup=0,
+                            deadline_ms=1500)
     assert opened["mode"] == "open" and opened["answered"] == 40
     assert opened["pipeline_peak_rss_mb"] > 0
+    assert isinstance(opened["late_rate"], float) and opened["send_lag_ms"]["n"] == 40
     await p.aclose()
+
+
+async def test_an_overloaded_generator_shows_its_send_lag_in_the_latencies() -> None:
+    """A target that blocks the event loop 20 ms per call, asked for 200 calls/s: the
+    generator cannot keep its schedule. Latency counts from the intended send time, so the
+    lag is in the figures and reported on its own, not hidden as a lower rate."""
+    import time as clock
+
+    from ragpacer.pipeline.bench.loadgen import run_load
+
+    class Blocking:
+        async def call(self, query: str, user: str | None) -> dict:
+            clock.sleep(0.02)  # holds the loop: the next sends come late
+            return {"stages": []}
+
+    out = await run_load(Blocking(), requests=30, rate=200.0, warmup=0, deadline_ms=10)
+    assert out["send_lag_ms"]["p99"] > 100  # 30 x 20 ms of work against 150 ms of schedule
+    assert out["e2e_ms"]["p99"] >= out["send_lag_ms"]["p99"]
+    assert out["late_rate"] > 0.5

@@ -72,16 +72,18 @@ class SdkTarget:
 
 
 class HttpTarget:
-    def __init__(self, base_url: str, api_key: str | None, deadline_ms: float | None) -> None:
+    def __init__(self, base_url: str, api_key: str | None, deadline_ms: float | None,
+                 model: str = "ragpacer") -> None:
         import httpx
 
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60,
                                         limits=httpx.Limits(max_connections=256))
         self.deadline_ms = deadline_ms
+        self.model = model
 
     async def call(self, query: str, user: str | None) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": "ragpacer", "user": user,
+        body: dict[str, Any] = {"model": self.model, "user": user,
                                 "messages": [{"role": "user", "content": query}]}
         if self.deadline_ms:
             body["deadline_ms"] = self.deadline_ms
@@ -108,10 +110,18 @@ async def run_load(target: Any, *, requests: int, concurrency: int | None = None
     gc.freeze()
     tally, peak_engine = Tally(), 0.0
 
-    async def one() -> None:
+    lags: list[float] = []
+
+    async def one(intended: float | None = None) -> None:
+        """``intended``: when the schedule meant to send it. Latency counts from then, so a
+        generator that falls behind shows its lag in the latencies, not a lower rate
+        (no coordinated omission)."""
         nonlocal peak_engine
         q, u = pick(rng, mix)
         t0 = time.perf_counter()
+        if intended is not None:
+            lags.append((t0 - intended) * 1000)
+            t0 = intended
         try:
             info = await target.call(q, u)
             tally.add((time.perf_counter() - t0) * 1000, info)
@@ -123,11 +133,14 @@ async def run_load(target: Any, *, requests: int, concurrency: int | None = None
             peak_engine = max(peak_engine, group_rss_mb(engine_pgid))
 
     t0 = time.perf_counter()
-    if rate:  # open loop: arrivals do not wait for answers
-        tasks = []
+    if rate:  # open loop: arrivals on an absolute Poisson schedule, whatever the answers do
+        tasks, at = [], t0
         for _ in range(requests):
-            tasks.append(asyncio.create_task(one()))
-            await asyncio.sleep(rng.expovariate(rate))
+            delay = at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(at)))
+            at += rng.expovariate(rate)
         await asyncio.gather(*tasks)
     else:
         left = [requests]
@@ -142,6 +155,9 @@ async def run_load(target: Any, *, requests: int, concurrency: int | None = None
     n = len(tally.e2e)
     return {
         "mode": "open" if rate else "closed", "rate": rate, "concurrency": concurrency,
+        # How late the generator sent against its schedule: large values mean the generator,
+        # not the server, was overloaded (latencies include it either way).
+        "send_lag_ms": percentiles(lags) if rate else None,
         "requests": requests, "answered": n, "throughput_rps": n / wall,
         "e2e_ms": percentiles(tally.e2e),
         "e2e_samples_ms": [round(ms, 2) for ms in tally.e2e],  # for CDF plots
