@@ -73,7 +73,7 @@ async def test_an_overloaded_generator_shows_its_send_lag_in_the_latencies() -> 
 
     class Blocking:
         async def call(self, query: str, user: str | None) -> dict:
-            clock.sleep(0.02)  # holds the loop: the next sends come late
+            clock.sleep(0.02)  # noqa: ASYNC251 (holds the loop on purpose: sends come late)
             return {"stages": []}
 
     out = await run_load(Blocking(), requests=30, rate=200.0, warmup=0, deadline_ms=10)
