@@ -2,7 +2,9 @@
 
 Rerun:  .venv/bin/python -m evals.bench_http [--n 2000]
 Starts `ragpacer serve` as a separate process (external LLM, no tracing), warms one cache
-entry, then measures client-side latency minus the pipeline's own elapsed time.
+entry, then measures client-side latency minus the pipeline's own elapsed time. Baseline in
+the same run: a bare Starlette handler returning a fixed body (evals/bare_starlette.py) under
+the same uvicorn settings, at one client; the ratio of the two p50s is the HTTP layer's cost.
 """
 
 from __future__ import annotations
@@ -24,6 +26,19 @@ from tests.support.http import free_port
 BODY = {"model": "ragpacer", "messages": [{"role": "user", "content": "how do I freeze my card"}]}
 
 
+def started(args: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.terminate()
+    raise RuntimeError(f"{args} did not start")
+
+
 async def load(base: str, concurrency: int, n: int) -> dict:
     latencies, overheads = [], []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -38,6 +53,7 @@ async def load(base: str, concurrency: int, n: int) -> dict:
                 ms = (time.perf_counter() - t0) * 1000
                 extra = r.json()["ragpacer"]
                 assert extra["cached"], extra
+                extra.setdefault("elapsed_ms", 0.0)
                 latencies.append(ms)
                 overheads.append(ms - extra["elapsed_ms"])
 
@@ -45,7 +61,7 @@ async def load(base: str, concurrency: int, n: int) -> dict:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
     return {"latency_ms": percentiles(latencies), "http_overhead_ms": percentiles(overheads),
-            "requests_per_s": n / wall}
+            "requests_per_s": n / wall, "_latencies": latencies, "_overheads": overheads}
 
 
 async def tracing_cost(n: int) -> dict:
@@ -67,30 +83,40 @@ async def tracing_cost(n: int) -> dict:
     return out
 
 
+def _merged(runs: list[dict]) -> dict:
+    lat = [x for r in runs for x in r.pop("_latencies")]
+    over = [x for r in runs for x in r.pop("_overheads")]
+    return {"latency_ms": percentiles(lat), "http_overhead_ms": percentiles(over),
+            "requests_per_s": sum(r["requests_per_s"] for r in runs) / len(runs)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
     args = ap.parse_args()
-    port = free_port()
     env = {**os.environ, "RAGPACER_LLM__ENGINE": "external", "RAGPACER_TRACING__EXPORTER": "none"}
-    server = subprocess.Popen([sys.executable, "-m", "ragpacer.pipeline.cli", "serve",
-                               "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port, bare_port = free_port(), free_port()
+    server = started(["ragpacer.pipeline.cli", "serve", "--port", str(port)], port, env)
+    bare = started(["evals.bare_starlette", str(bare_port)], bare_port, env)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=0.5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         httpx.post(f"{base}/v1/chat/completions", json=BODY, timeout=30)
         time.sleep(0.2)
-        out = {f"c{c}": asyncio.run(load(base, c, args.n)) for c in (1, 32)}
+        out: dict = {}
+        for _ in range(2):  # interleaved, so drift on a shared machine hits both alike
+            for name, url in (("bare", f"http://127.0.0.1:{bare_port}"), ("c1", base)):
+                run = asyncio.run(load(url, 1, args.n // 2))
+                out.setdefault(name, []).append(run)
+        out = {k: _merged(v) for k, v in out.items()}
+        out["c32"] = _merged([asyncio.run(load(base, 32, args.n))])
     finally:
-        server.terminate()
-        server.wait(20)
+        for proc in (server, bare):
+            proc.terminate()
+            proc.wait(20)
+    out["ratio_c1_to_bare_p50"] = out["c1"]["latency_ms"]["p50"] / out["bare"]["latency_ms"]["p50"]
     out["tracing"] = asyncio.run(tracing_cost(1000))
+    print(f"bare Starlette, 1 client: p50 {out['bare']['latency_ms']['p50']:.2f} ms; "
+          f"ragpacer cache hit / bare at p50: {out['ratio_c1_to_bare_p50']:.2f}x")
     for c in ("c1", "c32"):
         o = out[c]
         print(f"{c}: latency p50 {o['latency_ms']['p50']:.2f} p99 {o['latency_ms']['p99']:.2f} ms;"
