@@ -43,18 +43,24 @@ def test_the_wheel_installs_only_the_ragpacer_package(wheel: Path) -> None:
     assert "ragpacer = ragpacer.pipeline.cli:app" in zipfile.ZipFile(wheel).read(entry).decode()
 
 
-def test_no_module_imports_the_folders_by_their_top_level_names() -> None:
-    """Installed, `pipeline`, `agents` and `retrieval` do not exist: every import of ours
-    goes through `ragpacer.`."""
-    bad = []
+def all_imports() -> list[tuple[str, str]]:
+    """(file, absolute module name) for every import statement anywhere in our sources."""
+    out = []
     for folder in SOURCES:
         for path in (ROOT / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                          else [node.module or ""] if isinstance(node, ast.ImportFrom)
                          and node.level == 0 else [])
-                bad += [f"{path.relative_to(ROOT)}: {n}" for n in names
-                        if n.split(".")[0] in ("pipeline", "agents", "retrieval")]
+                out += [(str(path.relative_to(ROOT)), n) for n in names]
+    return out
+
+
+def test_no_module_imports_the_folders_by_their_top_level_names() -> None:
+    """Installed, `pipeline`, `agents` and `retrieval` do not exist: every import of ours
+    goes through `ragpacer.`."""
+    bad = [f"{f}: {n}" for f, n in all_imports()
+           if n.split(".")[0] in ("pipeline", "agents", "retrieval")]
     assert not bad, bad
 
 
@@ -125,16 +131,9 @@ def test_every_subpackage_is_in_the_wheel(wheel: Path) -> None:
 
 def test_nothing_imports_a_private_module_of_another_package() -> None:
     """A private module (``pkg._impl``) can change in any release: only public interfaces."""
-    private = []
-    for folder in SOURCES:
-        for path in (ROOT / folder).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                         else [node.module or ""] if isinstance(node, ast.ImportFrom)
-                         and node.level == 0 else [])
-                private += [f"{path.relative_to(ROOT)}: {n}" for n in names
-                            if not n.startswith(("ragpacer", "tests", "evals", "__future__"))
-                            and any(p.startswith("_") for p in n.split("."))]
+    private = [f"{f}: {n}" for f, n in all_imports()
+               if not n.startswith(("ragpacer", "tests", "evals", "__future__"))
+               and any(p.startswith("_") for p in n.split("."))]
     assert not private, private
 
 

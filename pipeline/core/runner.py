@@ -12,7 +12,14 @@ from ragpacer.pipeline.core.budget import LatencyWindow, allot
 from ragpacer.pipeline.core.context import RunContext
 from ragpacer.pipeline.core.errors import InputError, StageFailed
 from ragpacer.pipeline.core.plan import ANY_ROUTE, StagePlan
-from ragpacer.pipeline.core.stage import Degraded, Outcome, Stage, StageRecord, Update
+from ragpacer.pipeline.core.stage import (
+    Degraded,
+    FallbackKind,
+    Outcome,
+    Stage,
+    StageRecord,
+    Update,
+)
 from ragpacer.pipeline.core.state import RequestState
 
 log = logging.getLogger("ragpacer.runner")
@@ -106,17 +113,8 @@ class StageRunner:
         outcome, note = Outcome.OK, None
         if isinstance(out, Degraded):
             outcome, note, out = Outcome.DEGRADED, self._detail(out.reason), out.update
-        record = StageRecord(
-            name=stage.name,
-            budget_ms=allotment.budget_ms,
-            elapsed_ms=(time.monotonic() - t0) * 1000.0,
-            outcome=outcome,
-            detail=note,
-            body_ms=body,
-            offset_ms=(t0 - ctx.deadline.started) * 1000.0,
-        )
-        self._observe(record, state, ctx)
-        return out, record
+        return out, self._record(stage, state, ctx, t0, allotment.budget_ms, outcome,
+                                 note, body, None)
 
     def _fallback(
         self,
@@ -140,18 +138,25 @@ class StageRunner:
             except Exception as exc:
                 why = self._detail(f"{detail}; fallback failed: {exc!r}")
                 raise StageFailed(stage.name, why) from exc
+        return update, self._record(stage, state, ctx, t0, max(budget_ms, 0.0), outcome,
+                                    detail, body_ms, kind)
+
+    def _record(self, stage: Stage, state: RequestState, ctx: RunContext, t0: float,
+                budget_ms: float, outcome: Outcome, detail: str | None, body_ms: float,
+                fallback: FallbackKind | None) -> StageRecord:
+        """The stage's record, as the observers (metrics, tests) see it at once."""
         record = StageRecord(
             name=stage.name,
-            budget_ms=max(budget_ms, 0.0),
+            budget_ms=budget_ms,
             elapsed_ms=(time.monotonic() - t0) * 1000.0,
             outcome=outcome,
-            fallback=kind,
+            fallback=fallback,
             detail=detail,
             body_ms=body_ms,
             offset_ms=(t0 - ctx.deadline.started) * 1000.0,
         )
         self._observe(record, state, ctx)
-        return update, record
+        return record
 
     def _observe(self, record: StageRecord, state: RequestState, ctx: RunContext) -> None:
         for observer in self.observers:
