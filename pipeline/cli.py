@@ -343,7 +343,7 @@ def ingest(
         "--delete", help="Remove a document (all its chunks) by id; repeatable.")] = None,
 ) -> None:
     """Chunk, embed and index documents into a new Qdrant Edge shard, then switch to it."""
-    from rich.progress import Progress
+    from rich.progress import Progress, TimeElapsedColumn
 
     from ragpacer.pipeline.assembly import index_root
     from ragpacer.retrieval.ingest import delete_documents
@@ -358,7 +358,8 @@ def ingest(
             return
         if path is None:
             raise _fail(ValueError("give a PATH to ingest, or --delete DOC_ID"))
-        with Progress(console=err, transient=True) as bar:
+        with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=err,
+                      transient=True) as bar:
             task = bar.add_task("embedding and indexing", total=None)
             out = run_ingest(path, index_root(settings), _embedder(settings, documents=True),
                              settings.retrieval.filter_fields,
@@ -389,7 +390,7 @@ def bench(
     """Load test: per-stage latency, throughput, breaches, fallbacks and peak memory."""
     import asyncio
 
-    from rich.progress import Progress
+    from rich.progress import Progress, TimeElapsedColumn
 
     from ragpacer.pipeline.bench.loadgen import HttpTarget, SdkTarget, run_load
     from ragpacer.pipeline.sdk import Pipeline
@@ -405,7 +406,8 @@ def bench(
             target = SdkTarget(pipeline, deadline_ms)
         engine = getattr(pipeline, "engine", None)
         pgid = engine.proc.pid if engine is not None and engine.proc is not None else None
-        with Progress(console=err, transient=True) as bar:
+        with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=err,
+                      transient=True) as bar:
             task = bar.add_task("requests", total=requests)
             result = await run_load(target, requests=requests, concurrency=concurrency,
                                     rate=rate, engine_pgid=pgid, warmup=warmup, seed=seed,
@@ -577,7 +579,7 @@ def eval_answers(
     import asyncio
 
     import httpx
-    from rich.progress import Progress
+    from rich.progress import Progress, TimeElapsedColumn
 
     from ragpacer.pipeline.bench import quality
     from ragpacer.retrieval.corpus import demo_knowledge_base, load_jsonl
@@ -608,7 +610,8 @@ def eval_answers(
         return {"http": {"report": quality.report(rows), "rows": rows}}
 
     try:
-        with Progress(console=err, transient=True) as bar:
+        with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=err,
+                      transient=True) as bar:
             result = asyncio.run(main(bar))
     except (RagpacerError, ValueError, httpx.HTTPError) as exc:
         raise _fail(exc) from None
