@@ -204,16 +204,31 @@ def _ingest_demo_if_empty(settings) -> None:
     from ragpacer.pipeline.assembly import index_root
     from ragpacer.retrieval.corpus import demo_knowledge_base
     from ragpacer.retrieval.embedder_prepare import embedder_dir
-    from ragpacer.retrieval.ingest import current_index, ingest
+    from ragpacer.retrieval.ingest import current_index
 
     if settings.retrieval.backend == "memory" or current_index(index_root(settings)):
         return
     if not (embedder_dir(settings.home) / "model-int8.onnx").exists():
         return  # no embedder prepared: the knowledge base is searched in memory
     source = settings.retrieval.knowledge_base or demo_knowledge_base()
-    out = ingest(source, index_root(settings), _embedder(settings, documents=True),
-                 settings.retrieval.filter_fields)
-    _say(f"index was empty: ingested {out['chunks']} chunks from {source}")
+    out = _ingest_with_progress(source, settings)
+    _say(f"index was empty: ingested {out['chunks']} chunks from {source} "
+         f"in {out['seconds']} s")
+
+
+def _ingest_with_progress(source: Path, settings) -> dict:
+    """An ingest with a progress bar and its elapsed time (chunks embedded of all)."""
+    from rich.progress import Progress, TimeElapsedColumn
+
+    from ragpacer.pipeline.assembly import index_root
+    from ragpacer.retrieval.ingest import ingest
+
+    with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task("embedding and indexing", total=None)
+        return ingest(source, index_root(settings), _embedder(settings, documents=True),
+                      settings.retrieval.filter_fields,
+                      lambda done, total: bar.update(task, completed=done, total=total))
 
 
 EngineOpt = Annotated[
@@ -343,11 +358,8 @@ def ingest(
         "--delete", help="Remove a document (all its chunks) by id; repeatable.")] = None,
 ) -> None:
     """Chunk, embed and index documents into a new Qdrant Edge shard, then switch to it."""
-    from rich.progress import Progress, TimeElapsedColumn
-
     from ragpacer.pipeline.assembly import index_root
     from ragpacer.retrieval.ingest import delete_documents
-    from ragpacer.retrieval.ingest import ingest as run_ingest
 
     try:
         settings = _settings(config)
@@ -358,12 +370,7 @@ def ingest(
             return
         if path is None:
             raise _fail(ValueError("give a PATH to ingest, or --delete DOC_ID"))
-        with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=err,
-                      transient=True) as bar:
-            task = bar.add_task("embedding and indexing", total=None)
-            out = run_ingest(path, index_root(settings), _embedder(settings, documents=True),
-                             settings.retrieval.filter_fields,
-                             lambda done, total: bar.update(task, completed=done, total=total))
+        out = _ingest_with_progress(path, settings)
     except RagpacerError as exc:
         raise _fail(exc) from None
     rate = out["chunks"] / max(out["seconds"], 1e-9)

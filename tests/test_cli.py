@@ -80,3 +80,29 @@ async def test_an_overloaded_generator_shows_its_send_lag_in_the_latencies() -> 
     assert out["send_lag_ms"]["p99"] > 100  # 30 x 20 ms of work against 150 ms of schedule
     assert out["e2e_ms"]["p99"] >= out["send_lag_ms"]["p99"]
     assert out["late_rate"] > 0.5
+
+
+def test_the_first_start_indexes_the_help_centre_and_says_how_long_it_took(
+        tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`ragpacer serve` on an empty home indexes the knowledge base first (with a progress bar
+    and its elapsed time) instead of serving from memory; an index present is left alone."""
+    import pytest
+
+    from ragpacer.pipeline.cli import _ingest_demo_if_empty
+    from ragpacer.pipeline.core.settings import load_settings
+    from ragpacer.retrieval.ingest import current_index
+
+    models = ROOT / ".ragpacer" / "models"
+    if not (models / "minilm-l6-v2-onnx" / "model-int8.onnx").exists():
+        pytest.skip("embedder not prepared: run `ragpacer models prepare` (make test does)")
+    (tmp_path / "models").symlink_to(models)
+    settings = load_settings(ROOT / "ragpacer.yaml", environ={},
+                             overrides={"home": str(tmp_path)})
+    _ingest_demo_if_empty(settings)
+    said = capsys.readouterr().err
+    assert "index was empty: ingested 67 chunks" in said and " s" in said
+    first = current_index(tmp_path / "index")
+    assert first is not None
+    _ingest_demo_if_empty(settings)
+    assert current_index(tmp_path / "index") == first
+    assert "ingested" not in capsys.readouterr().err
