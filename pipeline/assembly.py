@@ -31,6 +31,7 @@ from ragpacer.pipeline.grounding import Grounding
 from ragpacer.pipeline.guardrails import InputGuardrails, OutputGuardrails
 from ragpacer.pipeline.llm.client import LLMClient
 from ragpacer.pipeline.llm.generation import Generation
+from ragpacer.pipeline.llm.prompt import count_words
 from ragpacer.retrieval.batcher import MicroBatcher
 from ragpacer.retrieval.bm25 import BM25Index
 from ragpacer.retrieval.corpus import demo_knowledge_base, load_jsonl
@@ -243,7 +244,7 @@ def assemble(settings: Settings, llm: LLMClient, index: BM25Index) -> Assembly:
     store = vector_store(settings, index, embedder)
     selector = sentence_selector(settings, index, embedder)
     classifier = intent_classifier(settings, embedder)
-    count = embedder.count_tokens if embedder is not None else _words
+    count = embedder.count_tokens if embedder is not None else count_words
     stages: dict[str, Stage] = {
         "input_guardrails": InputGuardrails(),
         "intent": IntentRouter(classifier),
@@ -259,6 +260,3 @@ def assemble(settings: Settings, llm: LLMClient, index: BM25Index) -> Assembly:
     return Assembly(stages, vectors, store, store.index_id if store else index_version(index),
                     count)
 
-
-def _words(text: str) -> int:
-    return len(text.split())

@@ -41,13 +41,23 @@ async def test_half_open_lets_exactly_one_of_many_concurrent_callers_probe() -> 
     assert breaker.closed and breaker.allow()  # the probe's success closed it
 
 
-def test_a_failed_probe_opens_it_again_for_longer() -> None:
-    breaker = CircuitBreaker(backoff_s=0.01, max_s=0.04)
+def test_a_failed_probe_opens_it_again_for_longer(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from ragpacer.pipeline import breaker as module
+
+    now = [100.0]  # a clock the test moves: no wall-clock time involved
+    monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
+    breaker = CircuitBreaker(backoff_s=1.0, max_s=4.0)
     breaker.failure()
-    time.sleep(0.015)
+    assert breaker.retry_in_s() == 1.0 and not breaker.allow()
+    now[0] += 1.0
     assert breaker.allow() and not breaker.allow()  # one probe
     breaker.failure()
-    assert 0.015 < breaker.retry_in_s() <= 0.02  # doubled
+    assert breaker.retry_in_s() == 2.0  # doubled
+    for _ in range(3):
+        now[0] += 10.0
+        assert breaker.allow()
+        breaker.failure()
+    assert breaker.retry_in_s() == 4.0  # capped at max_s
 
 
 async def test_the_in_process_limiter_keeps_its_memory_bounded() -> None:

@@ -16,7 +16,12 @@ from ragpacer.pipeline.core.stage import Degraded, FallbackKind, StageBase, Upda
 from ragpacer.pipeline.core.state import RequestState
 from ragpacer.pipeline.grounding import complete_sentences, strip_markup
 from ragpacer.pipeline.llm.client import Completion, LLMClient
-from ragpacer.pipeline.llm.prompt import build_messages, fit_history, system_message
+from ragpacer.pipeline.llm.prompt import (
+    build_messages,
+    count_words,
+    fit_history,
+    system_message,
+)
 from ragpacer.retrieval.extractive import SentenceSelector
 
 
@@ -53,7 +58,7 @@ class Generation(StageBase):
         self.llm = llm
         self.tools = tools  # agents.tools.ToolRegistry, for routes with llm_tools
         self.selector = selector or SentenceSelector(None)
-        self.count_tokens = count_tokens or (lambda text: len(text.split()))
+        self.count_tokens = count_tokens or count_words
 
     def _history(self, state: RequestState, ctx: RunContext) -> list[dict[str, str]]:
         """Earlier turns within ``llm.history_tokens``, scaled by the share of the default

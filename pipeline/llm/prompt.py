@@ -19,6 +19,11 @@ def _quote(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
+def count_words(text: str) -> int:
+    """The token count to use without a tokenizer: words."""
+    return len(text.split())
+
+
 def fit_history(turns: Sequence[dict[str, str]], budget: int,
                 count: Callable[[str], int]) -> list[dict[str, str]]:
     """The newest user and assistant turns whose tokens fit ``budget``, in their order."""
