@@ -23,12 +23,13 @@ import numpy as np
 
 from ragpacer.agents.tool_runner import _one
 from ragpacer.agents.tools_stage import ToolsStage
-from ragpacer.pipeline.assembly import default_stages, load_index
+from ragpacer.pipeline.assembly import assemble, load_index
 from ragpacer.pipeline.core.context import RunContext
 from ragpacer.pipeline.core.deadline import Deadline
 from ragpacer.pipeline.core.settings import Settings
 from ragpacer.pipeline.core.stage import Degraded
 from ragpacer.pipeline.llm.client import LLMClient
+from ragpacer.pipeline.resources import Resources
 from ragpacer.retrieval.filters import matches, merge_filters
 
 NO_DEADLINE_MS = 120_000.0
@@ -117,7 +118,8 @@ class SequentialTools(ToolsStage):
 
 
 class BaselinePipeline:
-    def __init__(self, settings: Settings, llm: LLMClient | None = None) -> None:
+    def __init__(self, settings: Settings, llm: LLMClient | None = None,
+                 resources: Resources | None = None) -> None:
         from ragpacer.pipeline.llm.prepare import engine_env
         from ragpacer.retrieval.embedder_prepare import _source_dir
 
@@ -127,7 +129,8 @@ class BaselinePipeline:
         self.settings = settings.model_copy(update={"llm": settings.llm.model_copy(
             update={"models": models})})
         self.llm = llm or LLMClient()
-        stages = default_stages(self.settings, self.llm, load_index(self.settings))
+        stages = assemble(self.settings, self.llm, load_index(self.settings),
+                          resources or Resources()).stages
         python = engine_env(self.settings.home, "vllm") / "bin" / "python"
         self.embedder = TorchEmbedder(_source_dir(python))
         stages["intent"].classifier = TorchClassifier(

@@ -66,9 +66,9 @@ async def main_async(requests: int, concurrency: int) -> dict[str, Any]:
     shipped = Pipeline(llm)
     await shipped.astart(print)  # starts (or adopts) the managed engine
     no_cache = Pipeline(llm.model_copy(update={"cache": llm.cache.model_copy(
-        update={"enabled": False})}), llm=shipped.llm)
+        update={"enabled": False})}), llm=shipped.llm, resources=shipped.resources)
     await no_cache.astart()
-    base = BaselinePipeline(llm)
+    base = BaselinePipeline(llm, resources=shipped.resources)
     await base.astart()
     targets = {"baseline": BaselineTarget(base),
                "ragpacer_cache_off": SdkTarget(no_cache, None),

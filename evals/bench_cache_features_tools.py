@@ -33,7 +33,7 @@ async def cache_hits(n: int, redis: bool) -> dict:
     p = Pipeline(settings(redis_url=REDIS if redis else None))
     p.version += f"-bench-{time.time()}"
     await p.arun("how do I freeze my card")
-    await p._cache_writer.drain()
+    await p.caching.drain()
     times = []
     for _ in range(n):
         t0 = time.perf_counter()

@@ -14,11 +14,7 @@ from ragpacer.agents.builtin.currency import CurrencyConvert
 from ragpacer.agents.builtin.http_service import HttpServiceTool
 from ragpacer.agents.builtin.knowledge import KnowledgeSearch
 from ragpacer.agents.builtin.profile import CustomerProfile
-from ragpacer.agents.builtin.transactions import (
-    RecentTransactions,
-    RedisTransactionStore,
-    TransactionStore,
-)
+from ragpacer.agents.builtin.transactions import RecentTransactions
 from ragpacer.agents.intent_stage import IntentClassifier, IntentRouter, VectorIntentClassifier
 from ragpacer.agents.intents import EmbeddingIntentClassifier, IntentHead
 from ragpacer.agents.lexical import LexicalIntentClassifier, demo_intents, read_intents
@@ -32,6 +28,7 @@ from ragpacer.pipeline.guardrails import InputGuardrails, OutputGuardrails
 from ragpacer.pipeline.llm.client import LLMClient
 from ragpacer.pipeline.llm.generation import Generation
 from ragpacer.pipeline.llm.prompt import count_words
+from ragpacer.pipeline.resources import Resources
 from ragpacer.retrieval.batcher import MicroBatcher
 from ragpacer.retrieval.bm25 import BM25Index
 from ragpacer.retrieval.corpus import demo_knowledge_base, load_jsonl
@@ -105,17 +102,19 @@ def index_root(settings: Settings) -> Path:
     return settings.home / "index"
 
 
-def vector_store(settings: Settings, index: BM25Index, embedder: Any) -> Store | None:
+def vector_store(settings: Settings, index: BM25Index, embedder: Any,
+                 resources: Resources) -> Store | None:
     """What dense retrieval searches: the configured Qdrant server, the ingested Qdrant Edge
     index, else the knowledge base embedded in memory; None without an embedder (BM25)."""
     if settings.retrieval.backend == "server":
         return server_store(settings)
-    edge = edge_store(settings)
+    edge = edge_store(settings, resources)
     if edge is not None:
         return InProcess(edge, edge.shard_path.name)
     if embedder is not None and settings.retrieval.mode != "bm25":
-        return InProcess(HybridIndex(index, document_vectors(index, embedder)),
-                         index_version(index))
+        version = index_version(index)
+        return InProcess(HybridIndex(index, resources.document_vectors(index, version,
+                                                                       embedder)), version)
     return None
 
 
@@ -130,7 +129,7 @@ def server_store(settings: Settings) -> Store:
     return ServerStore(cfg.qdrant_url, cfg.collection)
 
 
-def edge_store(settings: Settings) -> Any:
+def edge_store(settings: Settings, resources: Resources) -> Any:
     """The ingested Qdrant Edge index, when the config says to use it."""
     from ragpacer.retrieval.ingest import current_index
 
@@ -142,37 +141,18 @@ def edge_store(settings: Settings) -> Any:
             raise ConfigError(f"no index under {index_root(settings)}: run `ragpacer ingest`",
                               field="retrieval.backend")
         return None
-    from ragpacer.retrieval.stores.edge import EdgeStore
-
-    # An Edge shard is locked by the process that opens it: one store per path per process.
-    # Several server processes need the Qdrant server backend instead.
-    if path not in _STORES:
-        try:
-            _STORES[path] = EdgeStore.open(path)
-        except Exception as exc:  # e.g. locked by a running `ragpacer serve`
-            if settings.retrieval.backend == "edge":
-                raise ConfigError(f"cannot open the index {path}: {exc}",
-                                  field="retrieval.backend") from exc
-            log.warning("index %s unavailable (%s); searching the knowledge base in memory",
-                        path, exc)
-            return None
-    return _STORES[path]
-
-
-_STORES: dict[Path, Any] = {}
+    try:
+        return resources.edge_store(path)
+    except Exception as exc:  # e.g. locked by a running `ragpacer serve`
+        if settings.retrieval.backend == "edge":
+            raise ConfigError(f"cannot open the index {path}: {exc}",
+                              field="retrieval.backend") from exc
+        log.warning("index %s unavailable (%s); searching the knowledge base in memory",
+                    path, exc)
+        return None
 
 
 log = logging.getLogger("ragpacer")
-_VECTORS: dict[tuple[str, str], Any] = {}
-
-
-def document_vectors(index: BM25Index, embedder: Any) -> Any:
-    """Embeds the knowledge base once per process (per index and embedder version)."""
-    key = (index_version(index), embedder.checksum)
-    if key not in _VECTORS:
-        texts = [f"{d.title}. {d.text}" for d in index.documents]
-        _VECTORS[key] = embedder.embed_many(texts)
-    return _VECTORS[key]
 
 
 def sentence_selector(settings: Settings, index: BM25Index, embedder: Any) -> SentenceSelector:
@@ -185,23 +165,12 @@ def sentence_selector(settings: Settings, index: BM25Index, embedder: Any) -> Se
     return SentenceSelector(vectors, index.analyzer, index.idf)
 
 
-_TX_STORES: dict[str | None, Any] = {}
-
-
-def transaction_store(settings: Settings) -> Any:
-    """Request-time transactions: one store per Redis URL (or in-process) per process."""
-    url = settings.redis_url
-    if url not in _TX_STORES:
-        _TX_STORES[url] = RedisTransactionStore(url) if url else TransactionStore()
-    return _TX_STORES[url]
-
-
-def tool_registry(settings: Settings, index: BM25Index, features: Any = None) -> Any:
+def tool_registry(settings: Settings, index: BM25Index, transactions: Any,
+                  features: Any = None) -> Any:
     cfg = settings.tools
-    store = transaction_store(settings)
     registry = ToolRegistry([
         CurrencyConvert(cfg.currency_rates or None, cfg.default_timeout_s),
-        RecentTransactions(store, cfg.default_timeout_s),
+        RecentTransactions(transactions, cfg.default_timeout_s),
         KnowledgeSearch(index, cfg.default_timeout_s),
     ])
     if features is not None:
@@ -229,19 +198,17 @@ class Assembly:
     count_tokens: Callable[[str], int]
 
 
-def default_stages(settings: Settings, llm: LLMClient, index: BM25Index) -> dict[str, Stage]:
-    return assemble(settings, llm, index).stages
-
-
-def assemble(settings: Settings, llm: LLMClient, index: BM25Index) -> Assembly:
+def assemble(settings: Settings, llm: LLMClient, index: BM25Index,
+             resources: Resources) -> Assembly:
     embedder = load_embedder(settings)
+    transactions = resources.transaction_store(settings.redis_url)
     features = None
     if settings.features.enabled:
         from ragpacer.pipeline.features.stage import FeaturesStage
 
-        features = FeaturesStage(settings, transaction_store(settings))
-    registry = tool_registry(settings, index, features)
-    store = vector_store(settings, index, embedder)
+        features = FeaturesStage(settings, transactions)
+    registry = tool_registry(settings, index, transactions, features)
+    store = vector_store(settings, index, embedder, resources)
     selector = sentence_selector(settings, index, embedder)
     classifier = intent_classifier(settings, embedder)
     count = embedder.count_tokens if embedder is not None else count_words

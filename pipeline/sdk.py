@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ragpacer.pipeline.answers import within_limits
 from ragpacer.pipeline.assembly import assemble, config_version, load_index
-from ragpacer.pipeline.cache.response import (
-    CacheLookup,
-    CacheWriter,
-    MemoryCache,
-    RedisCache,
-    ResponseCache,
-    cache_key,
-    semantic_scope,
-)
-from ragpacer.pipeline.cache.semantic import SemanticCache
+from ragpacer.pipeline.cache.caching import Caching
+from ragpacer.pipeline.cache.response import CacheLookup, ResponseCache
 from ragpacer.pipeline.conversation import history_turns, standalone_query
 from ragpacer.pipeline.core.context import NO_OPTIONS, AnswerOptions, RunContext, TraceContext
 from ragpacer.pipeline.core.deadline import Deadline
@@ -34,12 +24,12 @@ from ragpacer.pipeline.core.stage import Stage, StageRecord
 from ragpacer.pipeline.core.state import RequestState
 from ragpacer.pipeline.guardrails import StreamRedactor, redact_pii, validate_query
 from ragpacer.pipeline.llm.client import LLMClient
+from ragpacer.pipeline.loop_thread import LoopThread
 from ragpacer.pipeline.observe.metrics import Metrics
 from ragpacer.pipeline.observe.tracing import Tracing
+from ragpacer.pipeline.resources import Resources
 from ragpacer.pipeline.result import Result
 from ragpacer.retrieval.filters import normalise_filters
-
-T = TypeVar("T")
 
 
 def _quiet(message: str) -> None:
@@ -47,7 +37,11 @@ def _quiet(message: str) -> None:
 
 
 class Pipeline:
-    """One configured pipeline. Cheap to call concurrently; build one per process."""
+    """One configured pipeline. Cheap to call concurrently; build one per process.
+
+    ``resources``: what several pipelines of one process share (the opened index, the
+    knowledge base's vectors, request-time stores); by default the pipeline makes its own and
+    closes them in ``aclose``."""
 
     def __init__(
         self,
@@ -57,11 +51,14 @@ class Pipeline:
         cache: ResponseCache | None = None,
         llm: LLMClient | None = None,
         observers: Sequence[Observer] = (),
+        resources: Resources | None = None,
     ) -> None:
         self.settings = settings
         self.llm = llm or LLMClient()
         self.index = load_index(settings)
-        assembly = assemble(settings, self.llm, self.index)
+        self._owns_resources = resources is None
+        self.resources = resources or Resources()
+        assembly = assemble(settings, self.llm, self.index, self.resources)
         built: dict[str, Stage] = {**assembly.stages, **(stages or {})}
         supported = {name: s.fallbacks for name, s in built.items()}
         supported["cache"] = CacheLookup.fallbacks
@@ -71,17 +68,8 @@ class Pipeline:
         self.runner = StageRunner(build_plan(settings), [self.metrics.observe_stage, *observers],
                                   redact=lambda text: redact_pii(text)[0])
         self.graph = build_graph(settings, built, self.runner)
-        self.cache: ResponseCache | None = None
-        self.semantic: SemanticCache | None = None
-        if settings.cache.enabled:
-            self.cache = cache or (
-                RedisCache(settings.redis_url) if settings.redis_url
-                else MemoryCache(settings.cache.max_entries))
-            if settings.cache.semantic and assembly.classifier is not None:
-                self.semantic = SemanticCache(settings.cache.semantic_threshold,
-                                              settings.cache.max_entries)
-            self._cache_lookup = CacheLookup(self.cache, self.semantic, assembly.classifier)
-            self._cache_writer = CacheWriter(self.cache)
+        self.caching = (Caching(settings, assembly.classifier, cache)
+                        if settings.cache.enabled else None)
         self.classifier = assembly.classifier
         self.store = assembly.store
         self._count_tokens = assembly.count_tokens
@@ -89,7 +77,7 @@ class Pipeline:
         # Any change to config or index (a re-ingest) makes earlier cache entries unreachable;
         # the same config and index give the same version in every process (a shared cache).
         self.version = f"{config_version(settings)}-{self.index_id}"
-        self._portal: _LoopThread | None = None
+        self._portal: LoopThread | None = None
         self.tracing = Tracing(settings)
         self.engine: Any = None  # pipeline.engine.ManagedEngine once astart() ran
         self._warm = False
@@ -124,8 +112,7 @@ class Pipeline:
     @property
     def uses_llm(self) -> bool:
         """Whether any route can ask the LLM (an extractive route never does)."""
-        return any(r.model is not None and r.answer != "extractive"
-                   for r in self.settings.routing.routes.values())
+        return self.settings.routing.uses_llm
 
     async def __aenter__(self) -> Pipeline:
         await self.astart()
@@ -199,10 +186,10 @@ class Pipeline:
             "flags": [],
         }
         key = None
-        if self.cache is not None:
-            key = cache_key(query, scope, self.version, tenant)
+        if self.caching is not None:
+            key = self.caching.key(query, scope, self.version, tenant)
             update, record = await self.runner.run(
-                self._cache_lookup,
+                self.caching.lookup,
                 {"query": query, "cache_key": key, "filters": scope, "tenant": tenant}, ctx
             )
             records.append(record)
@@ -221,12 +208,8 @@ class Pipeline:
         if result.answer_kind != "llm":
             _bound(result, options)
             self._count_usage(result, asked)
-        if key is not None and not shaped and self._cacheable(result):
-            self._cache_writer.schedule(key, result.cache_payload(), self.settings.cache.ttl_s)
-            vector = final.get("query_vector")
-            if self.semantic is not None and vector is not None:
-                self.semantic.add(key, semantic_scope(result.intent, scope, tenant), vector,
-                                  query)
+        if self.caching is not None and key is not None and not shaped:
+            self.caching.store(key, result, final, scope, tenant)
         self.tracing.record(result, start_ns)
         return result
 
@@ -239,7 +222,7 @@ class Pipeline:
         else:
             raise RuntimeError("Pipeline.run() called inside an event loop: use await arun()")
         if self._portal is None:
-            self._portal = _LoopThread()
+            self._portal = LoopThread()
         self._portal.call(self.astart())
         return self._portal.call(self.arun(query, **kwargs))
 
@@ -275,23 +258,26 @@ class Pipeline:
                 task.cancel()
 
     async def aclose(self) -> None:
-        if self.cache is not None:
-            await self._cache_writer.drain()
-            if isinstance(self.cache, RedisCache):
-                await self.cache.aclose()
+        if self.caching is not None:
+            await self.caching.aclose()
         await self.llm.aclose()
         if self.store is not None:
             await self.store.aclose()
+        if self._owns_resources:
+            await self.resources.aclose()
         await asyncio.to_thread(self.tracing.shutdown)
         if self.engine is not None:
             engine, self.engine = self.engine, None
             await asyncio.to_thread(engine.stop)
 
     def close(self) -> None:
-        if self._portal is not None:
-            self._portal.call(self.aclose())
-            self._portal.stop()
-            self._portal = None
+        """Synchronous ``aclose`` (after ``run``, or for a pipeline never run)."""
+        if self._portal is None:
+            asyncio.run(self.aclose())
+            return
+        self._portal.call(self.aclose())
+        self._portal.stop()
+        self._portal = None
 
     def check_input(
         self, query: object, filters: Mapping[str, Any] | None, deadline_ms: float | None
@@ -333,41 +319,9 @@ class Pipeline:
         result.usage = {"prompt_tokens": prompt, "completion_tokens": completion,
                         "total_tokens": prompt + completion}
 
-    def _cacheable(self, result: Result) -> bool:
-        route = self.settings.routing.routes.get(result.route or "")
-        personal = route is None or bool({"features", "tools"} & set(route.stages))
-        return bool(
-            route
-            and route.cacheable
-            and not personal
-            and not result.degraded
-            and not result.truncated
-            and not result.flags
-            and result.answer
-        )
-
 
 def _bound(result: Result, options: AnswerOptions) -> None:
     """The caller's max_tokens and stop, on an answer the LLM did not generate under them."""
     answer, finish = within_limits(result.answer, options)
     if finish is not None:
         result.answer, result.finish_reason = answer, finish
-
-
-class _LoopThread:
-    """A private event loop in a daemon thread, so sync callers reuse pooled connections."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, daemon=True, name="ragpacer-loop"
-        )
-        self.thread.start()
-
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return fut.result()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from ragpacer.pipeline.bench.quality import variant_overrides
 from ragpacer.pipeline.core.settings import Settings, deep_merge, load_settings
 from ragpacer.pipeline.sdk import Pipeline
 from tests.scripted_llm import Script, ScriptedLLM
+from tests.support.resources import RESOURCES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,6 +23,12 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("RAGPACER_"):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_resources() -> Iterator[None]:
+    yield
+    asyncio.run(RESOURCES.aclose())
 
 
 @pytest.fixture
@@ -51,7 +59,7 @@ async def make_pipeline():  # type: ignore[no-untyped-def]
     made: list[Pipeline] = []
 
     def factory(llm_url: str, **overrides: Any) -> Pipeline:
-        p = Pipeline(make_settings(llm_url, **overrides))
+        p = Pipeline(make_settings(llm_url, **overrides), resources=RESOURCES)
         made.append(p)
         return p
 

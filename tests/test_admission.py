@@ -10,6 +10,7 @@ from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
 from tests.support.http import server_errors, serving
+from tests.support.resources import RESOURCES
 
 BODY = {
     "model": "ragpacer",
@@ -25,7 +26,7 @@ async def test_overload_is_rejected_at_once_and_accepted_requests_finish() -> No
             Pipeline(
                 make_settings(
                     llm.url, cache={"enabled": False}, server={"max_concurrency": 1, "max_queue": 1}
-                )
+                ), resources=RESOURCES
             )
         ) as base,
     ):
@@ -59,7 +60,7 @@ async def test_a_deadline_shorter_than_the_queue_is_refused() -> None:
                     llm.url,
                     cache={"enabled": False},
                     server={"max_concurrency": 1, "max_queue": 10},
-                )
+                ), resources=RESOURCES
             )
         ) as base,
     ):
@@ -78,7 +79,7 @@ async def test_a_stream_over_capacity_gets_503_before_any_byte_and_frees_its_slo
     stream = {**BODY, "stream": True}
     with ScriptedLLM(Script(ttft_s=0.5)) as llm, serving(Pipeline(make_settings(
             llm.url, cache={"enabled": False},
-            server={"max_concurrency": 1, "max_queue": 0}))) as base:
+            server={"max_concurrency": 1, "max_queue": 0}), resources=RESOURCES)) as base:
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
             first = asyncio.create_task(client.post("/v1/chat/completions", json=stream))
             await asyncio.sleep(0.2)
@@ -98,7 +99,8 @@ async def test_shedding_is_fair_between_keys() -> None:
     slow = Script(ttft_s=0.3)
     with ScriptedLLM(slow) as llm, serving(Pipeline(make_settings(
             llm.url, cache={"enabled": False},
-            server={"max_concurrency": 1, "max_queue": 4, "api_keys": ["key-a", "key-b"]}))
+            server={"max_concurrency": 1, "max_queue": 4, "api_keys": ["key-a", "key-b"]}),
+                resources=RESOURCES)
     ) as base:
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
             flood = [asyncio.create_task(client.post(

@@ -16,13 +16,15 @@ from ragpacer.retrieval.bm25 import BM25Index
 from ragpacer.retrieval.types import Document
 from tests.conftest import ROOT, make_settings
 from tests.scripted_llm import Script, ScriptedLLM
+from tests.support.resources import RESOURCES
 
 SWIFT = "What is the fee for a SWIFT transfer?"  # gold: transfers-international (0.5%, 5 EUR)
 
 
 def answering(url: str, answer: str = "llm_grounded") -> Pipeline:
     """The shipped config, every route with a model answering the given way, cache off."""
-    return Pipeline(make_settings(url, answer=answer, cache={"enabled": False}))
+    return Pipeline(make_settings(url, answer=answer, cache={"enabled": False}),
+        resources=RESOURCES)
 
 
 def grounded(url: str) -> Pipeline:
@@ -291,7 +293,7 @@ async def test_a_cache_hit_returns_the_same_answer_kind_and_query(make_pipeline,
                                                                   scripted) -> None:
     p = make_pipeline(scripted.url, answer="extractive")
     first = await p.arun("How much is express delivery of a replacement card?")
-    await p._cache_writer.drain()
+    await p.caching.drain()
     again = await p.arun("How much is express delivery of a replacement card?")
     assert again.cached and not first.cached
     assert (again.answer, again.answer_kind, again.query) == (
@@ -303,7 +305,7 @@ async def test_a_route_without_retrieval_still_asks_the_llm(scripted) -> None:
     """No sources is no reason to decline when the route answers from tools alone."""
     p = Pipeline(make_settings(scripted.url, answer="llm", cache={"enabled": False}, routing={
         "routes": {"rag": {"stages": [], "model": "default", "answer": "llm"}},
-        "min_confidence": 1.0}))
+        "min_confidence": 1.0}), resources=RESOURCES)
     try:
         result = await p.arun("How much is express delivery of a replacement card?")
         assert result.route == "rag" and result.answer_kind == "llm" and scripted.requests

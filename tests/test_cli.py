@@ -4,6 +4,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from ragpacer.pipeline.cli import app
+from tests.support.resources import RESOURCES
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -49,7 +50,7 @@ async def test_load_generator_closed_and_open_loop(scripted) -> None:
     from ragpacer.pipeline.sdk import Pipeline
     from tests.conftest import make_settings
 
-    p = Pipeline(make_settings(scripted.url))
+    p = Pipeline(make_settings(scripted.url), resources=RESOURCES)
     await p.astart()
     closed = await run_load(SdkTarget(p, None), requests=60, concurrency=4, warmup=5)
     assert closed["answered"] == 60 and not closed["errors"]

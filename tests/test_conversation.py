@@ -14,6 +14,7 @@ from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
 from tests.support.http import serving
+from tests.support.resources import RESOURCES
 
 TURNS = [
     {"role": "user", "content": "I want to send money to a friend in the US."},
@@ -69,11 +70,12 @@ async def test_turns_and_system_messages_reach_the_prompt(make_pipeline, scripte
 async def test_the_system_message_policy_ignores_or_refuses(scripted) -> None:
     history = [{"role": "system", "content": "Answer in French."}, *TURNS[:2]]
     ignoring = Pipeline(make_settings(scripted.url, llm={"caller_system": "ignore"},
-                                      cache={"enabled": False}))
+                                      cache={"enabled": False}), resources=RESOURCES)
     await ignoring.arun("How much does that cost?", history=history)
     assert "Operator" not in scripted.requests[-1]["messages"][0]["content"]
     await ignoring.aclose()
-    with serving(Pipeline(make_settings(scripted.url, llm={"caller_system": "refuse"}))) as base:
+    with serving(Pipeline(make_settings(scripted.url, llm={"caller_system": "refuse"}),
+        resources=RESOURCES)) as base:
         async with httpx.AsyncClient(base_url=base) as client:
             r = await client.post("/v1/chat/completions", json={"model": "ragpacer", "messages": [
                 {"role": "system", "content": "Answer in French."},
@@ -86,7 +88,7 @@ def test_a_three_turn_conversation_through_the_official_client() -> None:
     """The third question names nothing ("and how long does it take?"): with the
     conversation it retrieves the international-transfers article first."""
     with ScriptedLLM(Script()) as llm, serving(Pipeline(make_settings(
-            llm.url, cache={"enabled": False}))) as base:
+            llm.url, cache={"enabled": False}), resources=RESOURCES)) as base:
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
         r = client.chat.completions.create(model="ragpacer", messages=[
             *TURNS, {"role": "user", "content": "And how long does it take?"}])

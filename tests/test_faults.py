@@ -27,6 +27,7 @@ from tests.scripted_llm import Script, ScriptedLLM
 from tests.support.http import serving
 from tests.support.otlp import Receiver
 from tests.support.redis import redis_up
+from tests.support.resources import RESOURCES
 
 pytestmark = pytest.mark.faults
 DEADLINE_MS = 1500
@@ -71,7 +72,8 @@ def test_redis_cache_down_slow_cut_then_recovered(llm: ScriptedLLM) -> None:
         pytest.skip("no Redis on 127.0.0.1:6379 (.ci/run starts one)")
     with FaultProxy(6379) as proxy:
         p = Pipeline(make_settings(llm.url, redis_url=f"redis://127.0.0.1:{proxy.port}/5",
-                                   stages={"cache": {"budget_ms": 40}}, **FAST))
+                                   stages={"cache": {"budget_ms": 40}}, **FAST),
+                                       resources=RESOURCES)
         with serving(p) as base:
             first = answered(base)
             assert not first["degraded"]
@@ -97,7 +99,7 @@ def test_llm_down_slow_cut_then_recovered(llm: ScriptedLLM) -> None:
     port = int(llm.url.split(":")[2].split("/")[0])
     with FaultProxy(port) as proxy:
         p = Pipeline(make_settings(f"http://127.0.0.1:{proxy.port}/v1",
-                                   cache={"enabled": False}, **FAST))
+                                   cache={"enabled": False}, **FAST), resources=RESOURCES)
         with serving(p) as base:
             assert answered(base)["answer_kind"] == "llm"
             proxy.set(delay_s=0.02)  # just under: slower, still the model's answer
@@ -123,7 +125,8 @@ def test_llm_down_slow_cut_then_recovered(llm: ScriptedLLM) -> None:
 def test_no_fallback_means_503_in_openai_format(llm: ScriptedLLM) -> None:
     with FaultProxy(1) as dead:  # upstream port 1: every connection is refused
         p = Pipeline(make_settings(f"http://127.0.0.1:{dead.port}/v1", cache={"enabled": False},
-                                   stages={"generation": {"fallback": "fail"}}, **FAST))
+                                   stages={"generation": {"fallback": "fail"}}, **FAST),
+                                       resources=RESOURCES)
         with serving(p) as base:
             status, body, ms = ask(base)
     assert status == 503 and ms < DEADLINE_MS + SLACK_MS
@@ -156,7 +159,8 @@ def test_feast_online_store_down_slow_then_recovered(llm: ScriptedLLM, feast_rep
                                    redis_url=f"redis://127.0.0.1:{proxy.port}/0",
                                    features={"enabled": True, "online_store": "redis"},
                                    cache={"enabled": False},
-                                   stages={"features": {"budget_ms": 100}}, **FAST))
+                                   stages={"features": {"budget_ms": 100}}, **FAST),
+                                       resources=RESOURCES)
         with serving(p) as base:
             assert "features" not in answered(base, PERSONAL, "c-0001")["degraded"]
             proxy.set(delay_s=0.01)
@@ -190,7 +194,7 @@ def test_http_tool_down_slow_then_recovered(llm: ScriptedLLM) -> None:
                 tools={"http_url": f"http://127.0.0.1:{proxy.port}/accounts",
                        "http_timeout_s": 0.15},
                 retrieval={"mode": "bm25"},
-                routing={"classifier": "lexical", "routes": routes}))
+                routing={"classifier": "lexical", "routes": routes}), resources=RESOURCES)
             with serving(p) as base:
                 def tool_outcome() -> str:
                     info = answered(base, PERSONAL, "c-0001")
@@ -223,7 +227,7 @@ def test_qdrant_server_down_or_slow_falls_back_to_bm25(llm: ScriptedLLM) -> None
             llm.url, cache={"enabled": False},
             retrieval={"backend": "server", "qdrant_url": f"http://127.0.0.1:{proxy.port}",
                        "mode": "fusion"},
-            stages={"retrieval": {"budget_ms": 300}}))
+            stages={"retrieval": {"budget_ms": 300}}), resources=RESOURCES)
         with serving(p) as base:
             ok = answered(base)
             assert "retrieval" not in ok["degraded"]
@@ -247,7 +251,7 @@ def test_trace_collector_hanging_or_down_costs_nothing_and_recovers(llm: Scripte
     with FaultProxy(receiver.port) as proxy:
         p = Pipeline(make_settings(llm.url, cache={"enabled": False}, tracing={
             "exporter": "otlp", "export_timeout_s": 1,
-            "endpoint": f"http://127.0.0.1:{proxy.port}/v1/traces"}, **FAST))
+            "endpoint": f"http://127.0.0.1:{proxy.port}/v1/traces"}, **FAST), resources=RESOURCES)
         with serving(p) as base:
             for fault in ({"hang": True}, {"cut_after_bytes": 5}):
                 proxy.set(**fault)

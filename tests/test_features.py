@@ -15,6 +15,7 @@ from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import ROOT, make_settings
 from tests.support.http import free_port
 from tests.support.redis import redis_up
+from tests.support.resources import RESOURCES
 
 REDIS = "redis://127.0.0.1:6379/0"
 
@@ -61,7 +62,7 @@ async def test_materialize_then_read_online(repo: Path, store: str) -> None:
 async def test_pipeline_merges_features_and_request_time_data(repo: Path, scripted) -> None:
     s = settings_for(repo, "sqlite", scripted.url, stages={"features": {"budget_ms": 2000}})
     materialize(s)
-    p = Pipeline(s)
+    p = Pipeline(s, resources=RESOURCES)
     await p.astart()
     store = p.stages["tools"].registry.get("recent_transactions").store
     await store.add("c-0002", {"amount_eur": 9.5})
@@ -80,7 +81,7 @@ async def test_store_down_gives_defaults_and_says_so(repo: Path, scripted) -> No
         features={"enabled": True, "online_store": "redis"},
         stages={"features": {"budget_ms": 2000}},
     )
-    p = Pipeline(s)
+    p = Pipeline(s, resources=RESOURCES)
     await p.astart()
     result = await p.arun("show my recent transactions", user_id="c-0001")
     assert result.answer and "features" in result.degraded

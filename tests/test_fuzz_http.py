@@ -12,9 +12,11 @@ from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.pipeline.serving import create_app
 from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
+from tests.support.resources import RESOURCES
 
 _LLM = ScriptedLLM(Script()).__enter__()  # lives for the test session (a daemon thread)
-APP = create_app(Pipeline(make_settings(_LLM.url, tracing={"exporter": "none"})),
+APP = create_app(Pipeline(make_settings(_LLM.url, tracing={"exporter": "none"}),
+    resources=RESOURCES),
                  manage_lifecycle=False)
 # CI's size per endpoint; RAGPACER_FUZZ_EXAMPLES=2000 for a long run outside CI.
 EXAMPLES = int(os.environ.get("RAGPACER_FUZZ_EXAMPLES", "40"))

@@ -22,6 +22,7 @@ from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.pipeline.serving.protocol import ChatCompletionRequest
 from ragpacer.retrieval.ingest import read_documents
 from tests.conftest import ROOT, make_settings
+from tests.support.resources import RESOURCES
 
 # CI's size; RAGPACER_FUZZ_EXAMPLES=5000 for a long run outside CI.
 EXAMPLES = int(os.environ.get("RAGPACER_FUZZ_EXAMPLES", "150"))
@@ -68,7 +69,7 @@ def test_environment_overrides_are_accepted_or_rejected_with_a_config_error(env:
 @pytest.fixture(scope="module")
 def pipeline() -> Pipeline:
     return Pipeline(make_settings("http://127.0.0.1:9/v1", retrieval={"mode": "bm25"},
-                                  routing={"classifier": "lexical"}))
+                                  routing={"classifier": "lexical"}), resources=RESOURCES)
 
 
 JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),

@@ -16,6 +16,7 @@ from ragpacer.pipeline.llm.client import (
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
+from tests.support.resources import RESOURCES
 
 QUESTION = "what does an overdraft cost"  # fees route: retrieval then the LLM
 
@@ -47,7 +48,7 @@ async def test_max_tokens_shrinks_with_the_remaining_budget(make_pipeline, scrip
 
 async def test_slow_first_token_is_cut_and_falls_back_to_extractive() -> None:
     with ScriptedLLM(Script(ttft_s=10.0)) as server:
-        p = Pipeline(make_settings(server.url))
+        p = Pipeline(make_settings(server.url), resources=RESOURCES)
         result = await p.arun(QUESTION, deadline_ms=600)
         rec = gen_record(result)
         assert rec.outcome in (Outcome.TIMEOUT, Outcome.ERROR)
@@ -64,7 +65,7 @@ async def test_after_cuts_with_no_token_a_short_deadline_skips_the_llm_at_once()
     the first token takes at least that long, so a request left with less time answers
     extractively at once instead of trying, being cut and answering extractively late."""
     with ScriptedLLM(Script(ttft_s=10.0)) as server:
-        p = Pipeline(make_settings(server.url))
+        p = Pipeline(make_settings(server.url), resources=RESOURCES)
         await p.arun(QUESTION, deadline_ms=1500)
         tried = len(server.requests)
         assert tried == 1
@@ -102,7 +103,7 @@ async def test_stream_cut_at_deadline_returns_partial_text_marked_truncated() ->
     with ScriptedLLM(script) as server:
         p = Pipeline(make_settings(server.url, llm={"models": [
             {"name": "smollm2", "url": server.url, "max_tokens": 400,
-             "decode_tokens_per_s": 1000, "ttft_ms": 5}]}))
+             "decode_tokens_per_s": 1000, "ttft_ms": 5}]}), resources=RESOURCES)
         result = await p.arun(QUESTION, deadline_ms=800)
         assert result.truncated and result.answer.startswith("word0. word1.")
         assert len(result.answer.split()) < 400
@@ -125,7 +126,7 @@ async def test_llm_down_falls_back_and_says_so(make_pipeline) -> None:
 async def test_model_fallback_chain_uses_the_next_model(scripted) -> None:
     p = Pipeline(make_settings(scripted.url, llm={"default_model": "big", "models": [
         {"name": "big", "url": "http://127.0.0.1:9/v1", "fallback": "smollm2"},
-        {"name": "smollm2", "url": scripted.url}]}))
+        {"name": "smollm2", "url": scripted.url}]}), resources=RESOURCES)
     result = await p.arun(QUESTION)
     assert result.model == "smollm2" and result.answer_kind == "llm"
     assert "generation" in result.degraded  # visibly degraded: the first choice was down
@@ -135,7 +136,7 @@ async def test_model_fallback_chain_uses_the_next_model(scripted) -> None:
 @pytest.mark.parametrize("status", [500, 503])
 async def test_server_errors_fall_back(status: int) -> None:
     with ScriptedLLM(Script(status=status)) as server:
-        p = Pipeline(make_settings(server.url))
+        p = Pipeline(make_settings(server.url), resources=RESOURCES)
         result = await p.arun(QUESTION)
         assert result.answer_kind == "extractive" and "generation" in result.degraded
         await p.aclose()
@@ -152,7 +153,7 @@ async def test_astream_yields_text_then_the_result(make_pipeline, scripted) -> N
 async def test_sync_run_works_outside_an_event_loop(scripted) -> None:
     import asyncio
 
-    p = Pipeline(make_settings(scripted.url))
+    p = Pipeline(make_settings(scripted.url), resources=RESOURCES)
 
     def call():  # type: ignore[no-untyped-def]
         return p.run(QUESTION), p.run(QUESTION)

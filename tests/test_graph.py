@@ -3,6 +3,7 @@
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.stages import Probe
+from tests.support.resources import RESOURCES
 
 
 def branchy_pipeline(url: str, delay_s: float = 0.05):
@@ -15,7 +16,8 @@ def branchy_pipeline(url: str, delay_s: float = 0.05):
         "rag": {"stages": ["features", "retrieval", "tools"], "model": "default"},
         "smalltalk": {"stages": [], "model": None, "template": "Hi!"},
     }, "intents": {"greeting": "smalltalk"}})
-    return Pipeline(settings, stages={"features": features, "tools": tools}), features, tools
+    return Pipeline(settings, stages={"features": features, "tools": tools},
+        resources=RESOURCES), features, tools
 
 
 async def test_independent_branches_run_concurrently(scripted) -> None:
@@ -56,7 +58,7 @@ async def test_cache_hit_does_not_run_the_graph(make_pipeline, scripted) -> None
     p = make_pipeline(scripted.url)
     first = await p.arun("how do I turn on two factor authentication")
     assert not first.cached and not first.degraded
-    await p._cache_writer.drain()
+    await p.caching.drain()
     second = await p.arun("How do I turn on two-factor  authentication?".replace("-", " "))
     assert second.cached and second.answer == first.answer
     assert [r.name for r in second.stages] == ["cache"]
@@ -72,20 +74,21 @@ async def test_degraded_answers_are_not_cached(make_pipeline) -> None:
     p = make_pipeline("http://127.0.0.1:9/v1")  # nothing listens: generation falls back
     first = await p.arun("what does an overdraft cost")
     assert "generation" in first.degraded and first.answer_kind == "extractive"
-    await p._cache_writer.drain()
+    await p.caching.drain()
     assert not (await p.arun("what does an overdraft cost")).cached
     await p.aclose()
 
 
 async def test_cache_entries_never_cross_tenants_or_configs(scripted) -> None:
-    p = Pipeline(make_settings(scripted.url))
+    p = Pipeline(make_settings(scripted.url), resources=RESOURCES)
     await p.arun("how do I turn on two factor authentication", tenant="bank-a")
-    await p._cache_writer.drain()
+    await p.caching.drain()
     assert (await p.arun("how do I turn on two factor authentication", tenant="bank-a")).cached
     other = await p.arun("how do I turn on two factor authentication", tenant="bank-b")
     assert not other.cached and other.cache_hit is None
     # A config change gives a new cache version: earlier entries become unreachable.
-    changed = Pipeline(make_settings(scripted.url, deadline_ms=2400), cache=p.cache)
+    changed = Pipeline(make_settings(scripted.url, deadline_ms=2400),
+                       cache=p.caching.backend, resources=RESOURCES)
     assert changed.version != p.version
     assert not (await changed.arun("how do I turn on two factor authentication",
                                    tenant="bank-a")).cached

@@ -14,12 +14,13 @@ from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
 from tests.support.http import server_errors, serving
+from tests.support.resources import RESOURCES
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     with ScriptedLLM(Script()) as llm, serving(
-        Pipeline(make_settings(llm.url, server={"max_body_bytes": 20_000}))
+        Pipeline(make_settings(llm.url, server={"max_body_bytes": 20_000}), resources=RESOURCES)
     ) as base:
         yield base
 
@@ -90,7 +91,7 @@ def test_a_traceparent_is_continued_and_every_response_names_its_trace(server: s
 def test_the_engine_request_carries_the_requests_trace() -> None:
     caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     with ScriptedLLM(Script()) as llm, serving(Pipeline(make_settings(
-            llm.url, cache={"enabled": False}))) as base:
+            llm.url, cache={"enabled": False}), resources=RESOURCES)) as base:
         r = httpx.post(f"{base}/v1/chat/completions", headers={"traceparent": caller},
                        json={"model": "ragpacer", "messages": [
                            {"role": "user", "content": "what does an overdraft cost"}]})

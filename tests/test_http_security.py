@@ -14,6 +14,7 @@ from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
 from tests.support.http import serving
+from tests.support.resources import RESOURCES
 
 KEY = "rp-test-key-0123456789"
 HASHED = "sha256:" + hashlib.sha256(b"rp-other-key").hexdigest()
@@ -36,7 +37,7 @@ def secured():  # type: ignore[no-untyped-def]
                         "rate_limit_per_s": 0.2,
                         "rate_limit_burst": 3,
                     },
-                )
+                ), resources=RESOURCES
             )
         ) as base,
     ):
@@ -110,8 +111,8 @@ def test_redis_rate_limit_is_shared_between_servers() -> None:
     )
     with (
         ScriptedLLM() as llm,
-        serving(Pipeline(make_settings(llm.url, **settings))) as a,
-        serving(Pipeline(make_settings(llm.url, **settings))) as b,
+        serving(Pipeline(make_settings(llm.url, **settings), resources=RESOURCES)) as a,
+        serving(Pipeline(make_settings(llm.url, **settings), resources=RESOURCES)) as b,
     ):
         headers = {"Authorization": f"Bearer {key}"}
         codes = [
@@ -129,7 +130,7 @@ def test_a_disconnecting_streaming_client_cancels_its_work() -> None:
             Pipeline(
                 make_settings(
                     llm.url, deadline_ms=20_000, stages={"generation": {"budget_ms": 15_000}}
-                )
+                ), resources=RESOURCES
             )
         ) as base,
     ):
@@ -147,7 +148,7 @@ def test_readiness_reports_redis() -> None:
     from tests.support.http import free_port
 
     with ScriptedLLM() as llm, serving(Pipeline(make_settings(
-            llm.url, redis_url=f"redis://127.0.0.1:{free_port()}/0"))) as base:
+            llm.url, redis_url=f"redis://127.0.0.1:{free_port()}/0"), resources=RESOURCES)) as base:
         ready = httpx.get(f"{base}/readyz").json()
     assert ready["checks"]["redis"].startswith("down") and ready["status"] == "degraded"
     assert ready["cache_persistence"] == "unknown"

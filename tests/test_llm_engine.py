@@ -20,6 +20,7 @@ from ragpacer.pipeline.llm.engine import ManagedEngine
 from ragpacer.pipeline.llm.prepare import PrepareError, find_gguf, manifest_ok, prepare
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import ROOT, make_settings
+from tests.support.resources import RESOURCES
 
 pytestmark = pytest.mark.llm
 PORT = 8177
@@ -39,7 +40,7 @@ def engine_settings(**llm):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def vllm():  # type: ignore[no-untyped-def]
     """One vLLM server for the module, started by the SDK's managed-engine path."""
-    pipeline = Pipeline(engine_settings())
+    pipeline = Pipeline(engine_settings(), resources=RESOURCES)
     warm = pipeline.run("can I open a joint account", deadline_ms=30_000)
     assert warm.answer_kind == "llm", warm.stages
     engine = pipeline.engine
@@ -169,7 +170,7 @@ async def test_sdk_end_to_end_against_vllm(vllm) -> None:  # type: ignore[no-unt
     # and enough tokens that the answer is not cut before its first sentence ends.
     p = Pipeline(make_settings(
         URL, deadline_ms=28_000, stages={"generation": {"budget_ms": 25_000}},
-        llm={"models": [{"name": "smollm2", "url": URL, "max_tokens": 160}]}))
+        llm={"models": [{"name": "smollm2", "url": URL, "max_tokens": 160}]}), resources=RESOURCES)
     result = await p.arun("what does an overdraft cost", deadline_ms=28_000)
     assert result.answer_kind == "llm" and result.answer and result.model == "smollm2"
     assert result.sources and result.usage["completion_tokens"] > 0

@@ -13,6 +13,7 @@ from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
 from tests.support.http import serving
+from tests.support.resources import RESOURCES
 
 QUESTION = "What is the fee for a SWIFT transfer?"
 
@@ -28,9 +29,11 @@ def llm() -> Iterator[ScriptedLLM]:
 def clients(llm: ScriptedLLM) -> Iterator[tuple[openai.OpenAI, openai.OpenAI]]:
     """(LLM answers, extractive answers), cache off so every call is answered afresh."""
     urls = []
-    with serving(Pipeline(make_settings(llm.url, answer="llm", cache={"enabled": False}))) \
+    with serving(Pipeline(make_settings(llm.url, answer="llm", cache={"enabled": False}),
+        resources=RESOURCES)) \
             as a, serving(Pipeline(make_settings(llm.url, answer="extractive",
-                                                 cache={"enabled": False}))) as b:
+                                                 cache={"enabled": False}),
+                                                     resources=RESOURCES)) as b:
         urls = [a, b]
         yield tuple(openai.OpenAI(base_url=f"{u}/v1", api_key="x") for u in urls)  # type: ignore[misc]
 

@@ -16,6 +16,7 @@ from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
 from tests.support.http import serving
 from tests.support.otlp import Receiver
+from tests.support.resources import RESOURCES
 
 EMAIL, CARD, PHONE, IBAN = ("jane.doe@example.com", "4111 1111 1111 1111", "+44 7700 900123",
                             "GB82 WEST 1234 5698 7654 32")
@@ -47,7 +48,7 @@ def test_logs_spans_and_metrics_never_carry_pii(pii_action: str, tmp_path: Path,
         ):
             p = Pipeline(make_settings(url, tracing=tracing, cache={"enabled": False},
                                        guardrails={"pii_action": pii_action,
-                                                   "pii_allowlist": []}))
+                                                   "pii_allowlist": []}), resources=RESOURCES)
             with serving(p) as base:
                 for stream in (False, True):
                     r = httpx.post(f"{base}/v1/chat/completions", timeout=30, json={

@@ -16,6 +16,7 @@ from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.support.http import free_port
 from tests.support.redis import redis_up
+from tests.support.resources import RESOURCES
 
 pytestmark = pytest.mark.redis
 REDIS = "redis://127.0.0.1:6379/0"
@@ -66,14 +67,14 @@ async def test_pipeline_answers_from_redis(scripted) -> None:
     # A TTL unique to this run gives a fresh key space (the config is part of the key).
     p = Pipeline(make_settings(scripted.url, redis_url=REDIS,
                                cache={"ttl_s": 30 + time.time() % 1}, retrieval={"mode": "bm25"},
-                               routing={"classifier": "lexical"}))
+                               routing={"classifier": "lexical"}), resources=RESOURCES)
     first = await p.arun(QUESTION)
-    await p._cache_writer.drain()
+    await p.caching.drain()
     second = await p.arun(QUESTION)
     assert not first.cached and second.cached and second.answer == first.answer
     assert len(scripted.requests) == 1
     # Another pipeline (another process) with the same config and index shares the entry.
-    other = Pipeline(p.settings)
+    other = Pipeline(p.settings, resources=RESOURCES)
     assert other.version == p.version
     assert (await other.arun(QUESTION)).cached
     await p.aclose()
@@ -83,9 +84,10 @@ async def test_pipeline_answers_from_redis(scripted) -> None:
 async def test_redis_stopped_mid_test_is_bypassed_then_recovered(scripted, own_redis) -> None:
     port, start = own_redis
     p = Pipeline(make_settings(scripted.url, redis_url=f"redis://127.0.0.1:{port}/0",
-                               retrieval={"mode": "bm25"}, routing={"classifier": "lexical"}))
+                               retrieval={"mode": "bm25"}, routing={"classifier": "lexical"}),
+                                   resources=RESOURCES)
     assert not (await p.arun(QUESTION)).degraded
-    await p._cache_writer.drain()
+    await p.caching.drain()
     assert (await p.arun(QUESTION)).cached
 
     await asyncio.to_thread(subprocess.run, ["redis-cli", "-p", str(port), "shutdown", "nosave"],
@@ -98,11 +100,12 @@ async def test_redis_stopped_mid_test_is_bypassed_then_recovered(scripted, own_r
     assert "circuit open" in (again.stages[0].detail or "")
 
     await asyncio.to_thread(start)
-    assert isinstance(p.cache, RedisCache)
-    p.cache.breaker.success()  # skip the backoff wait; recovery itself is what we test
+    assert isinstance(p.caching.backend, RedisCache)
+    # Skip the backoff wait; recovery itself is what we test.
+    p.caching.backend.breaker.success()
     recovered = await p.arun(QUESTION)
     assert "cache" not in recovered.degraded
-    await p._cache_writer.drain()
+    await p.caching.drain()
     assert (await p.arun(QUESTION)).cached
     await p.aclose()
 
@@ -141,16 +144,14 @@ async def test_cache_survives_a_restart_only_with_persistence_and_loss_is_never_
     proc = start()
     assert await redis_persistence(url) == ("aof" if persistent else "none")
     p = Pipeline(make_settings(scripted.url, redis_url=url, retrieval={"mode": "bm25"},
-                               routing={"classifier": "lexical"}))
+                               routing={"classifier": "lexical"}), resources=RESOURCES)
     fresh = await p.arun(QUESTION)
-    await p._cache_writer.drain()
+    await p.caching.drain()
     assert (await p.arun(QUESTION)).cached
 
     proc.kill()  # SIGKILL: no chance to save on the way out
     proc.wait()
     proc = start()
-    assert isinstance(p.cache, RedisCache)
-    p.cache._open_until = 0.0
     after = await p.arun(QUESTION)
     assert after.cached is persistent
     assert after.answer == fresh.answer and [s.id for s in after.sources] == \

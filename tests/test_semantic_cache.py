@@ -38,12 +38,12 @@ def test_entries_are_bounded() -> None:
 
 async def test_pipeline_semantic_hit_and_negation_guard(make_pipeline, scripted) -> None:
     p = make_pipeline(scripted.url)
-    if p.semantic is None:
+    if p.caching.semantic is None:
         import pytest
 
         pytest.skip("embedding classifier not prepared")
     first = await p.arun("how do I turn on two factor authentication")
-    await p._cache_writer.drain()
+    await p.caching.drain()
     para = await p.arun("how do i turn on the two factor authentication please")
     assert para.cached and para.cache_hit == "semantic" and para.answer == first.answer
     opposite = await p.arun("how do I turn off two factor authentication")

@@ -5,6 +5,7 @@ import pytest
 from ragpacer.pipeline.core.errors import ConfigError
 from ragpacer.pipeline.core.settings import load_settings
 from ragpacer.pipeline.sdk import Pipeline
+from tests.support.resources import RESOURCES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -12,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_example_config_is_valid_and_builds() -> None:
     settings = load_settings(ROOT / "ragpacer.yaml", environ={})
     assert settings.routing.intents["greeting"] == "smalltalk"
-    Pipeline(settings)
+    Pipeline(settings, resources=RESOURCES)
 
 
 def test_environment_overrides_nested_keys() -> None:
@@ -69,7 +70,7 @@ def test_bad_values_fail_at_startup_not_at_first_request(tmp_path: Path) -> None
         path = tmp_path / "c.yaml"
         path.write_text(text)
         with pytest.raises(ConfigError) as info:
-            Pipeline(load_settings(path, environ={}))
+            Pipeline(load_settings(path, environ={}), resources=RESOURCES)
         assert info.value.field == field
 
 

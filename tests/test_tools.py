@@ -13,6 +13,7 @@ from ragpacer.agents.tools import ToolArgumentError, openai_tool, validate_argum
 from ragpacer.pipeline.core.deadline import Deadline
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
+from tests.support.resources import RESOURCES
 from tests.support.tools import Sleepy
 
 
@@ -125,7 +126,8 @@ async def test_recent_transactions_from_real_redis() -> None:
 
 
 async def test_a_route_with_tools_answers_and_names_failures(scripted) -> None:
-    p = Pipeline(make_settings(scripted.url, redis_url="redis://127.0.0.1:6379/0"))
+    p = Pipeline(make_settings(scripted.url, redis_url="redis://127.0.0.1:6379/0"),
+        resources=RESOURCES)
     ok = await p.arun("show my recent transactions", user_id="c-tools-1")
     assert ok.route == "account_activity" and "tools" not in ok.degraded
     prompt = scripted.requests[-1]["messages"][-1]["content"]
@@ -156,7 +158,7 @@ async def test_the_model_may_call_tools_in_a_bounded_loop() -> None:
         "arguments": '{"amount": 100, "from_currency": "EUR", "to_currency": "USD"}',
     }
     with ScriptedLLM(Script(tool_call=call)) as llm:
-        p = Pipeline(make_settings(llm.url, routing=tool_route()))
+        p = Pipeline(make_settings(llm.url, routing=tool_route()), resources=RESOURCES)
         result = await p.arun("what does an overdraft cost")
         first, second = llm.requests
         assert first["tools"][0]["function"]["name"] == "currency_convert"
@@ -174,7 +176,8 @@ async def test_bad_arguments_from_the_model_are_rejected_and_reported_back() -> 
         "arguments": '{"amount": "lots", "from_currency": "EUR", "to_currency": "USD"}',
     }
     with ScriptedLLM(Script(tool_call=call)) as llm:
-        p = Pipeline(make_settings(llm.url, routing=tool_route(max_tool_rounds=1)))
+        p = Pipeline(make_settings(llm.url, routing=tool_route(max_tool_rounds=1)),
+            resources=RESOURCES)
         result = await p.arun("what does an overdraft cost")
         tool_msg = next(m for m in llm.requests[1]["messages"] if m["role"] == "tool")
         assert "amount must be number" in tool_msg["content"]

@@ -10,12 +10,14 @@ from ragpacer.pipeline.cli import app
 from ragpacer.pipeline.observe import traces as tr
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
+from tests.support.resources import RESOURCES
 
 
 async def test_jsonl_sink_round_trip_and_summary(scripted, tmp_path: Path) -> None:
     sink = tmp_path / "traces.jsonl"
     p = Pipeline(
-        make_settings(scripted.url, tracing={"exporter": "jsonl", "jsonl_path": str(sink)})
+        make_settings(scripted.url, tracing={"exporter": "jsonl", "jsonl_path": str(sink)}),
+            resources=RESOURCES
     )
     results = [
         await p.arun(q)

@@ -10,6 +10,7 @@ from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.support.http import free_port
 from tests.support.otlp import Receiver
+from tests.support.resources import RESOURCES
 
 QUESTION = "what does an overdraft cost"
 
@@ -27,7 +28,8 @@ def attrs(span) -> dict:  # type: ignore[no-untyped-def,type-arg]
 async def test_spans_parentage_and_attributes(scripted) -> None:
     rx = Receiver()
     p = Pipeline(make_settings(scripted.url, tracing={
-        "exporter": "otlp", "endpoint": f"http://127.0.0.1:{rx.port}/v1/traces"}))
+        "exporter": "otlp", "endpoint": f"http://127.0.0.1:{rx.port}/v1/traces"}),
+            resources=RESOURCES)
     result = await p.arun(QUESTION)
     await p.aclose()  # flushes
     spans = rx.spans()
@@ -53,7 +55,8 @@ async def test_spans_parentage_and_attributes(scripted) -> None:
 async def test_a_callers_traceparent_round_trips_into_the_exported_spans(scripted) -> None:
     rx = Receiver()
     p = Pipeline(make_settings(scripted.url, tracing={
-        "exporter": "otlp", "endpoint": f"http://127.0.0.1:{rx.port}/v1/traces"}))
+        "exporter": "otlp", "endpoint": f"http://127.0.0.1:{rx.port}/v1/traces"}),
+            resources=RESOURCES)
     caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     result = await p.arun(QUESTION, traceparent=caller)
     alone = await p.arun(QUESTION, traceparent="not a traceparent")
@@ -71,7 +74,8 @@ async def test_a_callers_traceparent_round_trips_into_the_exported_spans(scripte
 async def test_langfuse_export_goes_to_its_public_otlp_path_with_basic_auth(scripted) -> None:
     rx = Receiver()
     p = Pipeline(make_settings(scripted.url, tracing={"exporter": "langfuse"}, langfuse={
-        "host": f"http://127.0.0.1:{rx.port}", "public_key": "pk-lf-1", "secret_key": "sk-lf-2"}))
+        "host": f"http://127.0.0.1:{rx.port}", "public_key": "pk-lf-1", "secret_key": "sk-lf-2"}),
+            resources=RESOURCES)
     result = await p.arun(QUESTION)
     await p.aclose()
     path, headers, _ = rx.requests[0]
@@ -103,7 +107,7 @@ async def _median_latency(p: Pipeline, n: int = 30) -> float:
 
 async def test_dead_or_hanging_collector_costs_no_latency(scripted) -> None:
     sock, hang_port = hanging_server()
-    base = Pipeline(make_settings(scripted.url, cache={"enabled": False}))
+    base = Pipeline(make_settings(scripted.url, cache={"enabled": False}), resources=RESOURCES)
     baseline = await _median_latency(base)
     dead = {"host": f"http://127.0.0.1:{free_port()}", "public_key": "pk", "secret_key": "sk"}
     configs = [
@@ -114,7 +118,8 @@ async def test_dead_or_hanging_collector_costs_no_latency(scripted) -> None:
         {"tracing": {"exporter": "langfuse", "export_timeout_s": 1}, "langfuse": dead},
     ]
     for extra in configs:
-        p = Pipeline(make_settings(scripted.url, cache={"enabled": False}, **extra))
+        p = Pipeline(make_settings(scripted.url, cache={"enabled": False}, **extra),
+            resources=RESOURCES)
         traced = await _median_latency(p)
         assert traced < baseline * 3 + 0.005, (extra, baseline, traced)
         t0 = time.monotonic()

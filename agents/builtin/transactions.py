@@ -31,6 +31,9 @@ class TransactionStore:
     async def since(self, customer_id: str, since: float) -> list[dict[str, Any]]:
         return [tx for ts, tx in self._data.get(customer_id, []) if ts >= since]
 
+    async def aclose(self) -> None:
+        return None
+
 
 class RedisTransactionStore:
     def __init__(self, url: str) -> None:
@@ -44,6 +47,9 @@ class RedisTransactionStore:
     async def since(self, customer_id: str, since: float) -> list[dict[str, Any]]:
         raw = await self._redis.zrangebyscore(tx_key(customer_id), since, "+inf")
         return [json.loads(r) for r in raw]
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
 
 
 class RecentTransactions:

@@ -257,7 +257,7 @@ async def compare(settings_for: Callable[[dict[str, Any]], Any], variants: Seque
     off: dict[str, Any] = {"cache": {"enabled": False}}
     routes = settings_for(off).routing.routes
     needs_llm = any(v in ("llm", "llm_grounded") for v in variants) or (
-        "shipped" in variants and Pipeline(settings_for(off)).uses_llm)
+        "shipped" in variants and settings_for(off).routing.uses_llm)
     owner = Pipeline(settings_for(
         {**off, **variant_overrides("llm_grounded" if needs_llm else "shipped", routes)}))
     await owner.astart(say)
@@ -266,7 +266,8 @@ async def compare(settings_for: Callable[[dict[str, Any]], Any], variants: Seque
     try:
         for variant in variants:
             pipeline = Pipeline(settings_for(
-                {**off, **shared, **variant_overrides(variant, routes)}))
+                {**off, **shared, **variant_overrides(variant, routes)}),
+                resources=owner.resources)
             try:
                 await pipeline.astart(say)
                 tick = progress(variant, len(cases)) if progress else None

@@ -158,6 +158,12 @@ class RoutingSettings(_Model):
                 data = {**data, "routes": {**routes, name: dict(_DECLINE_ROUTE)}}
         return data
 
+    @property
+    def uses_llm(self) -> bool:
+        """Whether any route can ask the LLM (an extractive route never does)."""
+        return any(r.model is not None and r.answer != "extractive"
+                   for r in self.routes.values())
+
     @model_validator(mode="after")
     def _routes_exist(self) -> RoutingSettings:
         if self.default_route not in self.routes:
