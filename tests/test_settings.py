@@ -86,10 +86,17 @@ def test_a_stray_variable_is_ignored_with_a_warning(caplog) -> None:  # type: ig
 def test_values_are_parsed_by_the_settings_type() -> None:
     s = load_settings(ROOT / "ragpacer.yaml", environ={
         "RAGPACER_SERVER__MODEL_NAME": "no", "RAGPACER_LANGFUSE__SECRET_KEY": "0123",
-        "RAGPACER_CACHE__ENABLED": "false", "RAGPACER_ROUTING__ROUTES__RAG__ANSWER": "llm"})
+        "RAGPACER_CACHE__ENABLED": "false", "RAGPACER_ROUTING__ROUTES__RAG__ANSWER": "llm",
+        "RAGPACER_STAGES__RETRIEVAL__BUDGET_MS": "50",
+        "RAGPACER_ROUTING__OPEN_INTENTS": '["out_of_scope"]', "RAGPACER_REDIS_URL": ""})
     assert s.server.model_name == "no"  # a string, not YAML's False
     assert s.langfuse.secret_key is not None and s.langfuse.secret_key.get_secret_value() == "0123"
     assert s.cache.enabled is False and s.routing.routes["rag"].answer == "llm"
+    assert s.routing.routes["rag"].description, "one key of a route: the file keeps the rest"
+    assert s.stages["retrieval"].budget_ms == 50 and s.stages["retrieval"].fallback == "cheaper"
+    assert s.routing.open_intents == ["out_of_scope"] and s.redis_url is None
+    with pytest.raises(ConfigError, match="JSON"):
+        load_settings(environ={"RAGPACER_SERVER__API_KEYS": "[a, b]"})
 
 
 def test_config_check_passes_beside_a_stray_variable() -> None:
@@ -108,7 +115,7 @@ def test_secrets_come_from_files_and_the_environment_wins(tmp_path: Path) -> Non
     of the same name set in the environment takes precedence; an unreadable folder fails
     naming the variable."""
     (tmp_path / "RAGPACER_LANGFUSE__SECRET_KEY").write_text("sk-from-file\n")
-    (tmp_path / "ragpacer_server__api_keys").write_text("[key-a, key-b]\n")
+    (tmp_path / "ragpacer_server__api_keys").write_text('["key-a", "key-b"]\n')
     (tmp_path / "README").write_text("not a secret")
     s = load_settings(environ={"RAGPACER_SECRETS_DIR": str(tmp_path)})
     assert s.langfuse.secret_key is not None

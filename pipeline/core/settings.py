@@ -1,10 +1,11 @@
 """Configuration: one YAML file, validated by pydantic, overridable by ``RAGPACER_*`` variables.
 
-This is the only module that reads the environment. Nested keys use a double underscore:
-``RAGPACER_DEADLINE_MS=800``, ``RAGPACER_LLM__DEFAULT_MODEL=smollm2``,
-``RAGPACER_REDIS_URL=redis://127.0.0.1:6379/0``. A value is read as YAML (numbers, booleans,
-lists) unless its setting is a string; a variable that names no setting is ignored, with a
-warning.
+pydantic-settings reads the environment, with the YAML file as the source below it and the
+caller's overrides above it. Nested keys use a double underscore: ``RAGPACER_DEADLINE_MS=800``,
+``RAGPACER_LLM__DEFAULT_MODEL=smollm2``, ``RAGPACER_REDIS_URL=redis://127.0.0.1:6379/0``. A value
+is parsed by its setting's type (a list or mapping as JSON); an empty value unsets a setting; a
+variable that names no setting is ignored, with a warning. This is the only module that reads
+the environment.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ from pydantic import (
     SecretStr,
     ValidationError,
     model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
 )
 
 from ragpacer.pipeline.core.errors import ConfigError
@@ -404,7 +412,15 @@ class LangfuseSettings(_Model):
     secret_key: SecretStr | None = None
 
 
-class Settings(_Model):
+class Settings(BaseSettings):
+    """Every setting; ``load_settings`` is the way to read them (file, environment,
+    overrides). ``Settings()`` alone reads the environment over the defaults."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, env_prefix=ENV_PREFIX, env_nested_delimiter="__",
+        env_parse_none_str="",
+    )
+
     deadline_ms: PositiveFloat = 1500.0
     max_deadline_ms: PositiveFloat = 30_000.0
     home: Path = Path(".ragpacer")
@@ -452,43 +468,42 @@ class Settings(_Model):
         return base if budget is None else base.model_copy(update={"budget_ms": budget})
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """RAGPACER_* variables as a nested mapping. A variable that names no setting is ignored
-    with a warning (a stray variable must not stop every command); a value is read as YAML
-    (numbers, booleans, lists) unless its setting is a string, where it stays as written."""
-    out: dict[str, Any] = {}
-    unknown: list[str] = []
-    for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX) or key in ("RAGPACER_CONFIG", SECRETS_DIR):
-            continue
-        path = key[len(ENV_PREFIX) :].lower().split("__")
-        kind = _setting_kind(Settings, path)
-        if kind is None:
-            unknown.append(key)
-            continue
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{key} nests below a key another variable sets to a value",
-                                  field=".".join(path))
-        node[path[-1]] = raw if kind == "text" and raw != "" else _env_value(key, raw)
-    if unknown:
-        log.warning("ignoring environment variables that name no setting: %s",
-                    ", ".join(sorted(unknown)))
-    return out
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, Environment(settings_cls, os.environ)
 
 
-def _env_value(key: str, raw: str) -> Any:
-    """A variable's value read as YAML (numbers, booleans, lists), else as the plain string."""
-    if raw == "":
-        return None
-    try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError:
-        if any(ord(c) < 32 and c not in "\t\n\r" for c in raw):
-            raise ConfigError(f"{key} holds control characters") from None
-        return raw
+class Environment(EnvSettingsSource):
+    """``RAGPACER_*`` variables from a given mapping (the process environment by default).
+    A variable that names no setting is dropped with a warning: a stray variable must not
+    stop every command, as pydantic's ``extra="forbid"`` would make it."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        known: dict[str, str | None] = {}
+        unknown: list[str] = []
+        for key, raw in self._environ.items():
+            upper = key.upper()
+            if not upper.startswith(ENV_PREFIX) or upper in _NOT_SETTINGS:
+                continue
+            if _setting_kind(Settings, upper[len(ENV_PREFIX):].lower().split("__")) is None:
+                unknown.append(key)
+            else:  # matched case-insensitively, as pydantic-settings does; empty: unset
+                known[key.lower()] = raw if raw != "" else None
+        if unknown:
+            log.warning("ignoring environment variables that name no setting: %s",
+                        ", ".join(sorted(unknown)))
+        return known
 
 
 _TEXT = (str, Path, SecretStr)
@@ -526,6 +541,8 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 SECRETS_DIR = "RAGPACER_SECRETS_DIR"
+# Variables that name where settings come from, not a setting.
+_NOT_SETTINGS = frozenset({"RAGPACER_CONFIG", SECRETS_DIR})
 
 
 def _secret_files(folder: Path) -> dict[str, str]:
@@ -578,7 +595,10 @@ def load_settings(
     if path is None and env.get("RAGPACER_CONFIG"):
         path = env["RAGPACER_CONFIG"]
     data = _read_yaml(Path(path)) if path is not None else {}
-    data = deep_merge(data, _env_overrides(env))
+    try:
+        data = deep_merge(data, Environment(Settings, env)())
+    except SettingsError as exc:  # a list or mapping that is not JSON
+        raise ConfigError(_settings_error(exc)) from None
     if overrides:
         data = deep_merge(data, dict(overrides))
     try:
@@ -588,6 +608,11 @@ def load_settings(
         field = ".".join(str(p) for p in err["loc"]) or None
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{err['msg']}{more}", field=field) from exc
+
+
+def _settings_error(exc: SettingsError) -> str:
+    cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+    return f"{exc}{cause} (a list or mapping in a RAGPACER_* variable is written as JSON)"
 
 
 def env_value(name: str, default: str | None = None) -> str | None:
