@@ -6,7 +6,8 @@
 
 Paths: ``shipped`` (ragpacer.yaml as it is), ``llm`` (the model unchecked: the
 unsupported-claim rate before the grounding stage), ``llm_grounded`` and ``extractive``. The
-two-turn cases run once more without their history, to show what history handling adds.
+two-turn cases run twice more: without their history, to show what history handling adds,
+and rewritten by the LLM (``llm.rewrite_model``) instead of carried.
 Writes evals/results/answer_quality.json.
 """
 
@@ -61,10 +62,18 @@ async def run(per_kind: int | None = None, deadline_ms: float | None = None,
     alone = await quality.compare(settings_for, ["shipped"], follow_ups,
                                   deadline_ms=deadline_ms, concurrency=concurrency,
                                   history=False)
+    rewritten = await quality.compare(with_rewrite, ["shipped"], follow_ups,
+                                      deadline_ms=deadline_ms, concurrency=concurrency)
     return {"cases": len(cases), "deadline_ms": deadline_ms,
             "paths": {k: v["report"] for k, v in result.items()},
             "rows": {k: v["rows"] for k, v in result.items()},
-            "followups_without_history": alone["shipped"]["report"]["overall"]}
+            "followups_without_history": alone["shipped"]["report"]["overall"],
+            "followups_llm_rewrite": rewritten["shipped"]["report"]["overall"]}
+
+
+def with_rewrite(overrides: dict[str, Any]) -> Settings:
+    """The shipped config with follow-ups rewritten by the LLM (``llm.rewrite_model``)."""
+    return settings_for(deep_merge(overrides, {"llm": {"rewrite_model": "smollm2"}}))
 
 
 def main() -> None:
@@ -77,7 +86,8 @@ def main() -> None:
         print(f"{path:>12}: {rates}, p50 {o['p50_ms']:.0f} ms, p95 {o['p95_ms']:.0f} ms")
     with_h = result["paths"]["shipped"]["by_kind"]["followup"]["gold_at_3"]
     print(f"two-turn gold@3: {with_h:.1%} with history, "
-          f"{result['followups_without_history']['gold_at_3']:.1%} without")
+          f"{result['followups_without_history']['gold_at_3']:.1%} without, "
+          f"{result['followups_llm_rewrite']['gold_at_3']:.1%} rewritten by the LLM")
     print(f"wrote {save('answer_quality', result)}")
 
 

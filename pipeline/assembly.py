@@ -28,6 +28,7 @@ from ragpacer.pipeline.guardrails import InputGuardrails, OutputGuardrails
 from ragpacer.pipeline.llm.client import LLMClient
 from ragpacer.pipeline.llm.generation import Generation
 from ragpacer.pipeline.llm.prompt import count_words
+from ragpacer.pipeline.llm.rewrite import FollowUpRewrite
 from ragpacer.pipeline.resources import Resources
 from ragpacer.retrieval.batcher import MicroBatcher
 from ragpacer.retrieval.bm25 import BM25Index
@@ -196,6 +197,7 @@ class Assembly:
     # Counts tokens of answers the LLM did not make (usage): the embedding model's WordPiece
     # tokenizer, or words without an embedder.
     count_tokens: Callable[[str], int]
+    rewrite: FollowUpRewrite | None  # the LLM's standalone form of a follow-up, when set
 
 
 def assemble(settings: Settings, llm: LLMClient, index: BM25Index,
@@ -225,5 +227,14 @@ def assemble(settings: Settings, llm: LLMClient, index: BM25Index,
         stages["features"] = features
     vectors = classifier if isinstance(classifier, VectorIntentClassifier) else None
     return Assembly(stages, vectors, store, store.index_id if store else index_version(index),
-                    count)
+                    count, follow_up_rewrite(settings, llm, index))
+
+
+def follow_up_rewrite(settings: Settings, llm: LLMClient,
+                      index: BM25Index) -> FollowUpRewrite | None:
+    name = settings.llm.rewrite_model
+    if name is None:
+        return None
+    return FollowUpRewrite(llm, settings.llm.model(name), settings.llm.rewrite_min_left_ms,
+                           index.knows)
 

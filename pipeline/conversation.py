@@ -47,6 +47,19 @@ def is_follow_up(query: str, known: Callable[[str], bool] | None = None) -> bool
     return bool(_REFERS_BACK.search(query)) or len(terms) < MIN_STANDALONE_TERMS
 
 
+def stands_for(rewrite: str, question: str, history: Sequence[Mapping[str, str]],
+               known: Callable[[str], bool] | None = None) -> bool:
+    """Whether a rewrite of ``question`` asks the same thing on its own: it keeps at least half
+    of the question's terms and adds one the earlier turns used (the topic it refers to)."""
+    def terms(text: str) -> set[str]:
+        return {t for t in _analyzer(text) if known is None or known(t)}
+
+    asked, rewritten = terms(question), terms(rewrite)
+    earlier = set().union(*(terms(t["content"]) for t in history)) if history else set()
+    kept = len(asked & rewritten) * 2 >= len(asked)
+    return kept and bool((rewritten - asked) & earlier)
+
+
 def standalone_query(query: str, history: Sequence[Mapping[str, str]],
                      known: Callable[[str], bool] | None = None) -> str:
     """The query itself, or, for a follow-up, the previous exchange followed by it: the user's

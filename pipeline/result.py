@@ -41,6 +41,9 @@ class Result:
     usage: dict[str, int] = field(default_factory=dict)
     span_id: str = ""  # the request's root span (W3C: with trace_id, its traceparent)
     parent_span_id: str | None = None  # the caller's span, when it sent a traceparent
+    # How ``query`` was made: asked (as the caller wrote it), carried (a follow-up with the
+    # previous turn's words) or rewritten (by the LLM).
+    query_form: str = "asked"
 
     @classmethod
     def from_state(cls, final: Mapping[str, Any], deadline: Deadline,
@@ -49,6 +52,7 @@ class Result:
         records = final.get("records", [])
         return cls(
             query=final.get("query", ""),
+            query_form=final.get("query_form", "asked"),
             answer=final.get("answer", ""),
             sources=list(final.get("sources", [])),
             route=final.get("route"),
@@ -73,10 +77,12 @@ class Result:
 
     @classmethod
     def from_cache(cls, payload: Mapping[str, Any], query: str, records: list[StageRecord],
-                   deadline: Deadline, trace: TraceContext, cache_hit: str | None) -> Result:
+                   deadline: Deadline, trace: TraceContext, cache_hit: str | None,
+                   query_form: str = "asked") -> Result:
         """A cache hit: what ``cache_payload`` stored, with this request's own timings."""
         return cls(
             query=query,
+            query_form=query_form,
             answer=payload["answer"],
             sources=[Hit(**s) for s in payload.get("sources", [])],
             route=payload.get("route"),
@@ -99,6 +105,7 @@ class Result:
     def as_dict(self) -> dict[str, Any]:
         return {
             "query": self.query,
+            "query_form": self.query_form,
             "answer": self.answer,
             "answer_kind": self.answer_kind,
             "decline": self.decline,

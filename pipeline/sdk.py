@@ -24,6 +24,7 @@ from ragpacer.pipeline.core.stage import Stage, StageRecord
 from ragpacer.pipeline.core.state import RequestState
 from ragpacer.pipeline.guardrails import StreamRedactor, redact_pii, validate_query
 from ragpacer.pipeline.llm.client import LLMClient
+from ragpacer.pipeline.llm.rewrite import FollowUpRewrite
 from ragpacer.pipeline.loop_thread import LoopThread
 from ragpacer.pipeline.observe.metrics import Metrics
 from ragpacer.pipeline.observe.tracing import Tracing
@@ -62,6 +63,7 @@ class Pipeline:
         built: dict[str, Stage] = {**assembly.stages, **(stages or {})}
         supported = {name: s.fallbacks for name, s in built.items()}
         supported["cache"] = CacheLookup.fallbacks
+        supported["rewrite"] = FollowUpRewrite.fallbacks
         check_fallbacks(settings, supported)
         self.stages = built
         self.metrics = Metrics()
@@ -71,6 +73,7 @@ class Pipeline:
         self.caching = (Caching(settings, assembly.classifier, cache)
                         if settings.cache.enabled else None)
         self.classifier = assembly.classifier
+        self.rewrite = assembly.rewrite
         self.store = assembly.store
         self._count_tokens = assembly.count_tokens
         self.index_id = assembly.index_id
@@ -111,8 +114,8 @@ class Pipeline:
 
     @property
     def uses_llm(self) -> bool:
-        """Whether any route can ask the LLM (an extractive route never does)."""
-        return self.settings.routing.uses_llm
+        """Whether any request can ask the LLM (``Settings.uses_llm``)."""
+        return self.settings.uses_llm
 
     async def __aenter__(self) -> Pipeline:
         await self.astart()
@@ -178,6 +181,7 @@ class Pipeline:
         records: list[StageRecord] = []
         state: RequestState = {
             "query": query,
+            "query_form": "asked" if query == question else "carried",
             "question": question,
             "history": turns,
             "user_id": user_id,
@@ -185,6 +189,12 @@ class Pipeline:
             "records": records,
             "flags": [],
         }
+        if self.rewrite is not None and state["query_form"] == "carried":
+            update, record = await self.runner.run(self.rewrite, state, ctx)
+            records.append(record)
+            if "query" in update:
+                query = state["query"] = update["query"]
+                state["query_form"] = "rewritten"
         key = None
         if self.caching is not None:
             key = self.caching.key(query, scope, self.version, tenant)
@@ -195,7 +205,7 @@ class Pipeline:
             records.append(record)
             if "cached" in update:
                 hit = Result.from_cache(update["cached"], query, records, ctx.deadline,
-                                        ctx.trace, update.get("cache_hit"))
+                                        ctx.trace, update.get("cache_hit"), state["query_form"])
                 _bound(hit, options)
                 self._count_usage(hit, asked)
                 self.tracing.record(hit, start_ns)

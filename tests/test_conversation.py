@@ -109,3 +109,62 @@ async def test_personal_data_in_earlier_turns_is_redacted_before_the_prompt(
     prompt = str(scripted.requests[-1]["messages"])
     assert "4111" not in prompt and "ann@example.org" not in prompt
     assert "[CARD]" in prompt and "[EMAIL]" in prompt
+
+
+REWRITTEN = "How long does an international transfer to the US take?"
+
+
+def _rewriting(url: str, **overrides: object) -> Pipeline:
+    return Pipeline(make_settings(url, answer="extractive", cache={"enabled": False},
+                                  llm={"rewrite_model": "smollm2"}, **overrides),
+                    resources=RESOURCES)
+
+
+async def test_the_llm_rewrites_a_follow_up_when_the_deadline_leaves_room() -> None:
+    with ScriptedLLM(Script(tokens=[f'"{REWRITTEN}"\n', "(the user asks about SWIFT)"])) as llm:
+        p = _rewriting(llm.url)
+        result = await p.arun("And how long does it take?", history=TURNS)
+        asked = await p.arun("How do I reset my card PIN in the app?", history=TURNS)
+    assert result.query == REWRITTEN and result.query_form == "rewritten"
+    assert result.stages[0].name == "rewrite" and result.stages[0].outcome.value == "ok"
+    assert result.sources[0].id.split("#")[0] == "transfers-international"
+    sent = llm.requests[0]
+    assert sent["max_tokens"] <= 48 and sent["temperature"] == 0.0
+    assert sent["messages"][1]["content"].count("user:") == 3  # two turns, then the question
+    # A self-contained question is answered as asked: no rewrite, no LLM call.
+    assert asked.query_form == "asked" and "rewrite" not in [r.name for r in asked.stages]
+    assert len(llm.requests) == 1
+    await p.aclose()
+
+
+async def test_without_room_or_in_time_the_carried_follow_up_stands() -> None:
+    with ScriptedLLM(Script(tokens=[REWRITTEN])) as llm:
+        hurried = _rewriting(llm.url)
+        short = await hurried.arun("And how long does it take?", history=TURNS,
+                                   deadline_ms=900)  # under llm.rewrite_min_left_ms
+    assert short.query_form == "carried" and short.query != REWRITTEN
+    assert short.query.endswith("And how long does it take?")
+    assert short.stages[0].outcome.value == "degraded" and "needed" in short.stages[0].detail
+    assert llm.requests == [] and short.sources[0].id.split("#")[0] == "transfers-international"
+    await hurried.aclose()
+    with ScriptedLLM(Script(tokens=[REWRITTEN], ttft_s=1.0)) as llm:
+        slow = _rewriting(llm.url, stages={"rewrite": {"budget_ms": 150}})
+        late = await slow.arun("And how long does it take?", history=TURNS)
+    assert late.query_form == "carried" and late.stages[0].outcome.value == "timeout"
+    assert late.answer and late.sources[0].id.split("#")[0] == "transfers-international"
+    await slow.aclose()
+
+
+async def test_a_rewrite_that_loses_the_topic_or_the_question_is_not_used() -> None:
+    """What a small model often gives back: the question without its topic, an answer, an
+    apology. None of them may replace the carried form."""
+    for reply in ["How long does it take?", "It takes one to three working days.",
+                  "I'm sorry, I cannot help with that request."]:
+        with ScriptedLLM(Script(tokens=[reply])) as llm:
+            p = _rewriting(llm.url)
+            result = await p.arun("And how long does it take?", history=TURNS)
+        assert result.query_form == "carried", reply
+        assert result.stages[0].outcome.value == "degraded" and "stand alone" in \
+            result.stages[0].detail
+        assert result.sources[0].id.split("#")[0] == "transfers-international"
+        await p.aclose()

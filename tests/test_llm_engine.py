@@ -180,6 +180,29 @@ async def test_sdk_end_to_end_against_vllm(vllm) -> None:  # type: ignore[no-unt
     await p.aclose()
 
 
+async def test_vllm_rewrites_a_follow_up_into_a_standalone_question(vllm) -> None:  # type: ignore[no-untyped-def]
+    """The rewrite path the scripted tests cover, against the real engine (greedy decoding,
+    so the same words each run): a follow-up that names no topic comes back as a question of
+    its own that names it, and retrieval finds the article on it
+    among the first three."""
+    p = Pipeline(make_settings(
+        URL, answer="extractive", deadline_ms=28_000, cache={"enabled": False},
+        stages={"rewrite": {"budget_ms": 20_000}},
+        llm={"rewrite_model": "smollm2", "models": [
+            {"name": "smollm2", "url": URL, "max_tokens": 160, "temperature": 0.0}]}),
+        resources=RESOURCES)
+    history = [{"role": "user", "content": "I want to send money to a friend in the US."},
+               {"role": "assistant", "content": "International transfers go through SWIFT."}]
+    question = "How much does that cost and how long does it take?"
+    result = await p.arun(question, history=history, deadline_ms=28_000)
+    assert result.stages[0].name == "rewrite" and result.stages[0].outcome.value == "ok", \
+        result.stages[0]
+    assert result.query_form == "rewritten" and result.query != question
+    assert "SWIFT" not in result.query, "rewritten, not the carried previous exchange"
+    assert "transfers-international" in [s.id.split("#")[0] for s in result.sources[:3]]
+    await p.aclose()
+
+
 def test_llamacpp_edge_engine_serves_the_gguf_directly() -> None:
     settings = engine_settings(kind="llamacpp", port=PORT + 1)
     prepared = prepare(HOME, "llamacpp", lambda s: None)

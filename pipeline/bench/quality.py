@@ -198,7 +198,8 @@ def sdk_target(pipeline: Any, deadline_ms: float | None, history: bool = True) -
                                 history=list(case.history) if history else None)
         return Answer(r.answer, r.answer_kind, r.route,
                       [(s.id, f"{s.title}. {s.text}") for s in r.sources], r.elapsed_ms,
-                      list(r.degraded), {"decline": r.decline, "finish_reason": r.finish_reason})
+                      list(r.degraded), {"decline": r.decline, "finish_reason": r.finish_reason,
+                                         "query": r.query, "query_form": r.query_form})
 
     return call
 
@@ -257,7 +258,7 @@ async def compare(settings_for: Callable[[dict[str, Any]], Any], variants: Seque
     off: dict[str, Any] = {"cache": {"enabled": False}}
     routes = settings_for(off).routing.routes
     needs_llm = any(v in ("llm", "llm_grounded") for v in variants) or (
-        "shipped" in variants and settings_for(off).routing.uses_llm)
+        "shipped" in variants and settings_for(off).uses_llm)
     owner = Pipeline(settings_for(
         {**off, **variant_overrides("llm_grounded" if needs_llm else "shipped", routes)}))
     await owner.astart(say)

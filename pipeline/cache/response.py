@@ -31,6 +31,9 @@ def normalise_query(query: str) -> str:
 
 def cache_key(query: str, filters: dict[str, Any], version: str,
               tenant: str | None = None) -> str:
+    """``query``: the standalone form (a follow-up's, never its bare words). The route is
+    decided from that query under the config that ``version`` names, so the key fixes the
+    route too without waiting for the intent stage."""
     scope = json.dumps([tenant, filters], sort_keys=True, separators=(",", ":"))
     raw = f"{version}\x1f{scope}\x1f{normalise_query(query)}"
     # Hashed: the key may reach Redis and must not carry the query's text.

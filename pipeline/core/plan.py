@@ -9,7 +9,7 @@ from ragpacer.pipeline.core.errors import ConfigError
 from ragpacer.pipeline.core.settings import Settings, StageName
 from ragpacer.pipeline.core.stage import FallbackKind
 
-PRE_ROUTE: tuple[StageName, ...] = ("cache", "input_guardrails", "intent")
+PRE_ROUTE: tuple[StageName, ...] = ("rewrite", "cache", "input_guardrails", "intent")
 BRANCHES = ("features", "retrieval", "tools")
 POST: tuple[StageName, ...] = ("generation", "grounding", "output_guardrails")
 ANY_ROUTE = "*"

@@ -43,6 +43,7 @@ from ragpacer.pipeline.core.stage import FallbackKind
 ENV_PREFIX = "RAGPACER_"
 log = logging.getLogger("ragpacer.settings")
 StageName = Literal[
+    "rewrite",
     "cache",
     "input_guardrails",
     "intent",
@@ -76,6 +77,7 @@ class StageSettings(_Model):
 def _default_stages() -> dict[StageName, StageSettings]:
     s = StageSettings
     return {
+        "rewrite": s(budget_ms=800, fallback="skip"),
         "cache": s(budget_ms=10, fallback="skip"),
         "input_guardrails": s(budget_ms=10, reserve_ms=1, fallback="cheaper"),
         "intent": s(budget_ms=30, reserve_ms=2, fallback="default"),
@@ -166,12 +168,6 @@ class RoutingSettings(_Model):
                 data = {**data, "routes": {**routes, name: dict(_DECLINE_ROUTE)}}
         return data
 
-    @property
-    def uses_llm(self) -> bool:
-        """Whether any route can ask the LLM (an extractive route never does)."""
-        return any(r.model is not None and r.answer != "extractive"
-                   for r in self.routes.values())
-
     @model_validator(mode="after")
     def _routes_exist(self) -> RoutingSettings:
         if self.default_route not in self.routes:
@@ -251,6 +247,12 @@ class LLMSettings(_Model):
     # A caller's system messages: append (after ours, as the operator's instructions; never
     # replacing the safety instructions), ignore, or refuse (400).
     caller_system: Literal["append", "ignore", "refuse"] = "append"
+    # A follow-up always carries the previous turn's words (no model call). With a model
+    # named here, the LLM also rewrites it into a standalone question, within the `rewrite`
+    # stage's budget, when at least `rewrite_min_left_ms` of the deadline would remain after
+    # it; otherwise the carried form stands. None: never.
+    rewrite_model: str | None = None
+    rewrite_min_left_ms: PositiveFloat = 1000.0
 
     @model_validator(mode="after")
     def _models_resolve(self) -> LLMSettings:
@@ -259,6 +261,8 @@ class LLMSettings(_Model):
             raise ValueError(f"model names must be unique, got {names}")
         if self.default_model not in names:
             raise ValueError(f"default_model {self.default_model!r} is not in models {names}")
+        if self.rewrite_model not in (None, "default", *names):
+            raise ValueError(f"rewrite_model {self.rewrite_model!r} is not in models {names}")
         for m in self.models:
             if m.fallback is not None and m.fallback not in names:
                 raise ValueError(f"model {m.name!r} falls back to unknown model {m.fallback!r}")
@@ -361,6 +365,9 @@ class TracingSettings(_Model):
     sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     export_timeout_s: PositiveFloat = 2.0
     service_name: str = "ragpacer"
+    # The standalone query (PII redacted by the guardrails) as the request span's
+    # `ragpacer.query`, to review follow-ups and rewrites; off: spans carry no request text.
+    capture_queries: bool = False
 
 
 class ServerSettings(_Model):
@@ -461,6 +468,14 @@ class Settings(BaseSettings):
                     f"routing.routes.{route_name}.model: unknown model {route.model!r}"
                 )
         return self
+
+    @property
+    def uses_llm(self) -> bool:
+        """Whether any request can ask the LLM: a route that answers with it (an extractive
+        route never does), or the rewrite of follow-ups."""
+        return self.llm.rewrite_model is not None or any(
+            r.model is not None and r.answer != "extractive"
+            for r in self.routing.routes.values())
 
     def stage(self, name: StageName, route: RouteSettings | None = None) -> StageSettings:
         base = self.stages[name]

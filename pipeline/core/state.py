@@ -23,6 +23,7 @@ class RequestState(TypedDict, total=False):
     low_confidence: bool
     query_vector: Any  # numpy vector of the query, computed once by the intent stage
     question: str  # the caller's own last message (``query`` may be its standalone form)
+    query_form: str  # asked | carried (a follow-up with the previous turn's words) | rewritten
     history: list[dict[str, str]]  # earlier turns ({"role", "content"}) the prompt may carry
     features: dict[str, Any]
     sources: list[Any]  # retrieval.Hit

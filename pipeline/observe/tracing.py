@@ -3,8 +3,9 @@
 Spans are built from the stage records when a request ends (the runner already measured
 everything), with the request's own trace id, and handed to a BatchSpanProcessor: export runs
 in a background thread with a short timeout, so a dead collector costs a log line, not
-latency. Attributes carry numbers and labels, never the query or answer text; the generation
-span uses the gen_ai/langfuse attribute names so Langfuse shows it as a generation.
+latency. Attributes carry numbers and labels, never the answer text, nor the query unless
+``tracing.capture_queries`` asks for it (redacted); the generation span uses the
+gen_ai/langfuse attribute names so Langfuse shows it as a generation.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ class Tracing:
     def __init__(self, settings: Settings) -> None:
         cfg = settings.tracing
         processor = _processor(settings)
+        self.capture_queries = cfg.capture_queries
         self.provider: TracerProvider | None = None
         if processor is None:
             return
@@ -157,6 +159,8 @@ class Tracing:
                     "ragpacer.cache_hit": result.cached,
                     "ragpacer.degraded": ",".join(result.degraded),
                     "ragpacer.answer_kind": result.answer_kind,
+                    "ragpacer.query_form": result.query_form,
+                    "ragpacer.query": result.query if self.capture_queries else None,
                     "ragpacer.elapsed_ms": result.elapsed_ms,
                     "langfuse.trace.name": "ragpacer.request"}))
         finally:
