@@ -13,15 +13,9 @@ from ragpacer.pipeline.llm.prompt import fit_history, system_message
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
+from tests.support.conversation import REWRITTEN, TURNS
 from tests.support.http import serving
 from tests.support.resources import RESOURCES
-
-TURNS = [
-    {"role": "user", "content": "I want to send money to a friend in the US."},
-    {"role": "assistant", "content": "International transfers go through SWIFT."},
-    {"role": "user", "content": "How much does that cost?"},
-    {"role": "assistant", "content": "The fee is 0.5% of the amount, at least 5 EUR."},
-]
 
 
 def words(text: str) -> int:
@@ -109,9 +103,6 @@ async def test_personal_data_in_earlier_turns_is_redacted_before_the_prompt(
     prompt = str(scripted.requests[-1]["messages"])
     assert "4111" not in prompt and "ann@example.org" not in prompt
     assert "[CARD]" in prompt and "[EMAIL]" in prompt
-
-
-REWRITTEN = "How long does an international transfer to the US take?"
 
 
 def _rewriting(url: str, **overrides: object) -> Pipeline:

@@ -8,6 +8,8 @@ import time
 
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
+from tests.scripted_llm import Script, ScriptedLLM
+from tests.support.conversation import REWRITTEN, TURNS
 from tests.support.http import free_port
 from tests.support.otlp import Receiver
 from tests.support.resources import RESOURCES
@@ -50,6 +52,26 @@ async def test_spans_parentage_and_attributes(scripted) -> None:
     # Nothing of the user's text leaves the process in a span.
     assert "overdraft" not in str([attrs(s) for s in spans])
     rx.server.shutdown()
+
+
+async def test_a_rewritten_follow_up_is_on_the_span_only_when_asked_for() -> None:
+    seen = {}
+    for capture in (False, True):
+        rx = Receiver()
+        with ScriptedLLM(Script(tokens=[REWRITTEN])) as llm:
+            p = Pipeline(make_settings(llm.url, answer="extractive", cache={"enabled": False},
+                                       llm={"rewrite_model": "smollm2"}, tracing={
+                "exporter": "otlp", "endpoint": f"http://127.0.0.1:{rx.port}/v1/traces",
+                "capture_queries": capture}), resources=RESOURCES)
+            result = await p.arun("And how long does it take?", history=TURNS)
+            await p.aclose()
+        root = attrs(next(s for s in rx.spans() if s.name == "ragpacer.request"))
+        seen[capture] = root
+        assert result.query_form == "rewritten" and root["ragpacer.query_form"] == "rewritten"
+        assert any(s.name == "stage.rewrite" for s in rx.spans())
+        rx.server.shutdown()
+    assert seen[True]["ragpacer.query"] == REWRITTEN
+    assert "ragpacer.query" not in seen[False]
 
 
 async def test_a_callers_traceparent_round_trips_into_the_exported_spans(scripted) -> None:
