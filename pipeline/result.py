@@ -44,6 +44,9 @@ class Result:
     # How ``query`` was made: asked (as the caller wrote it), carried (a follow-up with the
     # previous turn's words) or rewritten (by the LLM).
     query_form: str = "asked"
+    # The engine call's figures (model, prompt and completion tokens, TTFT, truncated), also
+    # when its answer was replaced (an extractive fallback, the grounding check); None: none.
+    llm_call: dict[str, Any] | None = None
 
     @classmethod
     def from_state(cls, final: Mapping[str, Any], deadline: Deadline,
@@ -73,6 +76,7 @@ class Result:
             ttft_ms=final.get("ttft_ms"),
             flags=final.get("flags", []),
             usage=final.get("usage", {}),
+            llm_call=final.get("llm_call"),
         )
 
     @classmethod
@@ -121,6 +125,7 @@ class Result:
             "cache_hit": self.cache_hit,
             "flags": self.flags,
             "usage": self.usage,
+            "llm_call": self.llm_call,
             "stages": [r.as_dict() for r in self.stages],
             "degraded": self.degraded,
             "elapsed_ms": round(self.elapsed_ms, 3),

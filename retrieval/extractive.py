@@ -102,6 +102,24 @@ class Selection:
     # The best sentence's score: how well the sources answer the question. None without a
     # query vector (the lexical classifier), when there is nothing calibrated to compare.
     evidence: float | None
+    ranked: tuple[Sentence, ...] = ()  # every scored sentence, best first
+
+    def excerpts(self, budget: int, count: Callable[[str], int]) -> dict[int, list[str]]:
+        """What a prompt quotes of each source: the chosen sentences, then the next best,
+        while their tokens fit ``budget`` (the best one always), in reading order per source
+        number."""
+        picked: list[Sentence] = []
+        used = 0
+        for s in dict.fromkeys([*self.sentences, *self.ranked]):
+            cost = count(s.text)
+            if picked and used + cost > budget:
+                continue  # a shorter one further down may still fit
+            picked.append(s)
+            used += cost
+        out: dict[int, list[str]] = {}
+        for s in sorted(picked, key=lambda s: (s.source, s.position)):
+            out.setdefault(s.source, []).append(s.text)
+        return out
 
     def answer(self) -> str:
         """The chosen sentences in reading order, each cited with its source's number."""
@@ -133,7 +151,8 @@ class SentenceSelector:
         if not scored:
             return Selection((), 0.0 if calibrated else None)
         scored.sort(key=lambda s: -s.score)
-        return Selection(_diverse(scored, max_sentences), scored[0].score if calibrated else None)
+        return Selection(_diverse(scored, max_sentences), scored[0].score if calibrated else None,
+                         tuple(scored))
 
     def _cosine(self, title: str, sentence: str, vector: np.ndarray | None) -> float:
         if vector is None or self.index is None:

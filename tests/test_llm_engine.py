@@ -203,6 +203,23 @@ async def test_vllm_rewrites_a_follow_up_into_a_standalone_question(vllm) -> Non
     await p.aclose()
 
 
+async def test_the_shared_system_prompt_is_read_from_the_prefix_cache(vllm) -> None:  # type: ignore[no-untyped-def]
+    """Every RAG prompt starts with the same instructions: after the first request the engine
+    reuses their prefilled blocks instead of reading them again."""
+    p = Pipeline(make_settings(
+        URL, deadline_ms=28_000, cache={"enabled": False},
+        stages={"generation": {"budget_ms": 25_000}},
+        llm={"models": [{"name": "smollm2", "url": URL, "max_tokens": 16}]}),
+        resources=RESOURCES)
+    await p.arun("what does an overdraft cost", deadline_ms=28_000)
+    before = await asyncio.to_thread(metric, "vllm:prefix_cache_hits_total")
+    result = await p.arun("how do I order a new card", deadline_ms=28_000)
+    hits = await asyncio.to_thread(metric, "vllm:prefix_cache_hits_total") - before
+    assert result.llm_call is not None and result.llm_call["prompt_tokens"] > 64
+    assert hits >= 64, f"{hits} prompt tokens from the prefix cache"  # the instructions
+    await p.aclose()
+
+
 def test_llamacpp_edge_engine_serves_the_gguf_directly() -> None:
     settings = engine_settings(kind="llamacpp", port=PORT + 1)
     prepared = prepare(HOME, "llamacpp", lambda s: None)
@@ -246,6 +263,10 @@ def test_engine_flags_follow_the_machine(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(eng, "cpu_flags", lambda: {"avx2", "avx512f"})
     cpu = eng.vllm_command(cfg, prepared, "smollm2")
     assert "--enforce-eager" in cpu and "--gpu-memory-utilization" not in cpu
+    assert "--enable-prefix-caching" in cpu and "--max-num-batched-tokens" not in cpu
+    chunked = eng.vllm_command(cfg.model_copy(update={"max_num_batched_tokens": 512}),
+                               prepared, "smollm2")
+    assert chunked[chunked.index("--max-num-batched-tokens") + 1] == "512"
     assert cpu[cpu.index("--kv-cache-dtype") + 1] == "fp8"
     monkeypatch.setattr(eng, "cpu_flags", lambda: {"avx2"})  # vLLM has no fp8 KV there
     assert "--kv-cache-dtype" not in eng.vllm_command(cfg, prepared, "smollm2")

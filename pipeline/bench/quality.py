@@ -199,7 +199,8 @@ def sdk_target(pipeline: Any, deadline_ms: float | None, history: bool = True) -
         return Answer(r.answer, r.answer_kind, r.route,
                       [(s.id, f"{s.title}. {s.text}") for s in r.sources], r.elapsed_ms,
                       list(r.degraded), {"decline": r.decline, "finish_reason": r.finish_reason,
-                                         "query": r.query, "query_form": r.query_form})
+                                         "query": r.query, "query_form": r.query_form,
+                                         "llm_call": r.llm_call})
 
     return call
 

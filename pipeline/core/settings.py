@@ -190,6 +190,7 @@ class ModelSettings(_Model):
     # Starting estimates; the client replaces them with measured values as it runs.
     decode_tokens_per_s: PositiveFloat = 50.0
     ttft_ms: PositiveFloat = 120.0
+    prefill_tokens_per_s: PositiveFloat = 2000.0
     # Next model to try when this one is down or over budget.
     fallback: str | None = None
 
@@ -214,6 +215,9 @@ class ManagedEngineSettings(_Model):
     kv_cache_gib: PositiveFloat = 1.0
     max_num_seqs: PositiveInt = 32
     max_model_len: PositiveInt = 4096
+    # Prompt tokens one engine step may prefill (vLLM's chunked prefill splits longer prompts
+    # so running streams keep decoding between the chunks); None: vLLM's default.
+    max_num_batched_tokens: PositiveInt | None = None
     # None: eager on CPU (42 s start instead of 90-170 s of compilation), compiled on GPU.
     enforce_eager: bool | None = None
     # GPU only: share of GPU memory vLLM may take, and a quantized checkpoint's method
@@ -253,6 +257,12 @@ class LLMSettings(_Model):
     # it; otherwise the carried form stands. None: never.
     rewrite_model: str | None = None
     rewrite_min_left_ms: PositiveFloat = 1000.0
+    # What the prompt quotes of each source: the sentences that answer best (the extractive
+    # selection, then the next best) within `source_tokens`, a budget that also shrinks to
+    # what the measured prefill speed reads in a quarter of the time left; or whole articles
+    # (up to 700 characters each).
+    source_text: Literal["sentences", "articles"] = "sentences"
+    source_tokens: PositiveInt = 120
 
     @model_validator(mode="after")
     def _models_resolve(self) -> LLMSettings:

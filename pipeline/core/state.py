@@ -36,6 +36,7 @@ class RequestState(TypedDict, total=False):
     ttft_ms: float | None
     model: str | None
     usage: dict[str, int]
+    llm_call: dict[str, Any]  # the engine call's own figures, kept when its answer is not
     # Keys that parallel branches write need a reducer.
     flags: Annotated[list[str], operator.add]
     records: Annotated[list[StageRecord], operator.add]

@@ -30,6 +30,9 @@ MIN_TOKENS = 8
 # When the learned TTFT has kept every call away this long, one call goes with the configured
 # first guess instead: an idle engine's first token is fast again, and only a call can tell.
 PROBE_AFTER_S = 2.0
+# Prompts shorter than this say little about prefill speed (the first token's wait is mostly
+# queueing and one decode step).
+PREFILL_SAMPLE_TOKENS = 64
 
 
 @dataclass(slots=True)
@@ -59,11 +62,17 @@ class _Rates:
         self.first_guess_ms = model.ttft_ms
         self.ttft_ms = model.ttft_ms
         self.tokens_per_s = model.decode_tokens_per_s
+        # Prompt tokens read per second of the wait for the first token: a lower bound on the
+        # engine's prefill speed (the wait includes queueing), which is the safe side.
+        self.prefill_tokens_per_s = model.prefill_tokens_per_s
         self.last_call = time.monotonic()
 
     def update(self, c: Completion, alpha: float = 0.2) -> None:
         if c.ttft_ms is not None:
             self.ttft_ms += alpha * (c.ttft_ms - self.ttft_ms)
+            if c.prompt_tokens >= PREFILL_SAMPLE_TOKENS and c.ttft_ms > 0:
+                seen = c.prompt_tokens / (c.ttft_ms / 1000.0)
+                self.prefill_tokens_per_s += alpha * (seen - self.prefill_tokens_per_s)
         if c.completion_tokens < 16:
             return  # a handful of tokens says little about sustained speed
         tps = c.tokens_per_s
@@ -103,6 +112,12 @@ class LLMClient:
         if r is None:
             r = self._rates[model.name] = _Rates(model)
         return r
+
+    def prompt_tokens_for(self, model: ModelSettings, deadline: Deadline, share: float) -> int:
+        """How many prompt tokens the engine reads in ``share`` of the time left, at the
+        measured prefill speed."""
+        left_s = max(deadline.remaining_ms(), 0.0) / 1000.0
+        return math.floor(self.rates(model).prefill_tokens_per_s * share * left_s)
 
     def max_tokens_for(self, model: ModelSettings, deadline: Deadline) -> int:
         """How many tokens fit in the time left at the measured speed."""

@@ -78,8 +78,14 @@ def vllm_command(cfg: ManagedEngineSettings, prepared: Prepared, served_name: st
         "--dtype", "bfloat16",
         "--max-model-len", str(cfg.max_model_len),
         "--max-num-seqs", str(cfg.max_num_seqs),
+        # Stated, not left to the version's defaults: the system prompt every request starts
+        # with is prefilled once and reused, and long prompts are prefilled in chunks.
+        "--enable-prefix-caching",
+        "--enable-chunked-prefill",
         "--uvicorn-log-level", "warning",
     ]
+    if cfg.max_num_batched_tokens is not None:
+        cmd += ["--max-num-batched-tokens", str(cfg.max_num_batched_tokens)]
     kv = kv_cache_dtype_for(cfg.kv_cache_dtype, gpu)
     if kv != "auto":
         cmd += ["--kv-cache-dtype", kv]

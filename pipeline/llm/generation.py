@@ -22,7 +22,18 @@ from ragpacer.pipeline.llm.prompt import (
     fit_history,
     system_message,
 )
-from ragpacer.retrieval.extractive import SentenceSelector
+from ragpacer.retrieval.extractive import Selection, SentenceSelector
+
+# The share of the time left that reading the sources may take (prefill); the rest is for the
+# answer's tokens.
+PREFILL_SHARE = 0.25
+
+
+def llm_call(c: Completion) -> dict[str, Any]:
+    """What one call to the engine cost, kept whether or not its answer is used."""
+    return {"model": c.model, "prompt_tokens": c.prompt_tokens,
+            "completion_tokens": c.completion_tokens, "ttft_ms": c.ttft_ms,
+            "truncated": c.truncated}
 
 
 def assemble_tool_calls(deltas: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -60,6 +71,17 @@ class Generation(StageBase):
         self.selector = selector or SentenceSelector(None)
         self.count_tokens = count_tokens or count_words
 
+    def _excerpts(self, selection: Selection, model: str | None,
+                  ctx: RunContext) -> dict[int, list[str]] | None:
+        """The sentences each source is quoted by (None: whole articles), within
+        ``llm.source_tokens`` and what the engine reads in PREFILL_SHARE of the time left."""
+        cfg = ctx.settings.llm
+        if cfg.source_text == "articles":
+            return None
+        readable = self.llm.prompt_tokens_for(cfg.model(model or "default"), ctx.cutoff,
+                                              PREFILL_SHARE)
+        return selection.excerpts(min(cfg.source_tokens, readable), self.count_tokens)
+
     def _history(self, state: RequestState, ctx: RunContext) -> list[dict[str, str]]:
         """Earlier turns within ``llm.history_tokens``, scaled by the share of the default
         deadline still left: a hurried request reads less of the past."""
@@ -91,6 +113,7 @@ class Generation(StageBase):
             state.get("tool_results", []),
             state.get("features"),
             self._history(state, ctx),
+            self._excerpts(selection, route.model, ctx),
         )
         failures: list[str] = []
         for model in model_chain(ctx.settings, route.model):
@@ -103,6 +126,7 @@ class Generation(StageBase):
             if not update["answer"]:  # cut before its first sentence ended
                 update = extractive(selection, state, ctx)
                 failures.append("no complete sentence before the cut")
+            update["llm_call"] = llm_call(c)
             if used:
                 update["tool_results"] = [*state.get("tool_results", []), *used]
             if failures or c.truncated:

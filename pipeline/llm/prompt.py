@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ragpacer.retrieval.types import Hit
@@ -49,15 +49,21 @@ def build_messages(
     tool_results: Sequence[dict[str, Any]] = (),
     features: dict[str, Any] | None = None,
     history: Sequence[dict[str, str]] = (),
+    excerpts: Mapping[int, Sequence[str]] | None = None,
 ) -> list[dict[str, str]]:
-    """Our system prompt; the conversation's earlier turns (already fitted); then one user
-    message with the sources, tool results and customer features quoted as data, and the
-    question."""
+    """Our system prompt first (the same for every request: the engine's prefix cache reads
+    it once); the conversation's earlier turns (already fitted); then one user message with
+    the sources, tool results and customer features quoted as data, and the question.
+    ``excerpts``: per source number, the sentences to quote instead of the whole text (a
+    source without any is left out; the others keep their numbers for citations)."""
     parts: list[str] = []
     for i, hit in enumerate(sources, 1):
+        if excerpts is not None and not excerpts.get(i):
+            continue
+        text = hit.text if excerpts is None else " ".join(excerpts[i])
         parts.append(
             f'<source id="{i}" title="{_quote(hit.title, 120)}">'
-            f"{_quote(hit.text, MAX_SOURCE_CHARS)}</source>"
+            f"{_quote(text, MAX_SOURCE_CHARS)}</source>"
         )
     for result in tool_results:
         payload = json.dumps(result.get("result"), ensure_ascii=False, separators=(",", ":"))

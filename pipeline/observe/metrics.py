@@ -43,6 +43,13 @@ class Metrics:
                               ["model"], registry=r)
         self.tokens_per_s = Gauge("ragpacer_llm_tokens_per_second",
                                   "Decode speed of the last completion", ["model"], registry=r)
+        self.prompt_tokens = Histogram("ragpacer_llm_prompt_tokens",
+                                       "Prompt tokens per engine call", ["model"],
+                                       buckets=(64, 128, 256, 384, 512, 768, 1024, 2048, 4096),
+                                       registry=r)
+        self.ttft_seconds = Histogram("ragpacer_llm_time_to_first_token_seconds",
+                                      "Wait for the first token per engine call", ["model"],
+                                      buckets=_MS_BUCKETS, registry=r)
 
     def observe_stage(self, record: StageRecord, state: Any, ctx: Any) -> None:
         self.stage_seconds.labels(record.name, record.outcome.value).observe(
@@ -58,6 +65,11 @@ class Metrics:
         self.cache.labels(result.cache_hit or "miss").inc()
         reason = result.decline or ("ungrounded" if "grounding" in result.degraded else "")
         self.answers.labels(result.answer_kind, reason).inc()
+        call = result.llm_call
+        if call and not result.cached:
+            self.prompt_tokens.labels(call["model"]).observe(call["prompt_tokens"])
+            if call["ttft_ms"] is not None:
+                self.ttft_seconds.labels(call["model"]).observe(call["ttft_ms"] / 1000.0)
         tokens = (result.usage or {}).get("completion_tokens", 0)
         if result.model and tokens and not result.cached:
             self.tokens.labels(result.model).inc(tokens)

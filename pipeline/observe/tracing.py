@@ -177,7 +177,7 @@ class Tracing:
                 attrs["cache_hit"] = result.cached
             if rec.name == "intent":
                 attrs["intent"] = result.intent or ""
-            if rec.name == "generation" and result.model:
+            if rec.name == "generation" and (result.llm_call or result.model):
                 attrs.update(_generation_attributes(result, begin))
             span = self.tracer.start_span(f"stage.{rec.name}", context=parent,
                                           start_time=begin, attributes=_drop_none(attrs))
@@ -205,20 +205,24 @@ def _caller(result: Result) -> Context | None:
 
 
 def _generation_attributes(result: Result, begin_ns: int) -> dict[str, Any]:
-    usage = result.usage or {}
+    """The engine call's own figures (also when its answer was replaced), else the usage."""
+    call = result.llm_call or {"model": result.model, "ttft_ms": result.ttft_ms,
+                               "truncated": result.truncated, **(result.usage or {})}
     attrs: dict[str, Any] = {
         "langfuse.observation.type": "generation",
         "gen_ai.system": "openai-compatible",
-        "gen_ai.request.model": result.model,
-        "gen_ai.response.model": result.model,
-        "gen_ai.usage.input_tokens": usage.get("prompt_tokens", 0),
-        "gen_ai.usage.output_tokens": usage.get("completion_tokens", 0),
+        "gen_ai.request.model": call["model"],
+        "gen_ai.response.model": call["model"],
+        "gen_ai.usage.input_tokens": call.get("prompt_tokens", 0),
+        "gen_ai.usage.output_tokens": call.get("completion_tokens", 0),
         "gen_ai.response.finish_reasons": (result.finish_reason,),
-        "ragpacer.truncated": result.truncated,
+        "ragpacer.truncated": call["truncated"],
+        "ragpacer.answer_used": result.answer_kind == "llm",
     }
-    if result.ttft_ms is not None:
-        attrs["ttft_ms"] = round(result.ttft_ms, 3)
-        first = (begin_ns + int(result.ttft_ms * 1e6)) / 1e9
+    ttft_ms = call.get("ttft_ms")
+    if ttft_ms is not None:
+        attrs["ttft_ms"] = round(ttft_ms, 3)
+        first = (begin_ns + int(ttft_ms * 1e6)) / 1e9
         attrs["langfuse.observation.completion_start_time"] = time.strftime(
             "%Y-%m-%dT%H:%M:%S", time.gmtime(first)) + f".{int(first % 1 * 1e6):06d}Z"
     return attrs
