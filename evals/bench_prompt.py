@@ -7,7 +7,10 @@ Cases: the answer-quality eval's fact questions (the demo mix). Every route with
 answers through the LLM (the ``llm`` path), cache off, the default deadline. Per mode and
 concurrency: prompt tokens, TTFT and completion tokens as the engine reports them (kept also
 when the answer fell back to the extractive one), the share of answers the LLM finished, fact
-accuracy and end-to-end latency. The two modes alternate (A B B A) so drift hits both.
+accuracy, end-to-end latency, and the prompt tokens the engine's prefix cache supplied. The
+two modes alternate (A B B A) so drift hits both; the prefix cache is emptied before each
+pass (vLLM's development endpoint, enabled for this run only), so a pass never reuses an
+earlier pass's prompts, only what requests of the same pass share: the system prompt.
 Writes evals/results/bench_prompt.json.
 """
 
@@ -15,7 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
 from typing import Any
+
+import httpx
 
 from evals.answer_quality import eval_slice, settings_for
 from evals.common import percentiles, save
@@ -34,24 +41,46 @@ def _settings(mode: str, external: bool) -> Any:
     return settings_for(over)
 
 
-def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def engine_counters(base_url: str) -> tuple[float, float]:
+    """Prompt tokens served from the prefix cache, and all prompt tokens, so far."""
+    text = httpx.get(f"{base_url}/metrics", timeout=5).text
+
+    def counter(name: str) -> float:
+        m = re.search(rf"^{name}\{{[^}}]*\}} ([0-9.e+]+)$", text, re.MULTILINE)
+        return float(m.group(1)) if m else 0.0
+
+    return counter("vllm:prefix_cache_hits_total"), counter("vllm:prompt_tokens_total")
+
+
+def reset_prefix_cache(base_url: str) -> None:
+    httpx.post(f"{base_url}/reset_prefix_cache", timeout=10).raise_for_status()
+
+
+def summary(rows: list[dict[str, Any]], cached_tokens: float,
+            prompt_total: float) -> dict[str, Any]:
     calls = [r["llm_call"] for r in rows if r.get("llm_call")]
+    # The engine reports usage at the end of a stream: a call cut at the deadline has none.
+    counted = [c["prompt_tokens"] for c in calls if c["prompt_tokens"]]
     answered = [r for r in rows if r["expect"] == "answer"]
     return {
-        "requests": len(rows), "engine_calls": len(calls),
-        "prompt_tokens": percentiles([c["prompt_tokens"] for c in calls]),
+        "requests": len(rows), "engine_calls": len(calls), "calls_with_usage": len(counted),
+        "prompt_tokens": percentiles(counted),
         "ttft_ms": percentiles([c["ttft_ms"] for c in calls if c["ttft_ms"] is not None]),
         "completion_tokens": percentiles([c["completion_tokens"] for c in calls]),
         "llm_answer_rate": round(sum(r["answer_kind"] == "llm" for r in rows) / len(rows), 4),
         "fact_accuracy": round(sum(r["correct"] for r in answered) / len(answered), 4),
         "e2e_ms": percentiles([r["elapsed_ms"] for r in rows]),
+        # Of every prompt token the engine read in the pass (the metric counts cut calls too).
+        "prefix_cached_share": round(cached_tokens / max(prompt_total, 1), 4),
     }
 
 
 async def main_async(n_cases: int, levels: list[int]) -> dict[str, Any]:
     cases = [c for c in eval_slice(None) if c.kind == "fact"][:n_cases]
+    os.environ["VLLM_SERVER_DEV_MODE"] = "1"  # /reset_prefix_cache, for this run's engine
     owner = Pipeline(_settings("sentences", external=False))
     await owner.astart(print)
+    base = owner.engine.base_url
     pipes = {m: Pipeline(_settings(m, external=True), resources=owner.resources,
                          llm=owner.llm) for m in MODES}
     await quality.run_cases(quality.sdk_target(pipes["articles"], None), cases[:4],
@@ -60,11 +89,19 @@ async def main_async(n_cases: int, levels: list[int]) -> dict[str, Any]:
     try:
         for level in levels:
             rows: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+            cached = dict.fromkeys(MODES, 0.0)
+            read = dict.fromkeys(MODES, 0.0)
             for mode in (*MODES, *reversed(MODES)):
                 print(f"c={level} {mode}", flush=True)
+                await asyncio.to_thread(reset_prefix_cache, base)
+                hits0, read0 = await asyncio.to_thread(engine_counters, base)
                 rows[mode] += await quality.run_cases(
                     quality.sdk_target(pipes[mode], None), cases, concurrency=level)
-            out["by_concurrency"][str(level)] = {m: summary(rows[m]) for m in MODES}
+                hits1, read1 = await asyncio.to_thread(engine_counters, base)
+                cached[mode] += hits1 - hits0
+                read[mode] += read1 - read0
+            out["by_concurrency"][str(level)] = {m: summary(rows[m], cached[m], read[m])
+                                                 for m in MODES}
     finally:
         for p in pipes.values():
             await p.aclose()
@@ -72,16 +109,21 @@ async def main_async(n_cases: int, levels: list[int]) -> dict[str, Any]:
     return out
 
 
+def _ms(figures: dict[str, float], key: str) -> str:
+    return f"{figures[key]:.0f}" if key in figures else "-"  # no sample: none measured
+
+
 def table(result: dict[str, Any]) -> str:
-    lines = ["| in flight | sources | prompt tokens p50 | TTFT p50 / p95 ms | completion "
-             "tokens p50 | LLM finished | facts | e2e p50 ms |", "|---" * 8 + "|"]
+    lines = ["| in flight | sources | prompt tokens p50 | from prefix cache | TTFT p50 / p95 "
+             "ms | completion tokens p50 | LLM finished | facts | e2e p50 ms |", "|---" * 9 + "|"]
     for level, modes in result["by_concurrency"].items():
         for mode, s in modes.items():
             lines.append(
-                f"| {level} | {mode} | {s['prompt_tokens']['p50']:.0f} | "
-                f"{s['ttft_ms']['p50']:.0f} / {s['ttft_ms']['p95']:.0f} | "
-                f"{s['completion_tokens']['p50']:.0f} | {s['llm_answer_rate']:.0%} | "
-                f"{s['fact_accuracy']:.0%} | {s['e2e_ms']['p50']:.0f} |")
+                f"| {level} | {mode} | {_ms(s['prompt_tokens'], 'p50')} | "
+                f"{s['prefix_cached_share']:.0%} | "
+                f"{_ms(s['ttft_ms'], 'p50')} / {_ms(s['ttft_ms'], 'p95')} | "
+                f"{_ms(s['completion_tokens'], 'p50')} | {s['llm_answer_rate']:.0%} | "
+                f"{s['fact_accuracy']:.0%} | {_ms(s['e2e_ms'], 'p50')} |")
     return "\n".join(lines)
 
 
@@ -91,8 +133,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     args = ap.parse_args()
     result = asyncio.run(main_async(args.cases, args.concurrency))
-    print(table(result))
     print(f"wrote {save('bench_prompt', result)}")
+    print(table(result))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,14 @@ class CircuitBreaker:
     def closed(self) -> bool:
         return self._open_until == 0.0
 
+    def available(self) -> bool:
+        """Whether ``allow`` would let a call through now, without claiming the probe."""
+        return self.closed or (not self._probing and time.monotonic() >= self._open_until)
+
+    def release(self) -> None:
+        """A probe that ended without an outcome (cancelled): the next caller probes."""
+        self._probing = False
+
     def retry_in_s(self) -> float:
         return max(0.0, self._open_until - time.monotonic())
 

@@ -24,7 +24,10 @@ from ragpacer.pipeline.core.stage import Stage, StageRecord
 from ragpacer.pipeline.core.state import RequestState
 from ragpacer.pipeline.guardrails import StreamRedactor, redact_pii, validate_query
 from ragpacer.pipeline.llm.client import LLMClient
+from ragpacer.pipeline.llm.engine import ManagedEngine
+from ragpacer.pipeline.llm.manager import EngineFleet, managed_engines
 from ragpacer.pipeline.llm.rewrite import FollowUpRewrite
+from ragpacer.pipeline.llm.supervisor import EngineSupervisor
 from ragpacer.pipeline.loop_thread import LoopThread
 from ragpacer.pipeline.observe.metrics import Metrics
 from ragpacer.pipeline.observe.tracing import Tracing
@@ -82,7 +85,7 @@ class Pipeline:
         self.version = f"{config_version(settings)}-{self.index_id}"
         self._portal: LoopThread | None = None
         self.tracing = Tracing(settings)
-        self.engine: Any = None  # pipeline.engine.ManagedEngine once astart() ran
+        self.engines: EngineFleet | None = None  # the managed engines, once astart() ran
         self._warm = False
 
     @classmethod
@@ -99,18 +102,25 @@ class Pipeline:
             # ONNX Runtime's first run of a graph is slow: pay it here, not on a request.
             await asyncio.to_thread(self.classifier.embed, "warm up")
             self._warm = True
-        if self.settings.llm.engine != "managed" or self.engine is not None:
+        if self.settings.llm.engine != "managed" or self.engines is not None:
             return
         if not self.uses_llm:
             say("no route answers with the LLM: the managed engine is not started")
             return
-        from ragpacer.pipeline.llm.manager import managed_engine
+        engines = await asyncio.to_thread(managed_engines, self.settings, say)
+        self.engines = EngineFleet(engines, self.metrics.observe_engine_restart)
+        await self.engines.start(say)
 
-        engine = await asyncio.to_thread(managed_engine, self.settings, say)
-        engine.start()  # from the loop's own thread: the parent-death signal follows it
-        self.engine = engine
-        seconds = await asyncio.to_thread(engine.wait_healthy, None, say)
-        say(f"{engine.cfg.kind} healthy at {engine.base_url} after {seconds:.1f} s")
+    @property
+    def engine(self) -> ManagedEngine | None:
+        """The (first) managed engine, once ``astart`` started it."""
+        return self.engines.engines[0] if self.engines is not None else None
+
+    @property
+    def supervisor(self) -> EngineSupervisor | None:
+        """The (first) managed engine's supervisor; None for an adopted engine."""
+        sups = self.engines.supervisors if self.engines is not None else []
+        return sups[0] if sups else None
 
     @property
     def uses_llm(self) -> bool:
@@ -276,9 +286,9 @@ class Pipeline:
         if self._owns_resources:
             await self.resources.aclose()
         await asyncio.to_thread(self.tracing.shutdown)
-        if self.engine is not None:
-            engine, self.engine = self.engine, None
-            await asyncio.to_thread(engine.stop)
+        if self.engines is not None:
+            engines, self.engines = self.engines, None
+            await engines.stop()
 
     def close(self) -> None:
         """Synchronous ``aclose`` (after ``run``, or for a pipeline never run)."""

@@ -99,6 +99,7 @@ class ScriptedLLM:
     async def _respond(self, reader, writer, body) -> bool:  # type: ignore[no-untyped-def]
         s = self.script
         if s.status != 200:
+            await asyncio.sleep(s.ttft_s)  # a slow failure
             payload = json.dumps({"error": {"message": s.error_message}}).encode()
             writer.write(
                 f"HTTP/1.1 {s.status} Error\r\ncontent-type: application/json\r\n"

@@ -62,7 +62,8 @@ async def test_the_prompt_quotes_sentences_not_articles(scripted: ScriptedLLM) -
         sent[text] = scripted.requests[-1]["messages"][-1]["content"]
         assert result.llm_call == {"model": "smollm2", "prompt_tokens": 42,
                                    "completion_tokens": 4, "ttft_ms": result.ttft_ms,
-                                   "truncated": False}
+                                   "truncated": False, "replica": scripted.url,
+                                   "failed_over": []}
         metrics = p.metrics.render().decode()
         assert 'ragpacer_llm_prompt_tokens_count{model="smollm2"} 1.0' in metrics
         assert 'ragpacer_llm_time_to_first_token_seconds_count{model="smollm2"} 1.0' in metrics

@@ -184,6 +184,9 @@ class ModelSettings(_Model):
     name: str = Field(min_length=1)
     # OpenAI-compatible base URL ending in /v1.
     url: str = "http://127.0.0.1:8000/v1"
+    # Several engines serving this model: each call goes to the least busy healthy one, a
+    # failing one is ejected and probed back; empty: `url` alone.
+    urls: list[str] = Field(default_factory=list)
     api_key: SecretStr | None = None
     max_tokens: PositiveInt = 200
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
@@ -194,10 +197,15 @@ class ModelSettings(_Model):
     # Next model to try when this one is down or over budget.
     fallback: str | None = None
 
+    @property
+    def endpoints(self) -> list[str]:
+        return self.urls or [self.url]
+
     @model_validator(mode="after")
     def _url_is_http(self) -> ModelSettings:
-        if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        for url in [self.url, *self.urls]:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"url must start with http:// or https://, got {url!r}")
         return self
 
 
@@ -214,10 +222,21 @@ class ManagedEngineSettings(_Model):
     kv_cache_dtype: Literal["auto", "fp8", "bfloat16", "int8_per_token_head"] = "auto"
     kv_cache_gib: PositiveFloat = 1.0
     max_num_seqs: PositiveInt = 32
+    # An engine that exits is started again after restart_backoff_s, doubling per failed
+    # start (at most 30 s), up to restart_attempts starts in a row; then /readyz says why.
+    restart_attempts: PositiveInt = 5
+    # Engines started on consecutive ports from `port`, each supervised; list their URLs as
+    # the served model's `urls` (the client balances between them).
+    replicas: PositiveInt = 1
+    restart_backoff_s: PositiveFloat = 1.0
     max_model_len: PositiveInt = 4096
     # Prompt tokens one engine step may prefill (vLLM's chunked prefill splits longer prompts
     # so running streams keep decoding between the chunks); None: vLLM's default.
     max_num_batched_tokens: PositiveInt | None = None
+    # KV cache block size in tokens (vllm only). The prefix cache reuses whole blocks: at
+    # the CPU backend's default of 128, the ~90-token system prompt fills none, and every
+    # request prefills it again. None: vLLM's default.
+    block_size: PositiveInt | None = 32
     # None: eager on CPU (42 s start instead of 90-170 s of compilation), compiled on GPU.
     enforce_eager: bool | None = None
     # GPU only: share of GPU memory vLLM may take, and a quantized checkpoint's method

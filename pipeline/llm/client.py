@@ -21,6 +21,7 @@ from ragpacer.pipeline.core.context import AnswerOptions
 from ragpacer.pipeline.core.deadline import Deadline
 from ragpacer.pipeline.core.errors import LLMError, LLMTimeout, LLMUnavailable
 from ragpacer.pipeline.core.settings import ModelSettings
+from ragpacer.pipeline.llm.replicas import Replica, ReplicaSet
 
 # Stop reading at least this long before the cut-off, so the runner's hard timeout never
 # races us; on a busy loop the client aims earlier by how late its cuts have been landing.
@@ -46,6 +47,8 @@ class Completion:
     completion_tokens: int
     prompt_tokens: int = 0
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    replica: str = ""  # the base URL that answered
+    failed_over: list[str] = field(default_factory=list)  # replicas that failed before it
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -99,6 +102,7 @@ class LLMClient:
             timeout=httpx.Timeout(30.0, connect=1.0),
         )
         self._rates: dict[str, _Rates] = {}
+        self._replicas: dict[str, ReplicaSet] = {}
         # How long after the cut fires the call actually returns: the event loop's lag plus
         # closing the stream. Measured under load on 2 shared cores: 25-60 ms, enough to miss
         # the runner's grace and lose the partial answer. Rises fast, decays slowly.
@@ -112,6 +116,12 @@ class LLMClient:
         if r is None:
             r = self._rates[model.name] = _Rates(model)
         return r
+
+    def replicas(self, model: ModelSettings) -> ReplicaSet:
+        found = self._replicas.get(model.name)
+        if found is None:
+            found = self._replicas[model.name] = ReplicaSet(model.endpoints)
+        return found
 
     def prompt_tokens_for(self, model: ModelSettings, deadline: Deadline, share: float) -> int:
         """How many prompt tokens the engine reads in ``share`` of the time left, at the
@@ -159,15 +169,60 @@ class LLMClient:
         headers = {"traceparent": traceparent} if traceparent else {}
         if model.api_key is not None:
             headers["Authorization"] = f"Bearer {model.api_key.get_secret_value()}"
+        replicas = self.replicas(model)
+        tried: list[Replica] = []
+        while True:
+            replica = replicas.pick(tried)
+            if replica is None:
+                raise LLMUnavailable(f"{model.name}: every replica is ejected; the next probe "
+                                     f"in {replicas.retry_in_s():.1f} s")
+            tried.append(replica)
+            try:
+                completion = await self._call(model, replica, body, headers, deadline, on_token)
+            except LLMUnavailable:
+                # Another replica, while one is left and the time left buys a useful answer.
+                if (len(tried) == len(replicas.replicas) or not replicas.any_available(tried)
+                        or self.max_tokens_for(model, deadline) < MIN_TOKENS):
+                    raise
+                continue
+            completion.failed_over = [r.url for r in tried[:-1]]
+            return completion
+
+    async def _call(self, model: ModelSettings, replica: Replica, body: dict[str, Any],
+                    headers: dict[str, str], deadline: Deadline,
+                    on_token: Callable[[str], None] | None) -> Completion:
+        """One streamed call to one replica; its breaker learns whether the replica is up."""
+        replica.in_flight += 1
+        replica.calls += 1
+        answered = False
+        try:
+            completion = await self._timed_stream(model, replica.url, body, headers, deadline,
+                                                  on_token)
+            answered = True
+            return completion
+        except LLMUnavailable:
+            replica.failures += 1
+            replica.breaker.failure()
+            raise
+        finally:
+            replica.in_flight -= 1
+            if answered:
+                replica.breaker.success()
+            else:  # cut, refused or cancelled: no verdict; a pending probe is handed on
+                replica.breaker.release()
+
+    async def _timed_stream(self, model: ModelSettings, url: str, body: dict[str, Any],
+                            headers: dict[str, str], deadline: Deadline,
+                            on_token: Callable[[str], None] | None) -> Completion:
         remaining_s = max(deadline.remaining_ms() / 1000.0, 0.001)
         timeout = httpx.Timeout(remaining_s, connect=min(remaining_s, 1.0))
-        completion = Completion(model.name, "", None, False, None, 0.0, 0)
+        completion = Completion(model.name, "", None, False, None, 0.0, 0, replica=url)
         rates = self.rates(model)
         t0 = rates.last_call = time.monotonic()
         cut_at = deadline.at - self.cut_lag_s
         try:
             async with asyncio.timeout_at(cut_at):
-                await self._stream(model, body, headers, timeout, completion, t0, on_token)
+                await self._stream(model, url, body, headers, timeout, completion, t0, on_token)
         except TimeoutError:
             self._learn_cut_lag(time.monotonic() - cut_at)
             # The `async with client.stream` block has exited: the connection is closed and
@@ -189,6 +244,7 @@ class LLMClient:
     async def _stream(
         self,
         model: ModelSettings,
+        base_url: str,
         body: dict[str, Any],
         headers: dict[str, str],
         timeout: httpx.Timeout,  # noqa: ASYNC109 - httpx's own per-phase timeout
@@ -196,7 +252,7 @@ class LLMClient:
         t0: float,
         on_token: Callable[[str], None] | None,
     ) -> None:
-        url = model.url.rstrip("/") + "/chat/completions"
+        url = base_url.rstrip("/") + "/chat/completions"
         parts: list[str] = []
         try:
             async with self._http.stream(

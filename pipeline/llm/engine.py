@@ -86,6 +86,8 @@ def vllm_command(cfg: ManagedEngineSettings, prepared: Prepared, served_name: st
     ]
     if cfg.max_num_batched_tokens is not None:
         cmd += ["--max-num-batched-tokens", str(cfg.max_num_batched_tokens)]
+    if cfg.block_size is not None:
+        cmd += ["--block-size", str(cfg.block_size)]
     kv = kv_cache_dtype_for(cfg.kv_cache_dtype, gpu)
     if kv != "auto":
         cmd += ["--kv-cache-dtype", kv]
@@ -211,18 +213,23 @@ class ManagedEngine:
             time.sleep(0.5)
 
     def stop(self, grace_s: float = 20.0) -> None:
+        """Stop the engine's whole process group. Also after its leader died (kill -9): its
+        workers and multiprocessing's resource tracker, which ignores SIGTERM, live on in the
+        group until killed."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:  # running: ask the group to stop, then insist
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        # The engine's own workers share its process group: make sure none survived.
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+            _wait_group(proc.pid, min(grace_s, 2.0))
+        # Whatever is left of the group (all of it after a crash: orphans now) is killed.
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:
             try:
@@ -244,3 +251,22 @@ class ManagedEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_group(pgid: int, grace_s: float) -> None:
+    """Give what is left of the group ``grace_s`` after SIGTERM to exit (SIGKILL then)."""
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not _group_alive(pgid):
+            return
+        time.sleep(0.05)

@@ -33,7 +33,7 @@ def llm_call(c: Completion) -> dict[str, Any]:
     """What one call to the engine cost, kept whether or not its answer is used."""
     return {"model": c.model, "prompt_tokens": c.prompt_tokens,
             "completion_tokens": c.completion_tokens, "ttft_ms": c.ttft_ms,
-            "truncated": c.truncated}
+            "truncated": c.truncated, "replica": c.replica, "failed_over": c.failed_over}
 
 
 def assemble_tool_calls(deltas: list[dict[str, Any]]) -> list[dict[str, str]]:

@@ -43,6 +43,18 @@ class Metrics:
                               ["model"], registry=r)
         self.tokens_per_s = Gauge("ragpacer_llm_tokens_per_second",
                                   "Decode speed of the last completion", ["model"], registry=r)
+        self.engine_restarts = Counter("ragpacer_llm_engine_restarts_total",
+                                       "Times the managed engine was started again after it "
+                                       "exited", registry=r)
+        self.engine_down_seconds = Counter("ragpacer_llm_engine_down_seconds_total",
+                                           "Time the managed engine was down before a restart "
+                                           "brought it back", registry=r)
+        self.replica_calls = Counter("ragpacer_llm_replica_calls_total",
+                                     "Engine calls answered, per replica", ["model", "replica"],
+                                     registry=r)
+        self.replica_failovers = Counter("ragpacer_llm_replica_failovers_total",
+                                         "Calls a replica failed and another answered",
+                                         ["model", "replica"], registry=r)
         self.prompt_tokens = Histogram("ragpacer_llm_prompt_tokens",
                                        "Prompt tokens per engine call", ["model"],
                                        buckets=(64, 128, 256, 384, 512, 768, 1024, 2048, 4096),
@@ -67,6 +79,9 @@ class Metrics:
         self.answers.labels(result.answer_kind, reason).inc()
         call = result.llm_call
         if call and not result.cached:
+            self.replica_calls.labels(call["model"], call["replica"]).inc()
+            for failed in call["failed_over"]:
+                self.replica_failovers.labels(call["model"], failed).inc()
             self.prompt_tokens.labels(call["model"]).observe(call["prompt_tokens"])
             if call["ttft_ms"] is not None:
                 self.ttft_seconds.labels(call["model"]).observe(call["ttft_ms"] / 1000.0)
@@ -78,6 +93,10 @@ class Metrics:
                 decode_s = (gen.body_ms - result.ttft_ms) / 1000.0
                 if decode_s > 0:
                     self.tokens_per_s.labels(result.model).set((tokens - 1) / decode_s)
+
+    def observe_engine_restart(self, down_s: float) -> None:
+        self.engine_restarts.inc()
+        self.engine_down_seconds.inc(down_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -218,6 +218,8 @@ def _generation_attributes(result: Result, begin_ns: int) -> dict[str, Any]:
         "gen_ai.response.finish_reasons": (result.finish_reason,),
         "ragpacer.truncated": call["truncated"],
         "ragpacer.answer_used": result.answer_kind == "llm",
+        "ragpacer.llm.replica": call.get("replica"),
+        "ragpacer.llm.failed_over": tuple(call.get("failed_over") or ()) or None,
     }
     ttft_ms = call.get("ttft_ms")
     if ttft_ms is not None:

@@ -197,6 +197,8 @@ def _once(close: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None
 
 
 async def _llm_check(pipeline: Pipeline) -> str:
+    if pipeline.engines is not None and (status := pipeline.engines.status()) != "ok":
+        return status  # an engine restarting, or given up, and why
     model = pipeline.settings.llm.model("default")
     try:
         async with httpx.AsyncClient(timeout=1.0) as client:

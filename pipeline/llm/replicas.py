@@ -1,0 +1,53 @@
+"""Several engines serving one model (``llm.models[].urls``).
+
+Each call goes to the replica with the fewest calls in flight among those that are not
+ejected. A replica that cannot be reached or answers 5xx is ejected by its own circuit
+breaker (1 s, doubling to 30 s while it keeps failing), then probed back by exactly one call.
+One event loop drives a set, so it needs no lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ragpacer.pipeline.breaker import CircuitBreaker
+
+EJECT_S = 1.0
+MAX_EJECT_S = 30.0
+
+
+@dataclass(eq=False)
+class Replica:
+    url: str  # OpenAI-compatible base URL ending in /v1
+    in_flight: int = 0
+    calls: int = 0
+    failures: int = 0
+    breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(EJECT_S, MAX_EJECT_S))
+
+
+class ReplicaSet:
+    def __init__(self, urls: Sequence[str]) -> None:
+        self.replicas = [Replica(u) for u in urls]
+        self._turn = 0  # rotates ties, so equally idle replicas share the calls
+
+    def pick(self, tried: Sequence[Replica] = ()) -> Replica | None:
+        """The least busy replica not tried yet whose breaker lets a call through (claiming
+        the probe of one half-open); None when every other one is ejected."""
+        n = len(self.replicas)
+        if n == 1:  # nothing to fail over to: the call itself says how the engine is
+            return None if tried else self.replicas[0]
+        self._turn = (self._turn + 1) % n
+        order = [self.replicas[(self._turn + i) % n] for i in range(n)]
+        for replica in sorted((r for r in order if r not in tried and r.breaker.available()),
+                              key=lambda r: r.in_flight):
+            if replica.breaker.allow():
+                return replica
+        return None
+
+    def any_available(self, tried: Sequence[Replica]) -> bool:
+        return any(r not in tried and r.breaker.available() for r in self.replicas)
+
+    def retry_in_s(self) -> float:
+        """How long until an ejected replica may be probed again."""
+        return min(r.breaker.retry_in_s() for r in self.replicas)
