@@ -168,10 +168,12 @@ async def test_deadline_abort_frees_the_request_on_the_server(vllm) -> None:  # 
 
 async def test_sdk_end_to_end_against_vllm(vllm) -> None:  # type: ignore[no-untyped-def]
     # Room for a whole answer even at ~4 tokens/s (vLLM on a busy AVX2 CPU): not degraded,
-    # and enough tokens that the answer is not cut before its first sentence ends.
+    # and enough tokens that the answer is not cut before its first sentence ends. Greedy
+    # decoding: a sampled run-on answer that never ends a sentence would fall back.
     p = Pipeline(make_settings(
         URL, deadline_ms=28_000, stages={"generation": {"budget_ms": 25_000}},
-        llm={"models": [{"name": "smollm2", "url": URL, "max_tokens": 160}]}), resources=RESOURCES)
+        llm={"models": [{"name": "smollm2", "url": URL, "max_tokens": 160,
+                         "temperature": 0.0}]}), resources=RESOURCES)
     result = await p.arun("what does an overdraft cost", deadline_ms=28_000)
     assert result.answer_kind == "llm" and result.answer and result.model == "smollm2"
     assert result.sources and result.usage["completion_tokens"] > 0
