@@ -1,10 +1,12 @@
 """The request graph: the only place that adds nodes and edges.
 
-    START -> input_guardrails -> intent --(route)--> features | retrieval | tools (parallel)
-                                              \\-----------------------------> generation
-          generation -> grounding -> output_guardrails -> END
+    START -> [input_guardrails, intent] --(route)--> features | retrieval | tools (parallel)
+                                    \\-----------------------------> [generation,
+          grounding, output_guardrails] -> END
 
 The router reads the routing table; branch stages that a route does not list never run.
+Stages in brackets always run one after another: each group is one node (one superstep),
+its stages still run, are budgeted and recorded one by one.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def build_graph(settings: Settings, stages: Mapping[str, Stage], runner: StageRu
             )
     # Resolved once: the router is a dict lookup on every request.
     targets: dict[str, list[str]] = {
-        name: list(route.stages) or ["generation"]
+        name: list(route.stages) or ["answer"]
         for name, route in settings.routing.routes.items()
     }
 
@@ -48,14 +50,14 @@ def build_graph(settings: Settings, stages: Mapping[str, Stage], runner: StageRu
         return targets[state["route"]]
 
     g = StateGraph(RequestState, context_schema=RunContext)
-    for name in (*REQUIRED, *branches):
+    g.add_node("understand", runner.sequence([stages["input_guardrails"], stages["intent"]]))
+    for name in branches:
         g.add_node(name, runner.node(stages[name]))
-    g.add_edge(START, "input_guardrails")
-    g.add_edge("input_guardrails", "intent")
-    g.add_conditional_edges("intent", route_after_intent, [*branches, "generation"])
+    g.add_node("answer", runner.sequence(
+        [stages["generation"], stages["grounding"], stages["output_guardrails"]]))
+    g.add_edge(START, "understand")
+    g.add_conditional_edges("understand", route_after_intent, [*branches, "answer"])
     for b in branches:
-        g.add_edge(b, "generation")
-    g.add_edge("generation", "grounding")
-    g.add_edge("grounding", "output_guardrails")
-    g.add_edge("output_guardrails", END)
+        g.add_edge(b, "answer")
+    g.add_edge("answer", END)
     return g.compile()

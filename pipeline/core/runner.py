@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ragpacer.pipeline.core.budget import LatencyWindow, allot
 from ragpacer.pipeline.core.context import RunContext
@@ -26,6 +26,7 @@ log = logging.getLogger("ragpacer.runner")
 
 
 DETAIL_CHARS = 300
+_ADDED = ("flags", "records")  # the state's keys whose reducer adds a node's list to them
 SELF_LIMIT_GRACE_S = 0.025
 Observer = Callable[[StageRecord, RequestState, RunContext], None]
 
@@ -174,3 +175,28 @@ class StageRunner:
 
         run_node.__name__ = f"run_{stage.name}"
         return run_node
+
+    def sequence(self, stages: Sequence[Stage]) -> Callable[..., Any]:
+        """Stages that always run one after another as one node: one LangGraph superstep
+        instead of one per stage (each costs about 70 µs of bookkeeping here). Each stage
+        sees the updates of those before it; the reducer keys (``flags``, ``records``)
+        accumulate as the graph's reducers would."""
+
+        async def run_sequence(state: RequestState, runtime: Any) -> Update:
+            merged: dict[str, Any] = {"flags": [], "records": []}
+            view: dict[str, Any] = dict(state)
+            for stage in stages:
+                update, record = await self.run(stage, cast(RequestState, view),
+                                                runtime.context)
+                for key, value in update.items():
+                    if key in _ADDED:
+                        merged[key] = [*merged[key], *value]
+                        view[key] = [*view.get(key, []), *value]
+                    else:
+                        merged[key] = view[key] = value
+                merged["records"].append(record)
+                view["records"] = [*view.get("records", []), record]
+            return merged
+
+        run_sequence.__name__ = "run_" + "_".join(s.name for s in stages)
+        return run_sequence
