@@ -8,6 +8,7 @@ Feast, the ingest and the load generator each take up to seconds to import, and
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -148,6 +149,9 @@ def serve(
     config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default from config).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from config).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Server processes on the port (default from config: server.workers).")
+    ] = None,
 ) -> None:
     """Serve the OpenAI-compatible endpoint (starts the managed LLM engine if configured)."""
     import gc
@@ -160,12 +164,20 @@ def serve(
 
     try:
         settings = _settings(config)
+        if workers is not None and workers != settings.server.workers:
+            os.environ["RAGPACER_SERVER__WORKERS"] = str(workers)  # the workers read it too
+            settings = _settings(config)
         _ingest_demo_if_empty(settings)
+        bind_host = host or settings.server.host
+        bind_port = port or settings.server.port
+        if settings.server.workers > 1:
+            from ragpacer.pipeline.serving.workers import serve_workers
+
+            serve_workers(settings, config, bind_host, bind_port, settings.server.workers, _say)
+            return
         pipeline = Pipeline(settings)
     except RagpacerError as exc:
         raise _fail(exc) from None
-    bind_host = host or settings.server.host
-    bind_port = port or settings.server.port
     _say(f"knowledge base: {len(pipeline.index)} documents; routes: "
          f"{', '.join(settings.routing.routes)}; LLM engine: {settings.llm.engine}")
 

@@ -10,6 +10,7 @@ its own and closes them with itself; pass one ``Resources`` to several pipelines
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,9 +28,14 @@ log = logging.getLogger("ragpacer")
 
 class Resources:
     """Opened Edge shards by path, knowledge-base vectors by (index, embedder) version, and
-    transaction stores by Redis URL (``None``: in-process)."""
+    transaction stores by Redis URL (``None``: in-process).
 
-    def __init__(self) -> None:
+    ``snapshots``: a folder of this process's own, where each shard is copied before it is
+    opened. Server workers use it: every process searches its own read-only copy of the
+    current index instead of contending for the one lock."""
+
+    def __init__(self, snapshots: Path | None = None) -> None:
+        self.snapshots = snapshots
         self._edge: dict[Path, EdgeStore] = {}
         self._vectors: dict[tuple[str, str], np.ndarray] = {}
         self._transactions: dict[str | None, TransactionStore | RedisTransactionStore] = {}
@@ -40,7 +46,12 @@ class Resources:
         if path not in self._edge:
             from ragpacer.retrieval.stores.edge import EdgeStore
 
-            self._edge[path] = EdgeStore.open(path)
+            opened = path
+            if self.snapshots is not None:
+                opened = self.snapshots / path.name
+                if not opened.exists():
+                    shutil.copytree(path, opened, ignore=shutil.ignore_patterns("*.lock"))
+            self._edge[path] = EdgeStore.open(opened)
         return self._edge[path]
 
     def document_vectors(self, index: BM25Index, index_id: str,
@@ -73,3 +84,5 @@ class Resources:
             except Exception as exc:  # e.g. its connections belong to a loop now closed
                 log.warning("closing a transaction store failed: %s", exc)
         self._vectors.clear()
+        if self.snapshots is not None:
+            shutil.rmtree(self.snapshots, ignore_errors=True)

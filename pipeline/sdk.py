@@ -45,7 +45,7 @@ class Pipeline:
 
     ``resources``: what several pipelines of one process share (the opened index, the
     knowledge base's vectors, request-time stores); by default the pipeline makes its own and
-    closes them in ``aclose``."""
+    closes them in ``aclose`` (``close_resources=True``: close given ones too)."""
 
     def __init__(
         self,
@@ -56,11 +56,13 @@ class Pipeline:
         llm: LLMClient | None = None,
         observers: Sequence[Observer] = (),
         resources: Resources | None = None,
+        close_resources: bool | None = None,
     ) -> None:
         self.settings = settings
         self.llm = llm or LLMClient()
         self.index = load_index(settings)
-        self._owns_resources = resources is None
+        # Closed with the pipeline when made here, or when the caller hands them over.
+        self._owns_resources = resources is None if close_resources is None else close_resources
         self.resources = resources or Resources()
         assembly = assemble(settings, self.llm, self.index, self.resources)
         built: dict[str, Stage] = {**assembly.stages, **(stages or {})}

@@ -418,6 +418,10 @@ class ServerSettings(_Model):
     # Admission control: requests answered at once, and how many may wait for a slot.
     max_concurrency: PositiveInt = 64
     max_queue: int = Field(default=128, ge=0)
+    # Server processes on the one port (`ragpacer serve --workers`); with more than one, each
+    # response names its worker (`x-ragpacer-worker`), and redis_url makes them share the
+    # cache and the rate limits.
+    workers: PositiveInt = 1
 
 
 class FeatureSettings(_Model):

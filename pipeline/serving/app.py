@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -144,7 +145,8 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
             body["cache_persistence"] = await redis_persistence(settings.redis_url)
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    return RequestContext(BodySizeLimit(app, settings.server.max_body_bytes))
+    worker = str(os.getpid()) if settings.server.workers > 1 else None
+    return RequestContext(BodySizeLimit(app, settings.server.max_body_bytes), worker)
 
 
 ARRIVED = "ragpacer.arrived"
@@ -156,10 +158,11 @@ class RequestContext:
     """Pure ASGI: notes when a request arrived (``time.monotonic()``) and its W3C trace
     context (the caller's ``traceparent`` continued, or a new trace), and puts ``traceparent``
     (the request's root span) and ``x-request-id`` (the caller's, else the trace id) on every
-    response, errors included."""
+    response, errors included; with ``worker``, which server process answered too."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, worker: str | None = None) -> None:
         self.app = app
+        self.worker = worker
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -173,6 +176,8 @@ class RequestContext:
         request_id = asked if _REQUEST_ID.match(asked) else trace.trace_id
         extra = [(b"traceparent", trace.traceparent.encode()),
                  (b"x-request-id", request_id.encode())]
+        if self.worker is not None:
+            extra.append((b"x-ragpacer-worker", self.worker.encode()))
 
         async def send_with_ids(message: dict) -> None:
             if message["type"] == "http.response.start":

@@ -1,0 +1,78 @@
+"""`ragpacer serve` with two worker processes on one port, sharing Redis: a cached answer
+written through one worker is served by the other, the rate limit holds across them, and a
+killed worker is replaced while the other keeps answering."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+import pytest
+import redis
+
+from evals.server_process import served
+from tests.support.redis import redis_up
+
+REDIS = "redis://127.0.0.1:6379/7"
+RATE, BURST = 2.0, 10
+
+
+def ask(url: str, key: str, question: str) -> httpx.Response:
+    # A new connection per request: the kernel hands each to whichever worker accepts first.
+    return httpx.post(f"{url}/v1/chat/completions", timeout=30,
+                      headers={"Authorization": f"Bearer {key}", "Connection": "close"},
+                      json={"model": "ragpacer",
+                            "messages": [{"role": "user", "content": question}]})
+
+
+def from_another_worker(url: str, key: str, question: str, than: str) -> httpx.Response:
+    for _ in range(200):
+        r = ask(url, key, question)
+        if r.status_code == 200 and r.headers["x-ragpacer-worker"] != than:
+            return r
+        time.sleep(0.02)
+    raise AssertionError(f"no other worker than {than} answered")
+
+
+def test_two_workers_share_the_cache_and_the_rate_limit_and_survive_a_kill() -> None:
+    if not redis_up(REDIS):
+        pytest.skip("Redis is not running at 127.0.0.1:6379 (.ci/run starts it)")
+    redis.Redis.from_url(REDIS).flushdb()
+    env = {"RAGPACER_SERVER__WORKERS": "2", "RAGPACER_REDIS_URL": REDIS,
+           "RAGPACER_LLM__ENGINE": "external", "RAGPACER_TRACING__EXPORTER": "none",
+           "RAGPACER_SERVER__API_KEYS": '["key-cache", "key-limit"]',
+           "RAGPACER_SERVER__RATE_LIMIT_PER_S": str(RATE),
+           "RAGPACER_SERVER__RATE_LIMIT_BURST": str(BURST)}
+    with served(env, timeout_s=240) as server:
+        first = ask(server.url, "key-cache", "How do I freeze my debit card in the app?")
+        assert first.status_code == 200 and not first.json()["ragpacer"]["cached"]
+        writer = first.headers["x-ragpacer-worker"]
+        time.sleep(0.3)  # the write happens off the request path
+        other = from_another_worker(server.url, "key-cache",
+                                    "How do I freeze my debit card in the app?", than=writer)
+        assert other.json()["ragpacer"]["cached"], "the other worker reads the shared cache"
+
+        t0 = time.monotonic()
+        codes, workers = [], set()
+        for _ in range(40):
+            r = ask(server.url, "key-limit", "What does an overdraft cost?")
+            codes.append(r.status_code)
+            workers.add(r.headers["x-ragpacer-worker"])
+        allowed = codes.count(200)
+        assert len(workers) == 2 and set(codes) <= {200, 429}
+        assert BURST <= allowed <= BURST + RATE * (time.monotonic() - t0) + 1, codes
+
+        os.kill(int(writer), signal.SIGKILL)
+        statuses, seen = [], set()
+        for _ in range(240):  # paced under the key's rate limit
+            r = ask(server.url, "key-cache", "How do I freeze my debit card in the app?")
+            statuses.append(r.status_code)
+            seen.add(r.headers["x-ragpacer-worker"])
+            if len(seen - {writer, other.headers["x-ragpacer-worker"]}) == 1:
+                break  # a replacement answers
+            time.sleep(1 / RATE)
+        assert writer not in seen, "a killed worker answered"
+        assert len(seen) == 2, f"no replacement worker answered: {seen}"
+        assert set(statuses) == {200}, "the other worker answered every request meanwhile"
