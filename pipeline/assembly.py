@@ -127,7 +127,9 @@ def server_store(settings: Settings) -> Store:
     if not cfg.qdrant_url:
         raise ConfigError("the server backend needs retrieval.qdrant_url",
                           field="retrieval.qdrant_url")
-    return ServerStore(cfg.qdrant_url, cfg.collection)
+    store = ServerStore(cfg.qdrant_url, cfg.collection)
+    store.name_live_index(cfg.qdrant_url)
+    return store
 
 
 def edge_store(settings: Settings, resources: Resources) -> Any:

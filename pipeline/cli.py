@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ragpacer.pipeline.core.errors import RagpacerError
+from ragpacer.pipeline.core.errors import ConfigError, RagpacerError
 from ragpacer.pipeline.core.settings import load_settings
 from ragpacer.pipeline.result import Result
 
@@ -218,7 +218,7 @@ def _ingest_demo_if_empty(settings) -> None:
     from ragpacer.retrieval.embedder_prepare import embedder_dir
     from ragpacer.retrieval.ingest import current_index
 
-    if settings.retrieval.backend == "memory" or current_index(index_root(settings)):
+    if settings.retrieval.backend in ("memory", "server") or current_index(index_root(settings)):
         return
     if not (embedder_dir(settings.home) / "model-int8.onnx").exists():
         return  # no embedder prepared: the knowledge base is searched in memory
@@ -233,14 +233,24 @@ def _ingest_with_progress(source: Path, settings) -> dict:
     from rich.progress import Progress, TimeElapsedColumn
 
     from ragpacer.pipeline.assembly import index_root
-    from ragpacer.retrieval.ingest import ingest
+    from ragpacer.retrieval.ingest import ingest, ingest_server
 
+    cfg = settings.retrieval
     with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=err,
                   transient=True) as bar:
         task = bar.add_task("embedding and indexing", total=None)
-        return ingest(source, index_root(settings), _embedder(settings, documents=True),
-                      settings.retrieval.filter_fields,
-                      lambda done, total: bar.update(task, completed=done, total=total))
+
+        def tick(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        embedder = _embedder(settings, documents=True)
+        if cfg.backend == "server":  # the Qdrant server the pipeline queries
+            if not cfg.qdrant_url:
+                raise ConfigError("the server backend needs retrieval.qdrant_url",
+                                  field="retrieval.qdrant_url")
+            return ingest_server(source, cfg.qdrant_url, cfg.collection, embedder,
+                                 cfg.filter_fields, tick)
+        return ingest(source, index_root(settings), embedder, cfg.filter_fields, tick)
 
 
 EngineOpt = Annotated[
@@ -369,12 +379,17 @@ def ingest(
     delete: Annotated[list[str] | None, typer.Option(
         "--delete", help="Remove a document (all its chunks) by id; repeatable.")] = None,
 ) -> None:
-    """Chunk, embed and index documents into a new Qdrant Edge shard, then switch to it."""
+    """Chunk, embed and index documents into a new Qdrant Edge shard (or, with the server
+    backend, a new collection of the Qdrant server), then switch to it."""
     from ragpacer.pipeline.assembly import index_root
     from ragpacer.retrieval.ingest import delete_documents
 
     try:
         settings = _settings(config)
+        if delete and settings.retrieval.backend == "server":
+            raise ConfigError("--delete works on the Qdrant Edge index; with the server "
+                              "backend, ingest the corpus without those documents",
+                              field="retrieval.backend")
         if delete:
             gone = delete_documents(index_root(settings), delete)
             console.print(f"[green]removed[/] {gone['removed_chunks']} chunks; "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,18 +42,31 @@ class Resources:
         self._transactions: dict[str | None, TransactionStore | RedisTransactionStore] = {}
 
     def edge_store(self, path: Path) -> EdgeStore:
-        """The shard at ``path``, opened on first use; raises what opening raises (a lock held
-        by another process, a damaged shard)."""
+        """The shard at ``path``, opened on first use. When another process holds it (a
+        running server beside `ragpacer ask`), a read-only copy of it is opened instead of
+        giving up the index; raises what opening the copy raises (a damaged shard)."""
         if path not in self._edge:
             from ragpacer.retrieval.stores.edge import EdgeStore
 
-            opened = path
             if self.snapshots is not None:
-                opened = self.snapshots / path.name
-                if not opened.exists():
-                    shutil.copytree(path, opened, ignore=shutil.ignore_patterns("*.lock"))
-            self._edge[path] = EdgeStore.open(opened)
+                self._edge[path] = EdgeStore.open(self._snapshot(path))
+                return self._edge[path]
+            try:
+                self._edge[path] = EdgeStore.open(path)
+            except Exception as exc:  # qdrant-edge-py says "WouldBlock" for a held lock
+                if "WouldBlock" not in str(exc):
+                    raise
+                self.snapshots = Path(tempfile.mkdtemp(prefix="ragpacer-index-"))
+                log.info("index %s is open in another process: searching a copy", path)
+                self._edge[path] = EdgeStore.open(self._snapshot(path))
         return self._edge[path]
+
+    def _snapshot(self, path: Path) -> Path:
+        assert self.snapshots is not None
+        copy = self.snapshots / path.name
+        if not copy.exists():
+            shutil.copytree(path, copy, ignore=shutil.ignore_patterns("*.lock"))
+        return copy
 
     def document_vectors(self, index: BM25Index, index_id: str,
                          embedder: Embedder) -> np.ndarray:

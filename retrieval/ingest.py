@@ -152,6 +152,47 @@ def _build(path: Path, chunks: list[Document], index_root: Path, embedder,
             "disk_bytes": sum(p.stat().st_blocks * 512 for p in final.rglob("*") if p.is_file())}
 
 
+def ingest_server(path: Path, url: str, alias: str, embedder, filter_fields: Iterable[str],
+                  progress: Callable[[int, int], None] | None = None,
+                  batch: int = 64) -> dict:
+    """The same chunks and vectors into a new collection of a Qdrant server, then the alias
+    the pipeline queries (``retrieval.collection``) switched to it in one update and the
+    previous collection dropped: queries see the old index or the new one, never a mix."""
+    import asyncio
+
+    return asyncio.run(_ingest_server(path, url, alias, embedder, list(filter_fields),
+                                      progress, batch))
+
+
+async def _ingest_server(path: Path, url: str, alias: str, embedder, filter_fields: list[str],
+                         progress: Callable[[int, int], None] | None, batch: int) -> dict:
+    from ragpacer.retrieval.stores.server import ServerStore
+
+    t0 = time.perf_counter()
+    chunks = [c for d in read_documents(path) for c in chunk(d)]
+    store = ServerStore(url, f"{alias}-{time.time_ns()}", timeout_s=30)
+    await store.create(384, filter_fields)
+    try:
+        sparse = document_weights([Analyzer()(f"{c.title}\n{c.text}") for c in chunks])
+        for start in range(0, len(chunks), batch):
+            part = chunks[start:start + batch]
+            dense = embedder.embed([f"{c.title}. {c.text}" for c in part])
+            await store.upsert(part, np.asarray(dense), sparse[start:start + batch])
+            if progress is not None:
+                progress(min(start + batch, len(chunks)), len(chunks))
+        before = await store.switch_alias(alias)
+    except BaseException:
+        await store.client.delete_collection(store.collection)  # the live one is untouched
+        await store.aclose()
+        raise
+    if before is not None:
+        await store.client.delete_collection(before)
+    await store.aclose()
+    return {"documents": len({c.metadata["source_id"] for c in chunks}), "chunks": len(chunks),
+            "seconds": round(time.perf_counter() - t0, 2), "path": f"{url} {store.collection}",
+            "disk_bytes": 0}
+
+
 def delete_documents(index_root: Path, doc_ids: Iterable[str]) -> dict:
     """Remove documents (all their chunks) on a copy of the live shard, then switch to it."""
     live = current_index(index_root)

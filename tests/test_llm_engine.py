@@ -241,6 +241,9 @@ def test_a_killed_engine_comes_back_and_requests_degrade_meanwhile(vllm) -> None
         time.sleep(0.05)
         waited += 0.05
     assert sup.state == "restarting" and sup.status().startswith("restarting")
+    from ragpacer.pipeline.serving.app import _llm_check  # what /readyz reports for the LLM
+
+    assert "restarting" in vllm._portal.call(_llm_check(vllm))
     during = vllm.run("what does an overdraft cost", deadline_ms=3000)
     assert during.answer and during.answer_kind == "extractive"
     assert "generation" in during.degraded
@@ -249,6 +252,7 @@ def test_a_killed_engine_comes_back_and_requests_degrade_meanwhile(vllm) -> None
         waited += 0.5
     assert sup.state == "up" and sup.restarts == 1, sup.status()
     assert engine.proc.pid != old and not _group_alive(old), "the old engine left a process"
+    assert vllm._portal.call(_llm_check(vllm)) == "ok", "ready again, the server not restarted"
     after = vllm.run("what does an overdraft cost", deadline_ms=30_000)
     assert after.answer_kind == "llm", after.stages
     assert "ragpacer_llm_engine_restarts_total 1.0" in vllm.metrics.render().decode()

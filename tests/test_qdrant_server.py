@@ -107,3 +107,37 @@ async def test_every_backend_is_one_async_store(fake: FakeQdrant, tmp_path) -> N
     assert Retrieval(index, {}, memory).fallback("cheaper", state, ctx)["sources"][0].id == \
         "cards-pin"
     await server.aclose()
+
+
+def test_ingest_into_the_server_switches_the_alias_in_one_update(fake: FakeQdrant,
+                                                                  tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A new collection, the points, then the alias the pipeline queries moved to it in one
+    update with the old one, which is then dropped: queries see one index or the other."""
+    from ragpacer.retrieval.embedder import Embedder
+    from ragpacer.retrieval.embedder_prepare import embedder_dir
+    from ragpacer.retrieval.ingest import ingest_server
+    from tests.conftest import ROOT
+
+    home = ROOT / ".ragpacer"
+    if not (embedder_dir(home) / "model-int8.onnx").exists():
+        pytest.skip("embedder not prepared: run `ragpacer models prepare` (make test does)")
+    corpus = tmp_path / "kb.jsonl"
+    corpus.write_text('{"id": "cards-pin", "title": "PIN", "text": "See your PIN in the app."}\n'
+                      '{"id": "loans", "title": "Loans", "text": "Loans from 1,000 EUR."}\n')
+    fake.aliases = {"ragpacer": "ragpacer-1"}
+    out = ingest_server(corpus, fake.url, "ragpacer", Embedder(embedder_dir(home)), ["product"])
+    new = out["path"].split()[-1]
+    assert new.startswith("ragpacer-") and new != "ragpacer-1" and out["chunks"] == 2
+    paths = [(method, path.split("?")[0]) for method, path, _ in fake.calls]
+    assert paths.index(("PUT", f"/collections/{new}")) < paths.index(
+        ("PUT", f"/collections/{new}/points"))
+    switch = next(body for method, path, body in fake.calls
+                  if method == "POST" and path.startswith("/collections/aliases"))
+    assert switch["actions"] == [
+        {"delete_alias": {"alias_name": "ragpacer"}},
+        {"create_alias": {"collection_name": new, "alias_name": "ragpacer"}}]
+    assert paths[-1] == ("DELETE", "/collections/ragpacer-1"), "the old index is dropped"
+    store = ServerStore(fake.url)
+    fake.aliases = {"ragpacer": new}
+    store.name_live_index(fake.url)
+    assert store.index_id == f"qdrant-{new}", "a re-ingest changes the cache's version"

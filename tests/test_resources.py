@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 
 from ragpacer.pipeline.cli import _ingest_demo_if_empty
-from ragpacer.pipeline.core.errors import ConfigError
 from ragpacer.pipeline.resources import Resources
 from ragpacer.pipeline.sdk import Pipeline
-from ragpacer.retrieval.stores.edge import EdgeStore
 from tests.conftest import ROOT, make_settings
 from tests.scripted_llm import ScriptedLLM
 
@@ -33,13 +31,17 @@ def own_index(tmp_path: Path, scripted: ScriptedLLM):  # type: ignore[no-untyped
 
 async def test_a_pipeline_closes_the_index_it_opened(own_index) -> None:  # type: ignore[no-untyped-def]
     first = Pipeline(own_index)
-    assert isinstance(first.store.backend, EdgeStore)
-    with pytest.raises(ConfigError, match="cannot open the index"):
-        Pipeline(own_index)  # its own resources: the shard is locked by the first
+    original = first.store.backend.shard_path
+    beside = Pipeline(own_index)  # its own resources: the shard is locked by the first
+    copy = beside.store.backend.shard_path
+    assert copy != original and copy.name == original.name, "a read-only copy, same index"
+    assert beside.index_id == first.index_id  # so both share one cache version
+    assert (await beside.arun("How do I reset my PIN?")).sources
+    await beside.aclose()
+    assert not copy.exists(), "the copy goes with the pipeline that made it"
     await first.aclose()
-    again = Pipeline(own_index)  # released by aclose: opens without a fallback
-    assert isinstance(again.store.backend, EdgeStore)
-    assert (await again.arun("How do I reset my PIN?")).sources
+    again = Pipeline(own_index)  # released by aclose: the index itself opens
+    assert again.store.backend.shard_path == original
     await again.aclose()
 
 
@@ -48,12 +50,14 @@ async def test_pipelines_sharing_resources_search_one_shard_that_outlives_them(o
     a = Pipeline(own_index, resources=shared)
     b = Pipeline(own_index, resources=shared)
     assert a.store.backend is b.store.backend
+    original = a.store.backend.shard_path
     await a.aclose()  # not the owner: b keeps searching the open shard
     assert (await b.arun("How do I reset my PIN?")).sources
     await b.aclose()
-    with pytest.raises(ConfigError, match="cannot open the index"):
-        Pipeline(own_index)  # still held by its owner
+    held = Pipeline(own_index)
+    assert held.store.backend.shard_path != original, "still held by its owner: a copy"
+    await held.aclose()
     await shared.aclose()
     after = Pipeline(own_index)
-    assert isinstance(after.store.backend, EdgeStore)
+    assert after.store.backend.shard_path == original
     await after.aclose()

@@ -4,8 +4,11 @@ killed worker is replaced while the other keeps answering."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import httpx
@@ -13,6 +16,7 @@ import pytest
 import redis
 
 from evals.server_process import served
+from tests.conftest import ROOT
 from tests.support.redis import redis_up
 
 REDIS = "redis://127.0.0.1:6379/7"
@@ -76,3 +80,24 @@ def test_two_workers_share_the_cache_and_the_rate_limit_and_survive_a_kill() -> 
         assert writer not in seen, "a killed worker answered"
         assert len(seen) == 2, f"no replacement worker answered: {seen}"
         assert set(statuses) == {200}, "the other worker answered every request meanwhile"
+
+
+def test_ragpacer_ask_beside_a_running_server_searches_the_same_index() -> None:
+    """The server holds the Edge shard's lock; `ragpacer ask` searches a copy of that index,
+    not the knowledge base in memory: the same sources as the server's."""
+    env = {"RAGPACER_LLM__ENGINE": "external", "RAGPACER_TRACING__EXPORTER": "none",
+           "RAGPACER_CACHE__ENABLED": "false"}
+    question = "How do I freeze my debit card in the app?"
+    with served(env, timeout_s=240) as server:
+        served_sources = [s["id"] for s in httpx.post(
+            f"{server.url}/v1/chat/completions", timeout=30,
+            json={"model": "ragpacer", "messages": [{"role": "user", "content": question}]},
+        ).json()["ragpacer"]["sources"]]
+        out = subprocess.run([sys.executable, "-m", "ragpacer.pipeline.cli", "ask", "--json",
+                              question], cwd=ROOT, env={**os.environ, **env},
+                             capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "in memory" not in out.stderr, out.stderr
+    asked = json.loads(out.stdout)
+    assert [s["id"] for s in asked["sources"]] == served_sources
+    assert asked["stages"] and not asked["degraded"]

@@ -41,6 +41,24 @@ class ServerStore:
         self.index_id = f"qdrant-{collection}"
         self.analyzer = Analyzer()
 
+    def name_live_index(self, url: str) -> None:
+        """Name the collection the alias points at now in ``index_id``, so a re-ingest (a new
+        collection) makes the cached answers of the previous one unreachable. One request at
+        startup; an unreachable server keeps the alias's name."""
+        from qdrant_client import QdrantClient
+
+        try:
+            client = QdrantClient(url=url, timeout=2, prefer_grpc=False,
+                                  check_compatibility=False)
+            aliases = client.get_aliases().aliases
+            client.close()
+        except Exception:  # started before the server: the alias names it
+            return
+        live = next((a.collection_name for a in aliases if a.alias_name == self.collection),
+                    None)
+        if live is not None:
+            self.index_id = f"qdrant-{live}"
+
     async def create(self, dim: int, filter_fields: Sequence[str]) -> None:
         await self.client.create_collection(
             self.collection,
@@ -50,6 +68,18 @@ class ServerStore:
         for field in filter_fields:
             await self.client.create_payload_index(self.collection, field,
                                                    m.PayloadSchemaType.KEYWORD)
+
+    async def switch_alias(self, alias: str) -> str | None:
+        """Point ``alias`` (the name queries use) at this store's collection in one atomic
+        update; returns the collection it pointed at before (None: none)."""
+        aliases = (await self.client.get_aliases()).aliases
+        before = next((a.collection_name for a in aliases if a.alias_name == alias), None)
+        ops: list[Any] = [m.CreateAliasOperation(create_alias=m.CreateAlias(
+            collection_name=self.collection, alias_name=alias))]
+        if before is not None:
+            ops.insert(0, m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=alias)))
+        await self.client.update_collection_aliases(change_aliases_operations=ops)
+        return before
 
     async def upsert(self, docs: Sequence[Document], dense: np.ndarray,
                      sparse: Sequence[tuple[list[int], list[float]]]) -> None:

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class FakeQdrant:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, dict]] = []
+        self.aliases: dict[str, str] = {}  # alias -> collection, as GET /aliases reports
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -39,15 +40,21 @@ class FakeQdrant:
                         },
                     }
                     self._reply({"result": {"points": [point]}, "status": "ok", "time": 0})
+                elif self.path.endswith("/aliases") and self.command == "GET":
+                    aliases = [{"alias_name": a, "collection_name": c}
+                               for a, c in outer.aliases.items()]
+                    self._reply({"result": {"aliases": aliases}, "status": "ok", "time": 0})
                 elif self.command == "GET":
                     self._reply({"title": "qdrant", "version": "1.20.0"})
-                elif self.path.endswith("/collections/ragpacer"):
+                elif (self.path.split("?")[0].count("/") == 2
+                      or self.path.startswith("/collections/aliases")):
+                    # creating, deleting a collection or changing aliases: a bool result
                     self._reply({"result": True, "status": "ok", "time": 0})
                 else:  # upserts and index creation answer with an UpdateResult
                     self._reply({"result": {"operation_id": 1, "status": "completed"},
                                  "status": "ok", "time": 0})
 
-            do_GET = do_POST = do_PUT = _handle
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
 
             def log_message(self, *a: object) -> None:
                 pass
