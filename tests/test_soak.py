@@ -4,6 +4,8 @@ request is stuck, and shutdown leaves no process of the server or the engine beh
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from evals.soak import soak, verdict
@@ -19,7 +21,8 @@ async def test_three_minute_soak_is_flat_and_leaves_nothing_behind() -> None:
     if not manifest_ok(ROOT / ".ragpacer" / "models" / "smollm2-135m-instruct"):
         pytest.skip("the LLM is not prepared: run `ragpacer llm prepare` (make test does)")
     env = {"RAGPACER_LLM__MANAGED__PORT": str(PORT),
-           "RAGPACER_LLM__MODELS": f"[{{name: smollm2, url: 'http://127.0.0.1:{PORT}/v1'}}]",
+           "RAGPACER_LLM__MODELS": json.dumps([{"name": "smollm2",
+                                                "url": f"http://127.0.0.1:{PORT}/v1"}]),
            "RAGPACER_TRACING__EXPORTER": "none"}
     result = await soak(env, MINUTES, rate=4.0, sample_every_s=2.0)  # served() checks orphans
     v = verdict(result)
