@@ -578,6 +578,16 @@ def _setting_kind(model: type[BaseModel], path: list[str]) -> str | None:
     return "text" if all(a in _TEXT for a in args) else "value"
 
 
+def names_a_setting(variable: str) -> bool:
+    """Whether a ``RAGPACER_*`` variable sets something (deployment files are checked so)."""
+    upper = variable.upper()
+    if not upper.startswith(ENV_PREFIX):
+        return False
+    if upper in _NOT_SETTINGS:
+        return True
+    return _setting_kind(Settings, upper[len(ENV_PREFIX):].lower().split("__")) is not None
+
+
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for k, v in over.items():
