@@ -420,14 +420,27 @@ def bench(
     warmup: Annotated[int, typer.Option(help="Requests sent first and not measured.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the query mix and the arrivals.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+    find_rate: Annotated[bool, typer.Option(
+        "--find-rate", help="Search the highest arrival rate that keeps 99% of answers within "
+                            "--deadline-ms + 50 ms and none failing (the sizing figure).")
+    ] = False,
 ) -> None:
     """Load test: per-stage latency, throughput, breaches, fallbacks and peak memory."""
     import asyncio
 
     from rich.progress import Progress, TimeElapsedColumn
 
-    from ragpacer.pipeline.bench.loadgen import HttpTarget, SdkTarget, run_load
+    from ragpacer.pipeline.bench.loadgen import (
+        HttpTarget,
+        SdkTarget,
+        run_load,
+        sustainable_rate,
+    )
     from ragpacer.pipeline.sdk import Pipeline
+
+    if find_rate and deadline_ms is None:
+        raise _fail(ValueError("--find-rate needs --deadline-ms: the rate is the one that "
+                               "keeps answers within it"))
 
     async def main() -> dict:
         pipeline = None
@@ -440,13 +453,17 @@ def bench(
             target = SdkTarget(pipeline, deadline_ms)
         engine = getattr(pipeline, "engine", None)
         pgid = engine.proc.pid if engine is not None and engine.proc is not None else None
-        with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=err,
-                      transient=True) as bar:
-            task = bar.add_task("requests", total=requests)
-            result = await run_load(target, requests=requests, concurrency=concurrency,
-                                    rate=rate, engine_pgid=pgid, warmup=warmup, seed=seed,
-                                    deadline_ms=deadline_ms,
-                                    progress=lambda: bar.advance(task))
+        if find_rate:
+            assert deadline_ms is not None
+            result = await sustainable_rate(target, deadline_ms, seed=seed, say=_say)
+        else:
+            with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=err,
+                          transient=True) as bar:
+                task = bar.add_task("requests", total=requests)
+                result = await run_load(target, requests=requests, concurrency=concurrency,
+                                        rate=rate, engine_pgid=pgid, warmup=warmup, seed=seed,
+                                        deadline_ms=deadline_ms,
+                                        progress=lambda: bar.advance(task))
         if pipeline is not None:
             await pipeline.aclose()
         return result

@@ -107,3 +107,22 @@ def test_the_first_start_indexes_the_help_centre_and_says_how_long_it_took(
     _ingest_demo_if_empty(settings)
     assert current_index(tmp_path / "index") == first
     assert "ingested" not in capsys.readouterr().err
+
+
+async def test_the_sustainable_rate_doubles_then_bisects_to_the_last_rate_that_holds(
+        monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The search, on a stand-in for the load step whose answers turn late above 5.5/s: 1, 2,
+    4 hold, 8 misses, then 6 misses, 5 and 5.5 hold. A failed request fails a step too."""
+    from ragpacer.pipeline.bench import loadgen
+
+    async def step(target, *, requests, rate, warmup, seed, deadline_ms):  # type: ignore[no-untyped-def]
+        late = 0.0 if rate <= 5.5 else 0.2
+        return {"late_rate": late, "error_rate": 0.01 if rate == 2.0 and target else 0.0,
+                "e2e_ms": {"p50": 1.0, "p99": 2.0}}
+
+    monkeypatch.setattr(loadgen, "run_load", step)
+    found = await loadgen.sustainable_rate(None, 2500)
+    assert found["sustainable_rps"] == 5.5
+    assert [s["rate"] for s in found["steps"]] == [1, 2, 4, 8, 6, 5, 5.5]
+    failing = await loadgen.sustainable_rate("errors at 2/s", 2500)
+    assert failing["sustainable_rps"] == 1.88, "an error is a miss, like a late answer"
