@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -20,7 +20,7 @@ from ragpacer.pipeline.core.context import RunContext
 from ragpacer.pipeline.core.stage import Degraded, FallbackKind, StageBase, Update
 from ragpacer.pipeline.core.state import RequestState
 from ragpacer.retrieval.analyzer import Analyzer
-from ragpacer.retrieval.extractive import SentenceSelector
+from ragpacer.retrieval.extractive import Sentence, SentenceSelector
 
 _URL = re.compile(r"\bhttps?://[^\s<>()\]]+|\bwww\.[^\s<>()\]]+|\b[\w-]+(?:\.[\w-]+)*\."
                   r"(?:com|org|net|eu|io|be|de|fr|uk|example)\b(?:/[^\s<>()\]]*)?",
@@ -143,6 +143,15 @@ def judge(answer: str, evidence: list[str], min_overlap: float) -> Verdict:
     return Verdict(not missing and overlap >= min_overlap, tuple(missing), overlap)
 
 
+def leaves_out(answer: str, chosen: Sequence[Sentence]) -> list[str]:
+    """The claims of the sentences that answer best (the extractive selection) when the
+    answer states none of them: it then does not say what the sources do."""
+    key: set[str] = set()
+    for sentence in chosen:
+        key |= claims(sentence.text)
+    return [] if not key or key & claims(answer) else sorted(key)
+
+
 def evidence_of(state: RequestState) -> list[str]:
     """What an answer may draw on: the sources, the tool results and the question itself."""
     texts = [f"{h.title}. {h.text}" for h in state.get("sources", [])]
@@ -176,9 +185,13 @@ class Grounding(StageBase):
         route = ctx.settings.routing.routes.get(state.get("route", ""))
         if state.get("answer_kind") != "llm" or route is None or route.answer == "llm":
             return {}
-        verdict = judge(state.get("answer", ""), evidence_of(state),
-                        ctx.settings.answers.min_overlap)
-        if verdict.grounded:
+        answer = state.get("answer", "")
+        verdict = judge(answer, evidence_of(state), ctx.settings.answers.min_overlap)
+        selection = select(self.selector, state, ctx)
+        reason = None if verdict.grounded else verdict.reason
+        if reason is None and (left_out := leaves_out(answer, selection.sentences)):
+            reason = f"incomplete: leaves out {', '.join(left_out[:5])}"
+        if reason is None:
             return {}
-        update = extractive(select(self.selector, state, ctx), state, ctx)
-        return Degraded({**update, "truncated": False, "finish_reason": "stop"}, verdict.reason)
+        update = extractive(selection, state, ctx)
+        return Degraded({**update, "truncated": False, "finish_reason": "stop"}, reason)

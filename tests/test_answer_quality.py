@@ -87,6 +87,22 @@ async def test_the_guard_replaces_an_answer_with_an_invented_figure() -> None:
             await p.aclose()
 
 
+async def test_the_guard_replaces_an_answer_that_leaves_out_what_the_sources_say() -> None:
+    """Supported word for word, but without the figure the best source sentence gives: the
+    customer asked for the fee and would not learn it."""
+    tokens = ["SWIFT transfers ", "have a fee that depends on the amount", ". [1]"]
+    with ScriptedLLM(Script(tokens=tokens)) as server:
+        p = grounded(server.url)
+        try:
+            result = await p.arun(SWIFT, deadline_ms=5000)
+            assert result.answer_kind == "extractive" and "0.5%" in result.answer
+            rec = record(result, "grounding")
+            assert rec.outcome is Outcome.DEGRADED and rec.detail.startswith("incomplete")
+            assert "0.5%" in rec.detail
+        finally:
+            await p.aclose()
+
+
 async def test_the_guard_keeps_a_supported_answer() -> None:
     tokens = ["The fee is ", "0.5% of the amount, ", "minimum 5 EUR", ". [1]"]
     with ScriptedLLM(Script(tokens=tokens)) as server:
