@@ -424,6 +424,10 @@ def bench(
         "--find-rate", help="Search the highest arrival rate that keeps 99% of answers within "
                             "--deadline-ms + 50 ms and none failing (the sizing figure).")
     ] = False,
+    max_degraded: Annotated[float | None, typer.Option(
+        help="With --find-rate: a rate holds only while at most this share of answers is "
+             "degraded (0.05 for an LLM workload, which otherwise holds on fallbacks).")
+    ] = None,
 ) -> None:
     """Load test: per-stage latency, throughput, breaches, fallbacks and peak memory."""
     import asyncio
@@ -455,7 +459,8 @@ def bench(
         pgid = engine.proc.pid if engine is not None and engine.proc is not None else None
         if find_rate:
             assert deadline_ms is not None
-            result = await sustainable_rate(target, deadline_ms, seed=seed, say=_say)
+            result = await sustainable_rate(target, deadline_ms, seed=seed, say=_say,
+                                            max_degraded=max_degraded)
         else:
             with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=err,
                           transient=True) as bar:

@@ -178,24 +178,31 @@ async def run_load(target: Any, *, requests: int, concurrency: int | None = None
 async def sustainable_rate(target: Any, deadline_ms: float, *, start: float = 1.0,
                            max_rate: float = 512.0, seconds_per_step: float = 8.0,
                            late_target: float = 0.01, refine: int = 3, seed: int = 0,
+                           max_degraded: float | None = None,
                            say: Any = None) -> dict[str, Any]:
     """The highest Poisson arrival rate at which at most ``late_target`` of the answers come
-    later than the deadline + 50 ms and none fails: the rate doubles from ``start`` until a
-    step misses, then ``refine`` bisections between the last rate that held and the first
-    that did not. Each step sends ``seconds_per_step`` worth of requests (30 at least)."""
+    later than the deadline + 50 ms and none fails (and, with ``max_degraded``, at most that
+    share is degraded: an LLM workload otherwise "holds" by answering extractively): the rate
+    doubles from ``start`` until a step misses, then ``refine`` bisections between the last
+    rate that held and the first that did not. Each step sends ``seconds_per_step`` worth of
+    requests (30 at least)."""
     steps: list[dict[str, Any]] = []
 
     async def holds(rate: float) -> bool:
         n = max(30, int(rate * seconds_per_step))
         r = await run_load(target, requests=n, rate=rate, warmup=0, seed=seed,
                            deadline_ms=deadline_ms)
-        ok = r["error_rate"] == 0 and (r["late_rate"] or 0.0) <= late_target
+        degraded = r.get("degraded_rate", 0.0)
+        ok = r["error_rate"] == 0 and (r["late_rate"] or 0.0) <= late_target and (
+            max_degraded is None or degraded <= max_degraded)
         steps.append({"rate": rate, "requests": n, "late_rate": r["late_rate"],
-                      "error_rate": r["error_rate"], "e2e_p50_ms": r["e2e_ms"].get("p50"),
+                      "error_rate": r["error_rate"], "degraded_rate": degraded,
+                      "e2e_p50_ms": r["e2e_ms"].get("p50"),
                       "e2e_p99_ms": r["e2e_ms"].get("p99"), "held": ok})
         if say is not None:
             say(f"  {rate:7.2f}/s: late {r['late_rate'] or 0:.1%}, errors "
-                f"{r['error_rate']:.1%} -> {'holds' if ok else 'misses'}")
+                f"{r['error_rate']:.1%}, degraded {degraded:.1%} -> "
+                f"{'holds' if ok else 'misses'}")
         return ok
 
     good, bad = 0.0, None
@@ -213,7 +220,7 @@ async def sustainable_rate(target: Any, deadline_ms: float, *, start: float = 1.
             else:
                 bad = mid
     return {"sustainable_rps": round(good, 2), "deadline_ms": deadline_ms,
-            "late_target": late_target, "steps": steps}
+            "late_target": late_target, "max_degraded": max_degraded, "steps": steps}
 
 
 def _by_route(samples: dict[tuple[str, str], list[float]]) -> dict[str, dict[str, Any]]:
