@@ -425,8 +425,9 @@ def bench(
                             "--deadline-ms + 50 ms and none failing (the sizing figure).")
     ] = False,
     max_degraded: Annotated[float | None, typer.Option(
-        help="With --find-rate: a rate holds only while at most this share of answers is "
-             "degraded (0.05 for an LLM workload, which otherwise holds on fallbacks).")
+        help="With --find-rate: a rate holds only while at most this share of answers has a "
+             "stage that fell back (0.05 for an LLM workload, which otherwise holds on "
+             "extractive fallbacks).")
     ] = None,
 ) -> None:
     """Load test: per-stage latency, throughput, breaches, fallbacks and peak memory."""

@@ -37,6 +37,9 @@ class Tally:
     breaches: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     fallbacks: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     degraded: int = 0
+    # Requests with a stage that fell back or was cut for time or failure; the grounding
+    # check replacing an answer is a decision about the answer, not a lack of capacity.
+    fell_back: int = 0
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     cached: int = 0
 
@@ -44,6 +47,7 @@ class Tally:
         self.e2e.append(ms)
         self.cached += bool(info.get("cached"))
         self.degraded += bool(info.get("degraded"))
+        self.fell_back += bool(set(info.get("degraded") or ()) - {"grounding"})
         for st in info.get("stages", []):
             self.stages[st["name"]].append(st["elapsed_ms"])
             self.by_route[(str(info.get("route")), st["name"])].append(st["elapsed_ms"])
@@ -166,6 +170,7 @@ async def run_load(target: Any, *, requests: int, concurrency: int | None = None
         "breach_rate": {k: v / max(n, 1) for k, v in tally.breaches.items()},
         "fallback_rate": {k: v / max(n, 1) for k, v in tally.fallbacks.items()},
         "degraded_rate": tally.degraded / max(n, 1), "cache_hit_rate": tally.cached / max(n, 1),
+        "fallback_answer_rate": tally.fell_back / max(n, 1),
         "errors": dict(tally.errors),
         "error_rate": sum(tally.errors.values()) / max(requests, 1),
         "late_rate": (sum(ms > deadline_ms + 50 for ms in tally.e2e) / max(n, 1)
@@ -182,7 +187,8 @@ async def sustainable_rate(target: Any, deadline_ms: float, *, start: float = 1.
                            say: Any = None) -> dict[str, Any]:
     """The highest Poisson arrival rate at which at most ``late_target`` of the answers come
     later than the deadline + 50 ms and none fails (and, with ``max_degraded``, at most that
-    share is degraded: an LLM workload otherwise "holds" by answering extractively): the rate
+    share has a stage that fell back for time or failure: an LLM workload otherwise "holds"
+    by answering extractively; the grounding check's replacements do not count): the rate
     doubles from ``start`` until a step misses, then ``refine`` bisections between the last
     rate that held and the first that did not. Each step sends ``seconds_per_step`` worth of
     requests (30 at least)."""
@@ -192,16 +198,16 @@ async def sustainable_rate(target: Any, deadline_ms: float, *, start: float = 1.
         n = max(30, int(rate * seconds_per_step))
         r = await run_load(target, requests=n, rate=rate, warmup=0, seed=seed,
                            deadline_ms=deadline_ms)
-        degraded = r.get("degraded_rate", 0.0)
+        degraded = r.get("fallback_answer_rate", 0.0)
         ok = r["error_rate"] == 0 and (r["late_rate"] or 0.0) <= late_target and (
             max_degraded is None or degraded <= max_degraded)
         steps.append({"rate": rate, "requests": n, "late_rate": r["late_rate"],
-                      "error_rate": r["error_rate"], "degraded_rate": degraded,
+                      "error_rate": r["error_rate"], "fallback_answer_rate": degraded,
                       "e2e_p50_ms": r["e2e_ms"].get("p50"),
                       "e2e_p99_ms": r["e2e_ms"].get("p99"), "held": ok})
         if say is not None:
             say(f"  {rate:7.2f}/s: late {r['late_rate'] or 0:.1%}, errors "
-                f"{r['error_rate']:.1%}, degraded {degraded:.1%} -> "
+                f"{r['error_rate']:.1%}, fell back {degraded:.1%} -> "
                 f"{'holds' if ok else 'misses'}")
         return ok
 
