@@ -8,9 +8,9 @@ Two workloads over HTTP, the default query mix, cache off, Redis shared: the shi
 with a model answering through the LLM (``llm_grounded``) with 1 and 2 workers x 1 and 2
 replicas. Each configuration is its own `ragpacer serve` process, searched as `ragpacer bench
 --find-rate` does: the highest Poisson rate at which 99% of answers arrive within the
-deadline + 50 ms, none fails and at most 5% have a stage that fell back for time (else an
-LLM workload would hold on extractive fallbacks). The load generator runs on the same
-machine.
+deadline + 50 ms, none fails and few have a stage that fell back for time (5%; through the
+LLM 25%, above the 10-17% that fall back idle: else an LLM workload would hold on extractive
+fallbacks). The load generator runs on the same machine.
 Writes evals/results/bench_scale.json.
 """
 
@@ -26,6 +26,10 @@ from evals.server_process import llm_answers, served
 from ragpacer.pipeline.bench.loadgen import HttpTarget, sustainable_rate
 
 PORT = 8190
+# The share of answers allowed a stage that fell back. Idle, 10-17% of the LLM path's answers
+# already do (the model ends no sentence within its budget, or an engine call fails): the
+# threshold sits above that, so it measures what load adds.
+MAX_FALLBACK = {"shipped": 0.05, "llm_grounded": 0.25}
 CONFIGS = [("shipped", 1, 1), ("shipped", 2, 1),
            ("llm_grounded", 1, 1), ("llm_grounded", 2, 1),
            ("llm_grounded", 1, 2), ("llm_grounded", 2, 2)]
@@ -44,13 +48,13 @@ def environment(workload: str, workers: int, replicas: int) -> dict[str, str]:
     return env
 
 
-async def measure(url: str, deadline_ms: float) -> dict[str, Any]:
+async def measure(url: str, deadline_ms: float, max_fallback: float) -> dict[str, Any]:
     target = HttpTarget(url, None, deadline_ms)
     try:
-        # A rate holds only while 95% of answers have no stage that fell back (through the
-        # LLM, the client skips a saturated engine and answers extractively, always in time).
+        # A rate holds only while few answers have a stage that fell back (through the LLM,
+        # the client skips a saturated engine and answers extractively, always in time).
         return await sustainable_rate(target, deadline_ms, refine=2, seconds_per_step=6,
-                                      say=print, max_degraded=0.05)
+                                      say=print, max_degraded=max_fallback)
     finally:
         await target.client.aclose()
 
@@ -58,12 +62,15 @@ async def measure(url: str, deadline_ms: float) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--deadline-ms", type=float, default=2500.0)
+    ap.add_argument("--workload", choices=["all", "shipped", "llm_grounded"], default="all")
     args = ap.parse_args()
     runs = []
     for workload, workers, replicas in CONFIGS:
+        if args.workload not in ("all", workload):
+            continue
         print(f"{workload}: {workers} worker(s), {replicas} replica(s)", flush=True)
         with served(environment(workload, workers, replicas), timeout_s=400) as server:
-            found = asyncio.run(measure(server.url, args.deadline_ms))
+            found = asyncio.run(measure(server.url, args.deadline_ms, MAX_FALLBACK[workload]))
         runs.append({"workload": workload, "workers": workers, "replicas": replicas, **found})
         print(f"  sustainable: {found['sustainable_rps']}/s", flush=True)
     print("| answers | workers | engine replicas | sustainable rate, req/s |")
