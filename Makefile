@@ -32,10 +32,10 @@ test: engine typecheck
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The inner loop: no LLM engine, no fault proxy, no soak, no notebooks (about a minute).
+# The inner loop: no LLM engine, no fault proxy, no soak, no notebooks, no server processes.
 test-fast: models
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not llm and not faults and not data" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not llm and not faults and not data and not processes" $(PYTEST_ARGS)
 
 lint: setup typecheck
 	$(BIN)/ruff check .

@@ -19,6 +19,8 @@ from evals.server_process import served
 from tests.conftest import ROOT
 from tests.support.redis import redis_up
 
+pytestmark = pytest.mark.processes
+
 REDIS = "redis://127.0.0.1:6379/7"
 RATE, BURST = 2.0, 10
 
