@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from ragpacer.pipeline.cache import semantic
 from ragpacer.pipeline.cache.semantic import SemanticCache, polarity
 
 
@@ -39,8 +41,6 @@ def test_entries_are_bounded() -> None:
 async def test_pipeline_semantic_hit_and_negation_guard(make_pipeline, scripted) -> None:
     p = make_pipeline(scripted.url)
     if p.caching.semantic is None:
-        import pytest
-
         pytest.skip("embedding classifier not prepared")
     first = await p.arun("how do I turn on two factor authentication")
     await p.caching.drain()
@@ -51,13 +51,15 @@ async def test_pipeline_semantic_hit_and_negation_guard(make_pipeline, scripted)
     assert len(scripted.requests) == 2
 
 
-def test_interleaved_adds_evictions_and_lookups_match_a_full_scan() -> None:
+@pytest.mark.parametrize("exact_rows,candidates", [(semantic.EXACT_ROWS, semantic.CANDIDATES),
+                                                   (16, 8)])
+def test_interleaved_adds_evictions_and_lookups_match_a_full_scan(
+        exact_rows: int, candidates: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows written in place, blanks compacted: the index answers as a scan of every live
-    entry would, and holds at most max_entries over all scopes."""
-    import numpy as np
-
-    from ragpacer.pipeline.cache.semantic import SemanticCache
-
+    entry would, and holds at most max_entries over all scopes; also when every scope is
+    searched through the sign-code prefilter (its codes moved with the rows)."""
+    monkeypatch.setattr(semantic, "EXACT_ROWS", exact_rows)
+    monkeypatch.setattr(semantic, "CANDIDATES", candidates)
     rng = np.random.default_rng(7)
     cache = SemanticCache(threshold=0.8, max_entries=300)
     live: dict[str, tuple[str, np.ndarray]] = {}
@@ -78,3 +80,31 @@ def test_interleaved_adds_evictions_and_lookups_match_a_full_scan() -> None:
                        key=lambda k: float(live[k][1] @ probe))
             assert cache.lookup(s, probe, "what is the fee") == want
     assert len(cache) == 300
+
+
+def test_a_large_scope_finds_paraphrases_among_crowded_rows_and_nothing_below_threshold() -> None:
+    """20,000 rows in topics of close paraphrases (cosine ~0.7 to each other): past
+    EXACT_ROWS the lookup narrows by sign code, yet finds every probe's source row (cosine
+    ~0.92) and matches no probe that is only near a topic."""
+    rng = np.random.default_rng(3)
+    dim, n = 384, 20_000
+    assert n > semantic.EXACT_ROWS
+
+    def units(v: np.ndarray) -> np.ndarray:
+        return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+    topics = units(rng.normal(size=(400, dim)))
+    rows = units(topics[rng.integers(0, 400, n)] + 0.65 * units(rng.normal(size=(n, dim))))
+    cache = SemanticCache(threshold=0.88, max_entries=n)
+    for i, v in enumerate(rows):
+        cache.add(f"k{i}", "s", v, "what is the fee")
+    picked = rng.integers(0, n, 300)
+    near = units(rows[picked] + 0.42 * units(rng.normal(size=(300, dim))))
+    for probe in near:
+        best = int(np.argmax(rows @ probe))
+        assert rows[best] @ probe >= 0.88
+        assert cache.lookup("s", probe, "what is the fee") == f"k{best}"
+    others = units(topics[rng.integers(0, 400, 300)] + 0.65 * units(rng.normal(size=(300, dim))))
+    for probe in others:
+        if float(np.max(rows @ probe)) < 0.88:
+            assert cache.lookup("s", probe, "what is the fee") is None
