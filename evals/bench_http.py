@@ -1,6 +1,6 @@
 """HTTP overhead on a cache hit at 1 and 32 concurrent clients, and the cost of tracing.
 
-Rerun:  .venv/bin/python -m evals.bench_http [--n 2000]
+Rerun:  .venv/bin/python -m evals.bench_http [--n 4000] [--rounds 10]
 Starts `ragpacer serve` as a separate process (external LLM, no tracing), warms one cache
 entry, then measures client-side latency minus the pipeline's own elapsed time. Baseline in
 the same run: a bare Starlette handler returning a fixed body (evals/bare_starlette.py) under
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from evals.common import percentiles, save
 from ragpacer.pipeline.core.settings import load_settings
 from ragpacer.pipeline.sdk import Pipeline
 from tests.support.http import free_port
+from tests.support.otlp import Receiver
 
 BODY = {"model": "ragpacer", "messages": [{"role": "user", "content": "how do I freeze my card"}]}
 
@@ -66,11 +68,12 @@ async def load(base: str, concurrency: int, n: int) -> dict:
 
 async def tracing_cost(n: int) -> dict:
     out = {}
+    receiver = Receiver()  # a collector that accepts the spans, as a deployment has
     for exporter in ("none", "otlp"):
         s = load_settings("ragpacer.yaml", environ={}, overrides={
             "llm": {"engine": "external"}, "cache": {"enabled": False},
             "tracing": {"exporter": exporter,
-                        "endpoint": f"http://127.0.0.1:{free_port()}/v1/traces"}})
+                        "endpoint": f"http://127.0.0.1:{receiver.port}/v1/traces"}})
         p = Pipeline(s)
         times = []
         for i in range(n):
@@ -92,7 +95,8 @@ def _merged(runs: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--n", type=int, default=4000)
+    ap.add_argument("--rounds", type=int, default=10)
     args = ap.parse_args()
     env = {**os.environ, "RAGPACER_LLM__ENGINE": "external", "RAGPACER_TRACING__EXPORTER": "none"}
     port, bare_port = free_port(), free_port()
@@ -103,20 +107,27 @@ def main() -> None:
         httpx.post(f"{base}/v1/chat/completions", json=BODY, timeout=30)
         time.sleep(0.2)
         out: dict = {}
-        for _ in range(2):  # interleaved, so drift on a shared machine hits both alike
+        ratios = []
+        # Short interleaved rounds, so drift on a shared machine hits both alike; the ratio
+        # is the median of the rounds' ratios.
+        for _ in range(args.rounds):
             for name, url in (("bare", f"http://127.0.0.1:{bare_port}"), ("c1", base)):
-                run = asyncio.run(load(url, 1, args.n // 2))
+                run = asyncio.run(load(url, 1, args.n // args.rounds))
                 out.setdefault(name, []).append(run)
+            ratios.append(out["c1"][-1]["latency_ms"]["p50"] / out["bare"][-1]["latency_ms"]["p50"])
         out = {k: _merged(v) for k, v in out.items()}
+        out["round_ratios_c1_to_bare_p50"] = ratios
         out["c32"] = _merged([asyncio.run(load(base, 32, args.n))])
     finally:
         for proc in (server, bare):
             proc.terminate()
             proc.wait(20)
-    out["ratio_c1_to_bare_p50"] = out["c1"]["latency_ms"]["p50"] / out["bare"]["latency_ms"]["p50"]
+    out["ratio_c1_to_bare_p50"] = statistics.median(out["round_ratios_c1_to_bare_p50"])
     out["tracing"] = asyncio.run(tracing_cost(1000))
+    spread = sorted(out["round_ratios_c1_to_bare_p50"])
     print(f"bare Starlette, 1 client: p50 {out['bare']['latency_ms']['p50']:.2f} ms; "
-          f"ragpacer cache hit / bare at p50: {out['ratio_c1_to_bare_p50']:.2f}x")
+          f"ragpacer cache hit / bare at p50: {out['ratio_c1_to_bare_p50']:.2f}x (median of "
+          f"{len(spread)} rounds, {spread[0]:.2f}-{spread[-1]:.2f})")
     for c in ("c1", "c32"):
         o = out[c]
         print(f"{c}: latency p50 {o['latency_ms']['p50']:.2f} p99 {o['latency_ms']['p99']:.2f} ms;"

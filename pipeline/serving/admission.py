@@ -60,7 +60,10 @@ class Admission:
         if tenant is not None:
             self._waiting_by[tenant] += 1
         try:
-            async with asyncio.timeout_at(deadline.at):
+            if self._slots.locked():
+                async with asyncio.timeout_at(deadline.at):
+                    await self._slots.acquire()
+            else:  # a free slot: taken at once, no timer to arm and cancel
                 await self._slots.acquire()
         except TimeoutError:
             self.rejected += 1

@@ -2,42 +2,37 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import httpx
-import orjson
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from ragpacer.pipeline.cache.response import redis_persistence
 from ragpacer.pipeline.core.context import TraceContext
 from ragpacer.pipeline.core.errors import RagpacerError
-from ragpacer.pipeline.result import Result
 from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.pipeline.serving import errors
 from ragpacer.pipeline.serving.admission import Admission
 from ragpacer.pipeline.serving.auth import KeyStore, RedisTokenBucket, TokenBucket, retry_after
-from ragpacer.pipeline.serving.errors import APIError, to_api_error
-from ragpacer.pipeline.serving.limits import BodySizeLimit
-from ragpacer.pipeline.serving.protocol import (
-    ChatCompletionRequest,
-    chunk_body,
-    closing_chunks,
-    completion_body,
-    completion_id,
-    server_timing,
+from ragpacer.pipeline.serving.chat import (
+    ARRIVED,
+    PATH,
+    TRACE,
+    ChatCompletions,
+    HotPath,
+    request_schema,
 )
+from ragpacer.pipeline.serving.errors import APIError
+from ragpacer.pipeline.serving.limits import BodySizeLimit
 
 
 def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
@@ -79,43 +74,11 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
     for exc_type in (Exception, RequestValidationError, HTTPException, APIError, RagpacerError):
         app.add_exception_handler(exc_type, errors.handle)
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request, body: ChatCompletionRequest,
-                               who: str = Depends(caller)) -> Any:
-        if body.model != model_name:
-            raise APIError(404, f"model {body.model!r} does not exist; use {model_name!r}",
-                           code="model_not_found", param="model")
-        if not body.messages:
-            raise APIError(400, "messages must not be empty", param="messages",
-                           code="invalid_value")
-        call = body.to_call()
-        if keys.enabled:
-            call["tenant"] = who  # the key id: cached answers never cross keys
-        call["traceparent"] = request.scope[TRACE]
-        pipeline.check_input(call["query"], call["filters"], call["deadline_ms"])
-        # The deadline runs from the request's arrival: time spent reading and validating it
-        # on a busy event loop is the caller's time too.
-        deadline = pipeline._deadline(call["deadline_ms"], request.scope.get(ARRIVED))
-        # Admission before the response starts: an overloaded server answers 503 with
-        # Retry-After, for a stream too, before any byte of a body.
-        stack = AsyncExitStack()
-        queued_ms = await stack.enter_async_context(admission.slot(deadline, call.get("tenant")))
-        # Time spent waiting for the slot counts against the request's deadline.
-        call["deadline_ms"] = max(deadline.remaining_ms(), 1.0)
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            release = _once(stack.aclose)
-            return StreamingResponse(
-                _stream(pipeline, call, model_name, queued_ms, include_usage, release),
-                media_type="text/event-stream", headers={"Cache-Control": "no-cache"},
-                background=BackgroundTask(release))  # also when the body never started
-        async with stack:
-            result = await pipeline.arun(call.pop("query"), **call)
-        # orjson: a fifth of the stdlib encoder's time on this body.
-        return Response(orjson.dumps(completion_body(result, model_name),
-                                     option=orjson.OPT_SERIALIZE_NUMPY),
-                        media_type="application/json",
-                        headers={"Server-Timing": server_timing(result, queued_ms)})
+    chat = ChatCompletions(pipeline, caller, admission)
+    request_body, components = request_schema()
+    app.add_api_route(PATH, chat.endpoint, methods=["POST"], response_model=None,
+                      openapi_extra={"requestBody": request_body})
+    _document_components(app, components)
 
     @app.get("/v1/models", dependencies=[Depends(caller)])
     async def models() -> dict[str, Any]:
@@ -146,11 +109,22 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     worker = str(os.getpid()) if settings.server.workers > 1 else None
-    return RequestContext(BodySizeLimit(app, settings.server.max_body_bytes), worker)
+    return RequestContext(BodySizeLimit(HotPath(app, chat), settings.server.max_body_bytes),
+                          worker)
 
 
-ARRIVED = "ragpacer.arrived"
-TRACE = "ragpacer.trace"
+def _document_components(app: FastAPI, components: dict[str, Any]) -> None:
+    """Add the schemas the chat endpoint's documented body refers to."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable, no spaces, bounded
 
 
@@ -187,20 +161,6 @@ class RequestContext:
         await self.app(scope, receive, send_with_ids)
 
 
-def _once(close: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
-    """An idempotent release: the stream's end and the response's background task both call
-    it, whichever comes (a stream the client left before it started has only the second)."""
-    done = False
-
-    async def release() -> None:
-        nonlocal done
-        if not done:
-            done = True
-            await close()
-
-    return release
-
-
 async def _llm_check(pipeline: Pipeline) -> str:
     if pipeline.engines is not None and (status := pipeline.engines.status()) != "ok":
         return status  # an engine restarting, or given up, and why
@@ -224,35 +184,3 @@ async def _redis_check(url: str) -> str:
         return f"down ({type(exc).__name__})"
     finally:
         await client.aclose()
-
-
-def _sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
-
-async def _stream(pipeline: Pipeline, call: dict[str, Any], model: str,
-                  queued_ms: float, include_usage: bool,
-                  release: Callable[[], Awaitable[None]]) -> AsyncIterator[str]:
-    """Chunks as generated, all with one id; then the closing chunks (``closing_chunks``).
-    An error after the first byte is an OpenAI-style error event, then ``[DONE]``."""
-    cid = completion_id(call["traceparent"].trace_id)
-    usage: dict[str, Any] = {"usage": None} if include_usage else {}
-    query = call.pop("query")
-    first = True
-    try:
-        async for item in pipeline.astream(query, **call):
-            if isinstance(item, Result):
-                for chunk in closing_chunks(cid, model, item, queued_ms, include_usage):
-                    yield _sse(chunk)
-                break
-            delta = {"role": "assistant", "content": item} if first else {"content": item}
-            first = False
-            yield _sse(chunk_body(cid, model, delta, **usage))
-    except asyncio.CancelledError:
-        raise  # the client went away: astream's finally cancels the pipeline's work
-    except Exception as exc:
-        err = to_api_error(exc)
-        yield _sse(errors.error_body(err.message, err.type, err.code, err.param))
-    finally:
-        await release()
-    yield "data: [DONE]\n\n"

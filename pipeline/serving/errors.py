@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from ragpacer.pipeline.core.errors import InputError, RagpacerError, StageFailed
@@ -44,7 +45,7 @@ def to_api_error(exc: BaseException) -> APIError:
         return APIError(503, f"the {exc.stage} stage is unavailable; retry shortly",
                         type="service_unavailable", code="stage_unavailable",
                         headers={"Retry-After": "1"})
-    if isinstance(exc, RequestValidationError):
+    if isinstance(exc, RequestValidationError | ValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
         msg = first.get("msg", "invalid request")

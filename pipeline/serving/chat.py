@@ -1,0 +1,177 @@
+"""``POST /v1/chat/completions``: the endpoint, and the shortcut that serves it outside
+FastAPI's middleware stack and router.
+
+The endpoint reads and validates its own body (pydantic-core straight from the bytes), so it
+runs the same under FastAPI's router (where the route is declared, for the OpenAPI schema) and
+under ``HotPath``, which hands it every POST to its path before FastAPI's six middleware
+layers and dependency resolution: on a cache hit those were most of the server's time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import orjson
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ragpacer.pipeline.result import Result
+from ragpacer.pipeline.sdk import Pipeline
+from ragpacer.pipeline.serving import errors
+from ragpacer.pipeline.serving.admission import Admission
+from ragpacer.pipeline.serving.errors import APIError, to_api_error
+from ragpacer.pipeline.serving.limits import BodyTooLarge
+from ragpacer.pipeline.serving.protocol import (
+    ChatCompletionRequest,
+    chunk_body,
+    closing_chunks,
+    completion_body,
+    completion_id,
+    server_timing,
+)
+
+PATH = "/v1/chat/completions"
+ARRIVED = "ragpacer.arrived"  # scope keys set by serving.app.RequestContext
+TRACE = "ragpacer.trace"
+
+Caller = Callable[[Request], Awaitable[str]]
+
+
+class ChatCompletions:
+    def __init__(self, pipeline: Pipeline, caller: Caller, admission: Admission) -> None:
+        self.pipeline = pipeline
+        self.caller = caller
+        self.admission = admission
+        self.model = pipeline.settings.server.model_name
+        self.authenticated = bool(pipeline.settings.server.api_keys)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        response = await self.endpoint(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def endpoint(self, request: Request) -> Response:
+        """Every outcome is a response: an answer, a stream, or an OpenAI-style error."""
+        try:
+            return await self._answer(request)
+        except BodyTooLarge:
+            raise  # serving.limits.BodySizeLimit answers 413
+        except Exception as exc:
+            return errors.response_for(exc)
+
+    async def _answer(self, request: Request) -> Response:
+        who = await self.caller(request)  # 401 / 429 before the body is read
+        body = ChatCompletionRequest.model_validate_json(await request.body())
+        if body.model != self.model:
+            raise APIError(404, f"model {body.model!r} does not exist; use {self.model!r}",
+                           code="model_not_found", param="model")
+        if not body.messages:
+            raise APIError(400, "messages must not be empty", param="messages",
+                           code="invalid_value")
+        call = body.to_call()
+        if self.authenticated:
+            call["tenant"] = who  # the key id: cached answers never cross keys
+        call["traceparent"] = request.scope[TRACE]
+        pipeline = self.pipeline
+        pipeline.check_input(call["query"], call["filters"], call["deadline_ms"])
+        # The deadline runs from the request's arrival: time spent reading and validating it
+        # on a busy event loop is the caller's time too.
+        deadline = pipeline._deadline(call["deadline_ms"], request.scope.get(ARRIVED))
+        # Admission before the response starts: an overloaded server answers 503 with
+        # Retry-After, for a stream too, before any byte of a body.
+        stack = AsyncExitStack()
+        queued_ms = await stack.enter_async_context(
+            self.admission.slot(deadline, call.get("tenant")))
+        # Time spent waiting for the slot counts against the request's deadline.
+        call["deadline_ms"] = max(deadline.remaining_ms(), 1.0)
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            release = _once(stack.aclose)
+            return StreamingResponse(
+                _stream(pipeline, call, self.model, queued_ms, include_usage, release),
+                media_type="text/event-stream", headers={"Cache-Control": "no-cache"},
+                background=BackgroundTask(release))  # also when the body never started
+        async with stack:
+            result = await pipeline.arun(call.pop("query"), **call)
+        # orjson: a fifth of the stdlib encoder's time on this body.
+        return Response(orjson.dumps(completion_body(result, self.model),
+                                     option=orjson.OPT_SERIALIZE_NUMPY),
+                        media_type="application/json",
+                        headers={"Server-Timing": server_timing(result, queued_ms)})
+
+
+class HotPath:
+    """Pure ASGI: POST to the chat path goes straight to ``chat``; the rest to ``app``."""
+
+    def __init__(self, app: Any, chat: ChatCompletions) -> None:
+        self.app = app
+        self.chat = chat
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST":
+            await self.chat(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def request_schema() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The OpenAPI request body of the endpoint and the component schemas it refers to
+    (FastAPI documents a body only when it parses it itself)."""
+    schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = {**schema.pop("$defs", {}), "ChatCompletionRequest": schema}
+    body = {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}}
+    return body, components
+
+
+def _once(close: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+    """An idempotent release: the stream's end and the response's background task both call
+    it, whichever comes (a stream the client left before it started has only the second)."""
+    done = False
+
+    async def release() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            await close()
+
+    return release
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+async def _stream(pipeline: Pipeline, call: dict[str, Any], model: str,
+                  queued_ms: float, include_usage: bool,
+                  release: Callable[[], Awaitable[None]]) -> AsyncIterator[str]:
+    """Chunks as generated, all with one id; then the closing chunks (``closing_chunks``).
+    An error after the first byte is an OpenAI-style error event, then ``[DONE]``."""
+    cid = completion_id(call["traceparent"].trace_id)
+    usage: dict[str, Any] = {"usage": None} if include_usage else {}
+    query = call.pop("query")
+    first = True
+    try:
+        async for item in pipeline.astream(query, **call):
+            if isinstance(item, Result):
+                for chunk in closing_chunks(cid, model, item, queued_ms, include_usage):
+                    yield _sse(chunk)
+                break
+            delta = {"role": "assistant", "content": item} if first else {"content": item}
+            first = False
+            yield _sse(chunk_body(cid, model, delta, **usage))
+    except asyncio.CancelledError:
+        raise  # the client went away: astream's finally cancels the pipeline's work
+    except Exception as exc:
+        err = to_api_error(exc)
+        yield _sse(errors.error_body(err.message, err.type, err.code, err.param))
+    finally:
+        await release()
+    yield "data: [DONE]\n\n"
+
+
+__all__ = ["PATH", "ChatCompletions", "HotPath", "request_schema"]
