@@ -191,11 +191,11 @@ def serve(
         _say(f"serving http://{bind_host}:{bind_port}/v1 (model {settings.server.model_name!r})")
 
     app = create_app(pipeline, manage_lifecycle=False)
+    server = uvicorn.Server(uvicorn_config(app, settings, host=bind_host, port=bind_port,
+                                           lifespan="off"))
 
     async def main() -> None:
         await start_then_log()
-        server = uvicorn.Server(uvicorn_config(app, settings, host=bind_host, port=bind_port,
-                                               lifespan="off"))
         try:
             await server.serve()
         finally:
@@ -204,7 +204,10 @@ def serve(
     import asyncio
 
     try:
-        asyncio.run(main())
+        # The loop uvicorn itself would run (uvloop when installed): asyncio's own loop
+        # answered a cache hit ~0.3 ms slower.
+        with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+            runner.run(main())
     except RagpacerError as exc:
         raise _fail(exc) from None
     except KeyboardInterrupt:
