@@ -1,4 +1,8 @@
-"""Cache hits through the SDK, the feature stage's stores, and concurrent tools.
+"""Cache hits and misses through the SDK, the feature stage's stores, and concurrent tools.
+
+A miss is measured as the cache stage's own time on a new question (exact lookup, the query
+embedded, the semantic lookup), against the query embedding alone on a question of the same
+shape, interleaved in one run.
 
 Rerun:  .venv/bin/python -m evals.bench_cache_features_tools [--n 1000]
 Needs Redis on 127.0.0.1:6379 and `ragpacer features materialize` for both stores.
@@ -42,6 +46,27 @@ async def cache_hits(n: int, redis: bool) -> dict:
         assert r.cached
     await p.aclose()
     return percentiles(times)
+
+
+async def cache_misses(n: int, redis: bool) -> dict:
+    p = Pipeline(settings(redis_url=REDIS if redis else None))
+    p.version += f"-bench-{time.time()}"
+    embedder = p.caching.lookup.classifier.embedder
+    await p.arun("how do I freeze my card")
+    stage, embed = [], []
+    for i in range(n):
+        t0 = time.perf_counter()
+        embedder.embed_one(f"what does a transfer of {i} euros to account {n + i} cost")
+        embed.append((time.perf_counter() - t0) * 1000)
+        r = await p.arun(f"what does a transfer of {i} euros to account {i} cost")
+        if not r.cached:  # a paraphrase of an earlier question can hit the semantic cache
+            stage.append(next(s.elapsed_ms for s in r.stages if s.name == "cache"))
+    await p.caching.drain()
+    await p.aclose()
+    out = {"cache_stage": percentiles(stage), "embedding": percentiles(embed),
+           "misses": len(stage)}
+    out["ratio_p50"] = out["cache_stage"]["p50"] / out["embedding"]["p50"]
+    return out
 
 
 async def features(n: int) -> dict:
@@ -92,10 +117,15 @@ def main() -> None:
     args = ap.parse_args()
     out = {"cache_hit_ms_inprocess": asyncio.run(cache_hits(args.n, False)),
            "cache_hit_ms_redis": asyncio.run(cache_hits(args.n, True)),
+           "cache_miss_ms_inprocess": asyncio.run(cache_misses(args.n, False)),
+           "cache_miss_ms_redis": asyncio.run(cache_misses(args.n, True)),
            "feature_stage_ms": asyncio.run(features(args.n)),
            "tools_total_over_slowest": asyncio.run(tools(50))}
     for k, v in out.items():
-        if "p50" in v:
+        if "ratio_p50" in v:
+            print(f"{k:34} cache stage p50 {v['cache_stage']['p50']:.3f}, the embedding alone "
+                  f"{v['embedding']['p50']:.3f}: {v['ratio_p50']:.2f}x")
+        elif "p50" in v:
             print(f"{k:34} p50 {v['p50']:.3f} p95 {v['p95']:.3f} p99 {v['p99']:.3f}")
         else:
             for kk, vv in v.items():
