@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
+import threading
 
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
@@ -110,43 +110,81 @@ async def test_langfuse_export_goes_to_its_public_otlp_path_with_basic_auth(scri
     rx.server.shutdown()
 
 
-def hanging_server() -> tuple[socket.socket, int]:
-    """Accepts connections and never answers."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    return sock, sock.getsockname()[1]
+class HangingCollector:
+    """Accepts OTLP connections, reads what comes, never answers; counts the connections the
+    exporter still holds open (it closes one when its export times out)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.open = 0
+        self.accepted = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            with self._lock:
+                self.open += 1
+                self.accepted += 1
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        with conn:
+            while conn.recv(65536):
+                pass
+        with self._lock:
+            self.open -= 1
+
+    def close(self) -> None:
+        self.sock.close()
 
 
-async def _median_latency(p: Pipeline, n: int = 30) -> float:
-    times = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        await p.arun(f"{QUESTION} {i}")
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[n // 2]
+async def test_a_request_never_waits_for_a_hanging_collector(scripted) -> None:
+    """Export runs beside the requests: one answered while an export hangs leaves that export
+    still hanging (an export on the request path would have had to end first)."""
+    collector = HangingCollector()
+    p = Pipeline(make_settings(scripted.url, cache={"enabled": False}, tracing={
+        "exporter": "otlp", "export_timeout_s": 30,
+        "endpoint": f"http://127.0.0.1:{collector.port}/v1/traces"}), resources=RESOURCES)
+    baseline = Pipeline(make_settings(scripted.url, cache={"enabled": False}),
+                        resources=RESOURCES)
+    await p.arun(QUESTION)
+    for _ in range(600):  # the batch processor exports within its 0.5 s schedule
+        if collector.open:
+            break
+        await asyncio.sleep(0.05)
+    assert collector.open, "no export reached the collector"
+    hanging = collector.accepted
+    result = await p.arun(f"{QUESTION} today")
+    assert collector.open and collector.accepted == hanging, "the request waited for the export"
+    expected = await baseline.arun(f"{QUESTION} today")
+    assert (result.answer, result.degraded) == (expected.answer, expected.degraded)
+    # Shutdown gives up on the hanging export instead of waiting for it (a hang guard only).
+    await asyncio.wait_for(p.aclose(), 120)
+    await baseline.aclose()
+    collector.close()
 
 
-async def test_dead_or_hanging_collector_costs_no_latency(scripted) -> None:
-    sock, hang_port = hanging_server()
-    base = Pipeline(make_settings(scripted.url, cache={"enabled": False}), resources=RESOURCES)
-    baseline = await _median_latency(base)
+async def test_a_dead_collector_changes_no_answer(scripted) -> None:
     dead = {"host": f"http://127.0.0.1:{free_port()}", "public_key": "pk", "secret_key": "sk"}
-    configs = [
+    baseline = Pipeline(make_settings(scripted.url, cache={"enabled": False}),
+                        resources=RESOURCES)
+    for extra in (
         {"tracing": {"exporter": "otlp", "export_timeout_s": 1,
                      "endpoint": f"http://127.0.0.1:{free_port()}/v1/traces"}},
-        {"tracing": {"exporter": "otlp", "export_timeout_s": 1,
-                     "endpoint": f"http://127.0.0.1:{hang_port}/v1/traces"}},
         {"tracing": {"exporter": "langfuse", "export_timeout_s": 1}, "langfuse": dead},
-    ]
-    for extra in configs:
+    ):
         p = Pipeline(make_settings(scripted.url, cache={"enabled": False}, **extra),
-            resources=RESOURCES)
-        traced = await _median_latency(p)
-        assert traced < baseline * 3 + 0.005, (extra, baseline, traced)
-        t0 = time.monotonic()
-        await p.aclose()
-        assert time.monotonic() - t0 < 10, "shutdown must flush within a bounded time"
-    await base.aclose()
-    sock.close()
-    await asyncio.sleep(0)
+                     resources=RESOURCES)
+        for i in range(5):
+            got, want = await p.arun(f"{QUESTION} {i}"), await baseline.arun(f"{QUESTION} {i}")
+            assert (got.answer, got.degraded) == (want.answer, want.degraded), extra
+        await asyncio.wait_for(p.aclose(), 120)  # a hang guard, not a speed claim
+    await baseline.aclose()

@@ -23,3 +23,16 @@ class Sleepy:
 
     def arguments_from(self, state: Any) -> dict[str, Any]:
         return {}
+
+
+class Rendezvous(Sleepy):
+    """Answers only once every tool sharing its barrier has started: run one after another,
+    the first waits for the others until its timeout."""
+
+    def __init__(self, name: str, barrier: asyncio.Barrier, timeout_s: float = 5.0):
+        super().__init__(name, 0.0, timeout_s)
+        self.barrier = barrier
+
+    async def __call__(self, args: dict[str, Any]) -> str:
+        await self.barrier.wait()
+        return self.name
