@@ -101,21 +101,26 @@ async def _timed(client: LLMClient, model, n_tokens: int) -> tuple[int, float]: 
     return c.completion_tokens, c.elapsed_ms
 
 
-async def test_continuous_batching_raises_aggregate_throughput(vllm) -> None:  # type: ignore[no-untyped-def]
+async def test_continuous_batching_decodes_concurrent_requests_together(vllm) -> None:  # type: ignore[no-untyped-def]
+    """Eight requests sent at once run in the engine's batch together (vLLM's own gauge of
+    running requests), and each gets all its tokens. Throughput is a benchmark's business
+    (evals/bench_llm.py); the behaviour is that requests share decode steps."""
     model = vllm.settings.llm.model("smollm2")
     client = LLMClient()
     await _timed(client, model, 8)  # warm
-    t0 = time.monotonic()
-    tokens, _ = await _timed(client, model, 64)
-    single = tokens / (time.monotonic() - t0)
-    t0 = time.monotonic()
-    results = await asyncio.gather(*(_timed(client, model, 64) for _ in range(8)))
-    aggregate = sum(t for t, _ in results) / (time.monotonic() - t0)
+    metrics_url = model.url.removesuffix("/v1") + "/metrics"
+    peak = 0
+    async with httpx.AsyncClient(timeout=5) as http:
+        load = asyncio.gather(*(_timed(client, model, 64) for _ in range(8)))
+        while not load.done():
+            text = (await http.get(metrics_url)).text
+            running = re.findall(r"^vllm:num_requests_running\{[^}]*\} ([\d.]+)", text, re.M)
+            peak = max([peak, *(int(float(x)) for x in running)])
+            await asyncio.sleep(0.05)
+        results = await load
     await client.aclose()
     assert all(t == 64 for t, _ in results)
-    # Measured 7x at 16 streams on an AVX-512 CPU, 1.6x at 8 on an AVX2 one: batching must
-    # at least help, clearly.
-    assert aggregate > 1.3 * single, (single, aggregate)
+    assert peak >= 4, f"at most {peak} of 8 requests ran together"
 
 
 def autogroup_nice(pid: int) -> int | None:
