@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -103,3 +104,69 @@ def test_ragpacer_ask_beside_a_running_server_searches_the_same_index() -> None:
     asked = json.loads(out.stdout)
     assert [s["id"] for s in asked["sources"]] == served_sources
     assert asked["stages"] and not asked["degraded"]
+
+
+NEW_DOC = {"id": "savings-lunar", "title": "Lunar savings account",
+           "text": "The Lunar savings account pays 7.25% interest a year on balances up to "
+                   "5,000 EUR. Open it in the app under Accounts > New.",
+           "metadata": {"department": "accounts", "doc_type": "guide", "product": "savings"}}
+LUNAR = "What interest does the Lunar savings account pay?"
+
+
+def test_workers_serve_a_new_index_without_a_restart(tmp_path: Path) -> None:
+    """`ragpacer ingest` beside `serve --workers 2`: both workers answer from the new index
+    within seconds (a document only the new index holds), and every request meanwhile is
+    answered."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "models").symlink_to(ROOT / ".ragpacer" / "models")
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text((ROOT / "pipeline" / "demo" / "knowledge_base.jsonl").read_text())
+    env = {"RAGPACER_HOME": str(home), "RAGPACER_RETRIEVAL__KNOWLEDGE_BASE": str(kb),
+           "RAGPACER_SERVER__WORKERS": "2", "RAGPACER_SERVER__INDEX_POLL_S": "0.5",
+           "RAGPACER_LLM__ENGINE": "external", "RAGPACER_TRACING__EXPORTER": "none"}
+
+    def ingest() -> None:
+        out = subprocess.run([sys.executable, "-m", "ragpacer.pipeline.cli", "ingest", str(kb)],
+                             cwd=ROOT, env={**os.environ, **env}, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+
+    def lunar(url: str) -> httpx.Response:
+        return httpx.post(f"{url}/v1/chat/completions", timeout=30,
+                          headers={"Connection": "close"},
+                          json={"model": "ragpacer",
+                                "messages": [{"role": "user", "content": LUNAR}]})
+
+    ingest()
+    with served(env, timeout_s=240) as server:
+        # Both workers up on the first index (the server is ready with one).
+        before: dict[str, str] = {}
+        for _ in range(600):
+            r = lunar(server.url)
+            assert r.status_code == 200 and "7.25%" not in r.text, r.text
+            before[r.headers["x-ragpacer-worker"]] = r.text
+            if len(before) == 2:
+                break
+            time.sleep(0.1)
+        assert len(before) == 2, f"workers up: {list(before)}"
+        old_index = httpx.get(f"{server.url}/readyz", timeout=5).json()["index"]
+        with kb.open("a") as f:
+            f.write(json.dumps(NEW_DOC) + "\n")
+        ingest()
+        answered: dict[str, str] = {}  # worker -> its answer, once it serves the new index
+        statuses = []
+        for _ in range(600):
+            r = lunar(server.url)
+            statuses.append(r.status_code)
+            if r.status_code == 200 and "7.25%" in r.json()["choices"][0]["message"]["content"]:
+                answered[r.headers["x-ragpacer-worker"]] = r.text
+            if len(answered) == 2:
+                break
+            time.sleep(0.05)
+        assert set(answered) == set(before), f"serving the new index: {list(answered)}"
+        assert set(statuses) == {200}, "every request answered while the workers switched"
+        for _ in range(20):  # each worker's readiness names the new index
+            ready = httpx.get(f"{server.url}/readyz", timeout=5,
+                              headers={"Connection": "close"}).json()
+            assert ready["status"] == "ok" and ready["index"] != old_index, ready

@@ -422,6 +422,9 @@ class ServerSettings(_Model):
     # response names its worker (`x-ragpacer-worker`), and redis_url makes them share the
     # cache and the rate limits.
     workers: PositiveInt = 1
+    # Workers look for a new index (`ragpacer ingest` switched `{home}/index/current`) this
+    # often, in seconds, and then serve a pipeline built on a copy of it; 0: only at start.
+    index_poll_s: float = Field(default=2.0, ge=0.0)
 
 
 class FeatureSettings(_Model):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
+from ragpacer.pipeline.assembly import index_root
 from ragpacer.pipeline.cache.response import redis_persistence
 from ragpacer.pipeline.core.context import TraceContext
 from ragpacer.pipeline.core.errors import RagpacerError
@@ -32,11 +34,16 @@ from ragpacer.pipeline.serving.chat import (
     request_schema,
 )
 from ragpacer.pipeline.serving.errors import APIError
+from ragpacer.pipeline.serving.index_follow import Current, IndexFollower
 from ragpacer.pipeline.serving.limits import BodySizeLimit
 
 
-def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
+def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True,
+               rebuild: Callable[[], Pipeline] | None = None) -> Any:
+    """``rebuild``: how to make this process's pipeline again; given, the app follows
+    `ragpacer ingest` (``serving.index_follow``) every ``server.index_poll_s``."""
     settings = pipeline.settings
+    current = Current(pipeline)
     model_name = settings.server.model_name
     keys = KeyStore(settings.server.api_keys)
     admission = Admission(settings.server.max_concurrency, settings.server.max_queue)
@@ -62,9 +69,18 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if manage_lifecycle:
             await pipeline.astart()
+        follower, follow = None, None
+        if rebuild is not None and settings.server.index_poll_s > 0:
+            follower = IndexFollower(current, rebuild, index_root(settings),
+                                     settings.server.index_poll_s)
+            follow = asyncio.get_running_loop().create_task(follower.run())
         yield
+        if follower is not None and follow is not None:
+            follow.cancel()
+            await asyncio.gather(follow, return_exceptions=True)
+            await follower.aclose()
         if manage_lifecycle:
-            await pipeline.aclose()
+            await current.pipeline.aclose()
 
     app = FastAPI(title="ragpacer", version="0.1.0", lifespan=lifespan,
                   docs_url=None, redoc_url=None)
@@ -74,7 +90,7 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
     for exc_type in (Exception, RequestValidationError, HTTPException, APIError, RagpacerError):
         app.add_exception_handler(exc_type, errors.handle)
 
-    chat = ChatCompletions(pipeline, caller, admission)
+    chat = ChatCompletions(current, caller, admission)
     request_body, components = request_schema()
     app.add_api_route(PATH, chat.endpoint, methods=["POST"], response_model=None,
                       openapi_extra={"requestBody": request_body})
@@ -88,7 +104,7 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
     @app.get("/metrics", dependencies=[Depends(caller)])
     async def metrics() -> Response:
         # Behind the API keys when they are set; the server binds to loopback by default.
-        return Response(pipeline.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(current.pipeline.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -96,14 +112,16 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True) -> Any:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        checks = {"index": "ok" if len(pipeline.index) else "empty",
-                  "llm": await _llm_check(pipeline) if pipeline.uses_llm else "unused"}
+        serving = current.pipeline
+        checks = {"index": "ok" if len(serving.index) else "empty",
+                  "llm": await _llm_check(serving) if serving.uses_llm else "unused"}
         if settings.redis_url:
             checks["redis"] = await _redis_check(settings.redis_url)
         ready = checks["index"] == "ok"
         healthy = all(v in ("ok", "unused") for k, v in checks.items() if k != "index")
         status = "ok" if ready and healthy else ("degraded" if ready else "down")
-        body: dict[str, Any] = {"status": status, "checks": checks}
+        body: dict[str, Any] = {"status": status, "checks": checks,
+                                "index": serving.index_id}
         if settings.redis_url:  # whether cached answers survive a Redis restart
             body["cache_persistence"] = await redis_persistence(settings.redis_url)
         return JSONResponse(body, status_code=200 if ready else 503)

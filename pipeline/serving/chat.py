@@ -25,6 +25,7 @@ from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.pipeline.serving import errors
 from ragpacer.pipeline.serving.admission import Admission
 from ragpacer.pipeline.serving.errors import APIError, to_api_error
+from ragpacer.pipeline.serving.index_follow import Current
 from ragpacer.pipeline.serving.limits import BodyTooLarge
 from ragpacer.pipeline.serving.protocol import (
     ChatCompletionRequest,
@@ -43,12 +44,13 @@ Caller = Callable[[Request], Awaitable[str]]
 
 
 class ChatCompletions:
-    def __init__(self, pipeline: Pipeline, caller: Caller, admission: Admission) -> None:
-        self.pipeline = pipeline
+    def __init__(self, current: Current, caller: Caller, admission: Admission) -> None:
+        self.current = current  # the pipeline now: a new index swaps it (index_follow)
         self.caller = caller
         self.admission = admission
-        self.model = pipeline.settings.server.model_name
-        self.authenticated = bool(pipeline.settings.server.api_keys)
+        settings = current.pipeline.settings
+        self.model = settings.server.model_name
+        self.authenticated = bool(settings.server.api_keys)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         response = await self.endpoint(Request(scope, receive))
@@ -76,7 +78,7 @@ class ChatCompletions:
         if self.authenticated:
             call["tenant"] = who  # the key id: cached answers never cross keys
         call["traceparent"] = request.scope[TRACE]
-        pipeline = self.pipeline
+        pipeline = self.current.pipeline  # this request finishes on it, whatever is swapped in
         pipeline.check_input(call["query"], call["filters"], call["deadline_ms"])
         # The deadline runs from the request's arrival: time spent reading and validating it
         # on a busy event loop is the caller's time too.

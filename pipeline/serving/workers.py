@@ -5,7 +5,8 @@ The parent starts the managed LLM engines once and keeps them supervised; each w
 its own pipeline against them (as an external engine), searches its own read-only copy of
 the current Qdrant Edge index (the shard's lock admits one process), and shares the response
 cache, the rate limits and request-time data through Redis (``redis_url``; without it each
-worker keeps its own). A re-ingest reaches the workers as they are replaced or restarted.
+worker keeps its own). A re-ingest reaches every worker within ``server.index_poll_s``
+(``serving.index_follow``).
 """
 
 from __future__ import annotations
@@ -30,10 +31,16 @@ FACTORY = "ragpacer.pipeline.serving.workers:worker_app"
 
 
 def worker_app() -> Any:
-    """The app of one worker process (uvicorn calls it in each worker)."""
+    """The app of one worker process (uvicorn calls it in each worker); it follows a
+    re-ingest by building its pipeline again on a copy of the new index."""
+    # Its lifespan starts and closes the pipeline, and the ones a new index brings.
+    return create_app(worker_pipeline(), rebuild=worker_pipeline)
+
+
+def worker_pipeline() -> Pipeline:
+    """A pipeline searching a copy of the current index of its own."""
     snapshots = Path(tempfile.mkdtemp(prefix=f"ragpacer-worker-{os.getpid()}-"))
-    pipeline = Pipeline(load_settings(), resources=Resources(snapshots), close_resources=True)
-    return create_app(pipeline)  # its lifespan starts and closes the pipeline
+    return Pipeline(load_settings(), resources=Resources(snapshots), close_resources=True)
 
 
 def serve_workers(settings: Settings, config: Path | None, host: str, port: int, workers: int,
