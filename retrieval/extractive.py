@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -76,7 +77,8 @@ class SentenceIndex:
         index = cls.build(documents, embedder)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".partial.npz")
+            # Per process: the workers taking up a new index build this at the same time.
+            tmp = path.with_suffix(f".{os.getpid()}.partial.npz")
             np.savez(tmp, keys=np.array(list(index.rows)), vectors=index.vectors)
             tmp.replace(path)
         except OSError as exc:  # a read-only home still serves; it just embeds again
