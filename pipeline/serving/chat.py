@@ -44,6 +44,8 @@ Caller = Callable[[Request], Awaitable[str]]
 
 
 class ChatCompletions:
+    """The endpoint, as a plain handler (``endpoint``) and as an ASGI app (``__call__``)."""
+
     def __init__(self, current: Current, caller: Caller, admission: Admission) -> None:
         self.current = current  # the pipeline now: a new index swaps it (index_follow)
         self.caller = caller
