@@ -90,7 +90,7 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True,
     for exc_type in (Exception, RequestValidationError, HTTPException, APIError, RagpacerError):
         app.add_exception_handler(exc_type, errors.handle)
 
-    chat = ChatCompletions(current, caller, admission)
+    chat = ChatCompletions(current, caller, admission, keyed=keys.enabled)
     request_body, components = request_schema()
     app.add_api_route(PATH, chat.endpoint, methods=["POST"], response_model=None,
                       openapi_extra={"requestBody": request_body})

@@ -46,13 +46,13 @@ Caller = Callable[[Request], Awaitable[str]]
 class ChatCompletions:
     """The endpoint, as a plain handler (``endpoint``) and as an ASGI app (``__call__``)."""
 
-    def __init__(self, current: Current, caller: Caller, admission: Admission) -> None:
+    def __init__(self, current: Current, caller: Caller, admission: Admission,
+                 keyed: bool) -> None:
         self.current = current  # the pipeline now: a new index swaps it (index_follow)
-        self.caller = caller
+        self.caller = caller  # who is asking: the key id when ``keyed``
         self.admission = admission
-        settings = current.pipeline.settings
-        self.model = settings.server.model_name
-        self.authenticated = bool(settings.server.api_keys)
+        self.keyed = keyed
+        self.model = current.pipeline.settings.server.model_name
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         response = await self.endpoint(Request(scope, receive))
@@ -77,7 +77,7 @@ class ChatCompletions:
             raise APIError(400, "messages must not be empty", param="messages",
                            code="invalid_value")
         call = body.to_call()
-        if self.authenticated:
+        if self.keyed:
             call["tenant"] = who  # the key id: cached answers never cross keys
         call["traceparent"] = request.scope[TRACE]
         pipeline = self.current.pipeline  # this request finishes on it, whatever is swapped in
