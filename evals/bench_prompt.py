@@ -5,9 +5,11 @@ answer, at 1 and 16 requests in flight, in one run on one engine.
 
 Cases: the answer-quality eval's fact questions (the demo mix). Every route with a model
 answers through the LLM (the ``llm`` path), cache off, the default deadline. Per mode and
-concurrency: prompt tokens, TTFT and completion tokens as the engine reports them (kept also
-when the answer fell back to the extractive one), the share of answers the LLM finished, fact
-accuracy, end-to-end latency, and the prompt tokens the engine's prefix cache supplied. The
+concurrency: the share of requests that called the engine (a call beyond the model's
+``max_in_flight`` is answered from the sources at once), prompt tokens, TTFT and completion
+tokens as the engine reports them (kept also when the answer fell back to the extractive
+one), the share of answers the LLM finished, fact accuracy, end-to-end latency, and the
+prompt tokens the engine's prefix cache supplied. The
 two modes alternate (A B B A) so drift hits both; the prefix cache is emptied before each
 pass (vLLM's development endpoint, enabled for this run only), so a pass never reuses an
 earlier pass's prompts, only what requests of the same pass share: the system prompt.
@@ -114,12 +116,14 @@ def _ms(figures: dict[str, float], key: str) -> str:
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = ["| in flight | sources | prompt tokens p50 | from prefix cache | TTFT p50 / p95 "
-             "ms | completion tokens p50 | LLM finished | facts | e2e p50 ms |", "|---" * 9 + "|"]
+    lines = ["| in flight | sources | LLM called | prompt tokens p50 | from prefix cache | "
+             "TTFT p50 / p95 ms | completion tokens p50 | LLM finished | facts | e2e p50 ms |",
+             "|---" * 10 + "|"]
     for level, modes in result["by_concurrency"].items():
         for mode, s in modes.items():
             lines.append(
-                f"| {level} | {mode} | {_ms(s['prompt_tokens'], 'p50')} | "
+                f"| {level} | {mode} | {s['engine_calls'] / s['requests']:.0%} | "
+                f"{_ms(s['prompt_tokens'], 'p50')} | "
                 f"{s['prefix_cached_share']:.0%} | "
                 f"{_ms(s['ttft_ms'], 'p50')} / {_ms(s['ttft_ms'], 'p95')} | "
                 f"{_ms(s['completion_tokens'], 'p50')} | {s['llm_answer_rate']:.0%} | "

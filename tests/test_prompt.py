@@ -3,6 +3,8 @@ shrinks with the time left; what each engine call cost is kept, measured and tra
 
 from __future__ import annotations
 
+import asyncio
+
 from ragpacer.pipeline.core.deadline import Deadline
 from ragpacer.pipeline.llm.client import Completion, LLMClient
 from ragpacer.pipeline.llm.prompt import build_messages, count_words
@@ -10,7 +12,7 @@ from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.retrieval.extractive import Selection, Sentence
 from ragpacer.retrieval.types import Hit
 from tests.conftest import make_settings
-from tests.scripted_llm import ScriptedLLM
+from tests.scripted_llm import Script, ScriptedLLM
 from tests.support.resources import RESOURCES
 
 QUESTION = "What does an international transfer cost?"
@@ -53,6 +55,17 @@ def test_the_prompt_budget_follows_the_measured_prefill_speed() -> None:
     assert client.prompt_tokens_for(model, Deadline.after_ms(1000), 0.25) < first
 
 
+def test_a_busy_engine_reads_a_shorter_prompt_for_each_call() -> None:
+    settings = make_settings("http://127.0.0.1:9/v1")
+    model = settings.llm.model("smollm2")
+    client = LLMClient()
+    deadline = Deadline.after_ms(60_000)
+    idle = client.prompt_tokens_for(model, deadline, 0.25)
+    client.replicas(model).replicas[0].in_flight = 3  # three calls already prefill there
+    busy = client.prompt_tokens_for(model, deadline, 0.25)
+    assert abs(busy - idle / 4) <= 1
+
+
 async def test_the_prompt_quotes_sentences_not_articles(scripted: ScriptedLLM) -> None:
     sent = {}
     for text in ("sentences", "articles"):
@@ -88,3 +101,21 @@ async def test_less_time_left_quotes_less(scripted: ScriptedLLM) -> None:
     assert len(scripted.requests) == 2
     assert len(hurried) < len(roomy) and "0.5%" in hurried
     await p.aclose()
+
+
+async def test_calls_in_flight_on_the_engine_quote_less() -> None:
+    # The same slow reader; the engine answers each call after 0.4 s, so the requests sent
+    # together reach generation while the earlier ones still wait for their first token.
+    with ScriptedLLM(Script(ttft_s=0.4)) as slow:
+        p = Pipeline(make_settings(slow.url, cache={"enabled": False}, llm={
+            "source_tokens": 2000, "models": [{
+                "name": "smollm2", "url": slow.url, "decode_tokens_per_s": 50, "ttft_ms": 20,
+                "prefill_tokens_per_s": 400}]}), resources=RESOURCES)
+        await p.arun(QUESTION)
+        alone = slow.requests[-1]["messages"][-1]["content"]
+        await asyncio.gather(*(p.arun(QUESTION) for _ in range(4)))
+        together = [r["messages"][-1]["content"] for r in slow.requests[1:]]
+        await p.aclose()
+    assert len(together) == 4
+    assert min(map(len, together)) < 0.6 * len(alone)  # the last sent shares with three
+    assert all("0.5%" in prompt for prompt in together), "the answering sentence stays"

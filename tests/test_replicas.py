@@ -90,3 +90,21 @@ async def test_no_failover_when_the_deadline_leaves_no_useful_answer() -> None:
         await client.aclose()
     assert type(failed).__name__ == "LLMUnavailable"
     assert len(slow_fail.requests) == 1 and live.requests == []
+
+
+async def test_a_call_beyond_max_in_flight_falls_back_at_once() -> None:
+    # One call may be held per replica; the engine takes 0.5 s to its first token. Of two
+    # questions asked together, one waits for the LLM, the other is answered from the sources
+    # without queueing behind it (the engine never sees it), and says why.
+    with ScriptedLLM(Script(ttft_s=0.5)) as slow:
+        p = Pipeline(make_settings(slow.url, cache={"enabled": False}, llm={"models": [
+            {"name": "smollm2", "url": slow.url, "decode_tokens_per_s": 50, "ttft_ms": 20,
+             "max_in_flight": 1}]}), resources=RESOURCES)
+        question = "What does an international transfer cost?"
+        first, second = await asyncio.gather(p.arun(question), p.arun(question))
+        await p.aclose()
+    assert len(slow.requests) == 1
+    assert sorted([first.answer_kind, second.answer_kind]) == ["extractive", "llm"]
+    refused = first if first.answer_kind == "extractive" else second
+    record = next(s for s in refused.stages if s.name == "generation")
+    assert refused.answer and record.outcome == "degraded" and "calls in flight" in record.detail

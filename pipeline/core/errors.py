@@ -141,5 +141,9 @@ class LLMUnavailable(LLMError):
     pass
 
 
+class LLMBusy(LLMUnavailable):
+    """Every replica already holds ``max_in_flight`` calls: the answer falls back at once."""
+
+
 class LLMTimeout(LLMError, TimeoutError):
     pass

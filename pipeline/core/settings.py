@@ -194,6 +194,9 @@ class ModelSettings(_Model):
     decode_tokens_per_s: PositiveFloat = 50.0
     ttft_ms: PositiveFloat = 120.0
     prefill_tokens_per_s: PositiveFloat = 2000.0
+    # Calls one replica may hold at once; a call beyond it takes the fallback at once instead
+    # of queueing behind the others' prefills. None: no limit (an engine on a GPU batches).
+    max_in_flight: PositiveInt | None = None
     # Next model to try when this one is down or over budget.
     fallback: str | None = None
 
@@ -278,10 +281,10 @@ class LLMSettings(_Model):
     rewrite_min_left_ms: PositiveFloat = 1000.0
     # What the prompt quotes of each source: the sentences that answer best (the extractive
     # selection, then the next best) within `source_tokens`, a budget that also shrinks to
-    # what the measured prefill speed reads in a quarter of the time left; or whole articles
-    # (up to 700 characters each).
+    # what the measured prefill speed reads in a quarter of the time left, shared with the
+    # calls already in flight on the engine; or whole articles (up to 700 characters each).
     source_text: Literal["sentences", "articles"] = "sentences"
-    source_tokens: PositiveInt = 120
+    source_tokens: PositiveInt = 80
 
     @model_validator(mode="after")
     def _models_resolve(self) -> LLMSettings:

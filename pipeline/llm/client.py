@@ -19,7 +19,7 @@ import httpx
 
 from ragpacer.pipeline.core.context import AnswerOptions
 from ragpacer.pipeline.core.deadline import Deadline
-from ragpacer.pipeline.core.errors import LLMError, LLMTimeout, LLMUnavailable
+from ragpacer.pipeline.core.errors import LLMBusy, LLMError, LLMTimeout, LLMUnavailable
 from ragpacer.pipeline.core.settings import ModelSettings
 from ragpacer.pipeline.llm.replicas import Replica, ReplicaSet
 
@@ -120,14 +120,17 @@ class LLMClient:
     def replicas(self, model: ModelSettings) -> ReplicaSet:
         found = self._replicas.get(model.name)
         if found is None:
-            found = self._replicas[model.name] = ReplicaSet(model.endpoints)
+            found = self._replicas[model.name] = ReplicaSet(model.endpoints,
+                                                            model.max_in_flight)
         return found
 
     def prompt_tokens_for(self, model: ModelSettings, deadline: Deadline, share: float) -> int:
-        """How many prompt tokens the engine reads in ``share`` of the time left, at the
-        measured prefill speed."""
+        """How many prompt tokens the engine reads for this call in ``share`` of the time left,
+        at the measured prefill speed shared with the calls already in flight on it (a busy
+        engine prefills them too: each new prompt waits for theirs)."""
         left_s = max(deadline.remaining_ms(), 0.0) / 1000.0
-        return math.floor(self.rates(model).prefill_tokens_per_s * share * left_s)
+        readable = self.rates(model).prefill_tokens_per_s * share * left_s
+        return math.floor(readable / (1.0 + self.replicas(model).load()))
 
     def max_tokens_for(self, model: ModelSettings, deadline: Deadline) -> int:
         """How many tokens fit in the time left at the measured speed."""
@@ -173,6 +176,9 @@ class LLMClient:
         tried: list[Replica] = []
         while True:
             replica = replicas.pick(tried)
+            if replica is None and replicas.full():
+                raise LLMBusy(f"{model.name}: every replica has {model.max_in_flight} calls in "
+                              "flight")
             if replica is None:
                 raise LLMUnavailable(f"{model.name}: every replica is ejected; the next probe "
                                      f"in {replicas.retry_in_s():.1f} s")

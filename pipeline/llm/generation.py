@@ -10,7 +10,7 @@ from ragpacer.agents.tool_runner import run_tools
 from ragpacer.agents.tools import openai_tool
 from ragpacer.pipeline.answers import decline, decline_reason, extractive, lacks_evidence, select
 from ragpacer.pipeline.core.context import RunContext
-from ragpacer.pipeline.core.errors import LLMError, LLMUnavailable, ToolArgumentError
+from ragpacer.pipeline.core.errors import LLMBusy, LLMError, LLMUnavailable, ToolArgumentError
 from ragpacer.pipeline.core.settings import ModelSettings, Settings
 from ragpacer.pipeline.core.stage import Degraded, FallbackKind, StageBase, Update
 from ragpacer.pipeline.core.state import RequestState
@@ -116,11 +116,13 @@ class Generation(StageBase):
             self._excerpts(selection, route.model, ctx),
         )
         failures: list[str] = []
+        busy = 0
         for model in model_chain(ctx.settings, route.model):
             try:
                 c, used = await self._complete_with_tools(model, messages, route, ctx)
             except LLMUnavailable as exc:
                 failures.append(str(exc))
+                busy += isinstance(exc, LLMBusy)
                 continue
             update = self._update(c, ctx)
             if not update["answer"]:  # cut before its first sentence ended
@@ -133,6 +135,8 @@ class Generation(StageBase):
                 why = "; ".join(failures) or "deadline reached"
                 return Degraded(update, f"{'truncated: ' if c.truncated else ''}{why}"[:300])
             return update
+        if failures and busy == len(failures):  # every model at its limit: no queueing
+            return Degraded(extractive(selection, state, ctx), "; ".join(failures)[:300])
         raise LLMError("; ".join(failures) or "no model configured")
 
     async def _complete_with_tools(

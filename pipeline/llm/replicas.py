@@ -27,23 +27,37 @@ class Replica:
 
 
 class ReplicaSet:
-    def __init__(self, urls: Sequence[str]) -> None:
+    def __init__(self, urls: Sequence[str], max_in_flight: int | None = None) -> None:
         self.replicas = [Replica(u) for u in urls]
+        self.max_in_flight = max_in_flight  # per replica; None: no limit
         self._turn = 0  # rotates ties, so equally idle replicas share the calls
 
+    def has_room(self, replica: Replica) -> bool:
+        return self.max_in_flight is None or replica.in_flight < self.max_in_flight
+
+    def full(self) -> bool:
+        """Every replica holds as many calls as it may: a new call would only queue."""
+        return not any(self.has_room(r) for r in self.replicas)
+
     def pick(self, tried: Sequence[Replica] = ()) -> Replica | None:
-        """The least busy replica not tried yet whose breaker lets a call through (claiming
-        the probe of one half-open); None when every other one is ejected."""
+        """The least busy replica not tried yet with room for a call, whose breaker lets a
+        call through (claiming the probe of one half-open); None when there is none."""
         n = len(self.replicas)
         if n == 1:  # nothing to fail over to: the call itself says how the engine is
-            return None if tried else self.replicas[0]
+            only = self.replicas[0]
+            return None if tried or not self.has_room(only) else only
         self._turn = (self._turn + 1) % n
         order = [self.replicas[(self._turn + i) % n] for i in range(n)]
-        for replica in sorted((r for r in order if r not in tried and r.breaker.available()),
-                              key=lambda r: r.in_flight):
+        for replica in sorted((r for r in order if r not in tried and self.has_room(r)
+                               and r.breaker.available()), key=lambda r: r.in_flight):
             if replica.breaker.allow():
                 return replica
         return None
+
+    def load(self) -> float:
+        """Calls in flight per replica that takes calls: how many share an engine's time."""
+        up = [r for r in self.replicas if r.breaker.available()] or self.replicas
+        return sum(r.in_flight for r in up) / len(up)
 
     def any_available(self, tried: Sequence[Replica]) -> bool:
         return any(r not in tried and r.breaker.available() for r in self.replicas)
