@@ -2,7 +2,8 @@
 
 A miss is measured as the cache stage's own time on a new question (exact lookup, the query
 embedded, the semantic lookup), against the query embedding alone on a question of the same
-shape, interleaved in one run.
+shape, interleaved in one run; on asyncio's default loop and on uvloop (the loop `ragpacer
+serve` runs on: a Redis round trip costs the loop about half the CPU there).
 
 Rerun:  .venv/bin/python -m evals.bench_cache_features_tools [--n 1000]
 Needs Redis on 127.0.0.1:6379 and `ragpacer features materialize` for both stores.
@@ -14,6 +15,8 @@ import argparse
 import asyncio
 import time
 from pathlib import Path
+
+import uvloop
 
 from evals.common import percentiles, save
 from ragpacer.pipeline.core.context import RunContext
@@ -119,6 +122,8 @@ def main() -> None:
            "cache_hit_ms_redis": asyncio.run(cache_hits(args.n, True)),
            "cache_miss_ms_inprocess": asyncio.run(cache_misses(args.n, False)),
            "cache_miss_ms_redis": asyncio.run(cache_misses(args.n, True)),
+           "cache_miss_ms_inprocess_uvloop": uvloop.run(cache_misses(args.n, False)),
+           "cache_miss_ms_redis_uvloop": uvloop.run(cache_misses(args.n, True)),
            "feature_stage_ms": asyncio.run(features(args.n)),
            "tools_total_over_slowest": asyncio.run(tools(50))}
     for k, v in out.items():

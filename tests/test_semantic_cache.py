@@ -51,6 +51,24 @@ async def test_pipeline_semantic_hit_and_negation_guard(make_pipeline, scripted)
     assert len(scripted.requests) == 2
 
 
+async def test_an_answer_is_matched_semantically_only_once_its_write_succeeded(
+        make_pipeline, scripted) -> None:  # type: ignore[no-untyped-def]
+    p = make_pipeline(scripted.url)
+    if p.caching.semantic is None:
+        pytest.skip("embedding classifier not prepared")
+    backend = p.caching.backend
+
+    async def lost(key: str, value: dict, ttl_s: float) -> None:
+        raise ConnectionError("the write never arrived")
+
+    backend.set = lost  # type: ignore[method-assign]
+    await p.arun("how do I turn on two factor authentication")
+    await p.caching.drain()
+    assert len(p.caching.semantic) == 0  # nothing to point a paraphrase at
+    para = await p.arun("how do i turn on the two factor authentication please")
+    assert not para.cached and len(scripted.requests) == 2
+
+
 @pytest.mark.parametrize("exact_rows,candidates", [(semantic.EXACT_ROWS, semantic.CANDIDATES),
                                                    (16, 8)])
 def test_interleaved_adds_evictions_and_lookups_match_a_full_scan(

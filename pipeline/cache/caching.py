@@ -4,6 +4,7 @@ which answers may be stored."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from ragpacer.pipeline.cache.response import (
@@ -46,11 +47,15 @@ class Caching:
         answer may not be cached."""
         if not self.cacheable(result):
             return False
-        self._writer.schedule(key, result.cache_payload(), self.settings.cache.ttl_s)
         vector = final.get("query_vector")
+        index = None
         if self.semantic is not None and vector is not None:
-            self.semantic.add(key, semantic_scope(result.intent, scope, tenant), vector,
-                              result.query)
+            # Indexed once written: a semantic match never points at an entry still on its
+            # way to the backend (its lookup would pay a second round trip for a miss).
+            index = partial(self.semantic.add, key,
+                            semantic_scope(result.intent, scope, tenant), vector, result.query)
+        self._writer.schedule(key, result.cache_payload(), self.settings.cache.ttl_s,
+                              then=index)
         return True
 
     def cacheable(self, result: Result) -> bool:

@@ -13,7 +13,10 @@ import logging
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
+
+import orjson
 
 from ragpacer.pipeline.breaker import CircuitBreaker
 from ragpacer.pipeline.core.context import RunContext
@@ -116,10 +119,12 @@ class RedisCache:
 
     async def get(self, key: str) -> dict[str, Any] | None:
         raw = await self._call("get", self.prefix + key)
-        return json.loads(raw) if raw else None
+        return orjson.loads(raw) if raw else None
 
     async def set(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
-        payload = json.dumps(value, separators=(",", ":"))
+        # orjson: a write runs on the loop beside other requests' stages (~10x the stdlib's
+        # speed on a 2 KB answer).
+        payload = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
         await self._call("set", self.prefix + key, payload, px=max(1, int(ttl_s * 1000)))
 
     async def aclose(self) -> None:
@@ -196,16 +201,22 @@ class CacheWriter:
         self.cache = cache
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def schedule(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
-        task = asyncio.get_running_loop().create_task(self._write(key, value, ttl_s))
+    def schedule(self, key: str, value: dict[str, Any], ttl_s: float,
+                 then: Callable[[], None] | None = None) -> None:
+        """``then``: run once the write succeeded."""
+        task = asyncio.get_running_loop().create_task(self._write(key, value, ttl_s, then))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _write(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
+    async def _write(self, key: str, value: dict[str, Any], ttl_s: float,
+                     then: Callable[[], None] | None) -> None:
         try:
             await self.cache.set(key, value, ttl_s)
         except Exception as exc:  # a lost cache write costs a later miss, nothing more
             log.info("cache write skipped: %s", exc)
+            return
+        if then is not None:
+            then()
 
     async def drain(self) -> None:
         if self._tasks:
