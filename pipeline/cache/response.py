@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import re
 import time
@@ -37,10 +36,14 @@ def cache_key(query: str, filters: dict[str, Any], version: str,
     """``query``: the standalone form (a follow-up's, never its bare words). The route is
     decided from that query under the config that ``version`` names, so the key fixes the
     route too without waiting for the intent stage."""
-    scope = json.dumps([tenant, filters], sort_keys=True, separators=(",", ":"))
-    raw = f"{version}\x1f{scope}\x1f{normalise_query(query)}"
+    raw = f"{version}\x1f{_canonical([tenant, filters])}\x1f{normalise_query(query)}"
     # Hashed: the key may reach Redis and must not carry the query's text.
     return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
+
+
+def _canonical(value: Any) -> str:
+    """One spelling per value (keys sorted): equal scopes give equal keys."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
 
 
 class ResponseCache(Protocol):
@@ -154,7 +157,7 @@ def _text(value: Any) -> str:
 
 
 def semantic_scope(intent: str | None, filters: dict[str, Any], tenant: str | None = None) -> str:
-    return f"{tenant}\x1f{intent}\x1f{json.dumps(filters, sort_keys=True, separators=(',', ':'))}"
+    return f"{tenant}\x1f{intent}\x1f{_canonical(filters)}"
 
 
 class CacheLookup(StageBase):
