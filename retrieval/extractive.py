@@ -36,6 +36,9 @@ RANK_PENALTY = 0.04
 SAME_SOURCE_PENALTY = 0.1
 KEEP_RELATIVE = 0.7  # a further sentence must score this share of the best one
 SOURCES_CONSIDERED = 3
+# A prompt quotes a sentence beyond the chosen ones only within this much of the best score:
+# further down they are about something else, and each costs the engine prefill time.
+NEXT_BEST_MARGIN = 0.25
 
 
 def split_sentences(text: str) -> list[str]:
@@ -107,12 +110,16 @@ class Selection:
     ranked: tuple[Sentence, ...] = ()  # every scored sentence, best first
 
     def excerpts(self, budget: int, count: Callable[[str], int]) -> dict[int, list[str]]:
-        """What a prompt quotes of each source: the chosen sentences, then the next best,
-        while their tokens fit ``budget`` (the best one always), in reading order per source
-        number."""
+        """What a prompt quotes of each source: the chosen sentences, then the next best
+        that score within NEXT_BEST_MARGIN of the best, while their tokens fit ``budget``
+        (the best one always), in reading order per source number."""
         picked: list[Sentence] = []
         used = 0
+        chosen = set(self.sentences)
+        floor = (self.ranked[0].score if self.ranked else 0.0) - NEXT_BEST_MARGIN
         for s in dict.fromkeys([*self.sentences, *self.ranked]):
+            if s not in chosen and s.score < floor:
+                break  # ranked best first: the rest are further below
             cost = count(s.text)
             if picked and used + cost > budget:
                 continue  # a shorter one further down may still fit

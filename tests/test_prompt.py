@@ -9,6 +9,7 @@ from ragpacer.pipeline.core.deadline import Deadline
 from ragpacer.pipeline.llm.client import Completion, LLMClient
 from ragpacer.pipeline.llm.prompt import build_messages, count_words
 from ragpacer.pipeline.sdk import Pipeline
+from ragpacer.retrieval import extractive
 from ragpacer.retrieval.extractive import Selection, Sentence
 from ragpacer.retrieval.types import Hit
 from tests.conftest import make_settings
@@ -27,11 +28,13 @@ def test_excerpts_keep_the_best_sentences_that_fit_in_reading_order() -> None:
     ranked = (best, sentence("Transfers take one to three days.", 2, 1, 0.8),
               sentence("A very long sentence about something else entirely that goes on and "
                        "on well past the budget.", 1, 0, 0.7),
-              sentence("Cards are free.", 3, 0, 0.5))
+              sentence("Cards are free.", 3, 0, 0.68),
+              sentence("Savings pay interest.", 4, 0, 0.5))
     chosen = Selection((best,), 0.9, ranked)
-    assert chosen.excerpts(16, count_words) == {  # 7 + 6 + 3 words
+    assert chosen.excerpts(19, count_words) == {  # 7 + 6 + 3 words
         2: ["Transfers take one to three days.", "The fee is 0.5% of the amount."],
-        3: ["Cards are free."]}  # the long one did not fit; a shorter one after it did
+        3: ["Cards are free."]}  # the long one did not fit; a shorter one after it did; the
+    # last would fit too, but scores too far below the best to be about the question
     assert chosen.excerpts(1, count_words) == {2: ["The fee is 0.5% of the amount."]}
 
 
@@ -87,9 +90,10 @@ async def test_the_prompt_quotes_sentences_not_articles(scripted: ScriptedLLM) -
     assert sent["sentences"].endswith(f"Question: {QUESTION}")
 
 
-async def test_less_time_left_quotes_less(scripted: ScriptedLLM) -> None:
+async def test_less_time_left_quotes_less(scripted: ScriptedLLM, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # A slow reader (400 prompt tokens/s): 1.2 s of generation budget reads ~120 tokens,
-    # 0.5 s ~50.
+    # 0.5 s ~50. Every ranked sentence is a candidate here: the budget alone decides.
+    monkeypatch.setattr(extractive, "NEXT_BEST_MARGIN", 10.0)
     p = Pipeline(make_settings(scripted.url, cache={"enabled": False}, llm={
         "source_tokens": 2000, "models": [{
             "name": "smollm2", "url": scripted.url, "decode_tokens_per_s": 50, "ttft_ms": 20,
@@ -103,9 +107,10 @@ async def test_less_time_left_quotes_less(scripted: ScriptedLLM) -> None:
     await p.aclose()
 
 
-async def test_calls_in_flight_on_the_engine_quote_less() -> None:
+async def test_calls_in_flight_on_the_engine_quote_less(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # The same slow reader; the engine answers each call after 0.4 s, so the requests sent
     # together reach generation while the earlier ones still wait for their first token.
+    monkeypatch.setattr(extractive, "NEXT_BEST_MARGIN", 10.0)
     with ScriptedLLM(Script(ttft_s=0.4)) as slow:
         p = Pipeline(make_settings(slow.url, cache={"enabled": False}, llm={
             "source_tokens": 2000, "models": [{
