@@ -54,7 +54,7 @@ def eval_slice(per_kind: int | None) -> list[quality.Case]:
 
 
 async def run(per_kind: int | None = None, deadline_ms: float | None = None,
-              concurrency: int = 4) -> dict[str, Any]:
+              concurrency: int = 3) -> dict[str, Any]:
     cases = eval_slice(per_kind)
     result = await quality.compare(settings_for, PATHS, cases, deadline_ms=deadline_ms,
                                    concurrency=concurrency)

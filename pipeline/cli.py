@@ -630,7 +630,9 @@ def eval_answers(
         help="SDK only: comma-separated answer paths side by side: shipped (the config as it "
              "is), llm (unchecked), llm_grounded, extractive.")] = "shipped",
     limit: Annotated[int | None, typer.Option(help="Only the first N cases.")] = None,
-    concurrency: Annotated[int, typer.Option(help="Cases in flight at once.")] = 4,
+    concurrency: Annotated[int, typer.Option(
+        help="Cases in flight at once (3: within the shipped engine's max_in_flight, so the "
+             "LLM paths are measured answering, not falling back).")] = 3,
     history: Annotated[bool, typer.Option(
         help="Send conversations' earlier turns (--no-history: only the last message).")] = True,
     out: Annotated[Path | None, typer.Option(help="Write reports and rows as JSON here.")] = None,
