@@ -21,12 +21,21 @@ def test_polarity_tells_antonyms_and_negations_apart() -> None:
     assert polarity("how do I enable 2FA") == polarity("please enable two factor auth")
 
 
+def test_polarity_tells_different_numbers_apart() -> None:
+    assert polarity("can I withdraw 600 EUR a day") != polarity("can I withdraw 400 EUR a day")
+    assert polarity("is 1,000 EUR the limit") == polarity("the limit is 1000 EUR?")
+    assert polarity("a fee of 0.5%") != polarity("a fee of 5%")
+    assert polarity("can I withdraw 600 EUR a day") == polarity("may I withdraw 600 EUR daily")
+
+
 def test_lookup_needs_scope_similarity_and_polarity() -> None:
     cache = SemanticCache(threshold=0.5)
     v = unit(1)
     cache.add("k1", "security|{}", v, "how do I enable 2FA")
     assert cache.lookup("security|{}", v, "how can I enable 2FA") == "k1"
     assert cache.lookup("security|{}", v, "how do I disable 2FA") is None  # same vector!
+    cache.add("k2", "cards|{}", v, "can I withdraw 600 EUR a day")
+    assert cache.lookup("cards|{}", v, "can I withdraw 400 EUR a day") is None
     assert cache.lookup("cards|{}", v, "how can I enable 2FA") is None  # other scope
     assert cache.lookup("security|{}", unit(2), "how can I enable 2FA") is None  # far away
 

@@ -2,7 +2,7 @@
 
 Same intent and filter scope, cosine of the shared query embedding above a threshold, and the
 same *polarity*: embeddings put "enable 2FA" and "disable 2FA" close together, so a query is
-only matched to a cached one whose antonym choices and negations agree.
+only matched to a cached one whose antonym choices, negations and numbers agree.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections import OrderedDict
 import numpy as np
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_NUMBER = re.compile(r"(?<![a-z0-9.,])\d+(?:[.,]\d+)*(?![a-z0-9])")  # 600, 1,000, 0.5; not 2fa
 # Each group: words on one side of a meaning, then words on the other side.
 ANTONYMS: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
     (frozenset(a.split()), frozenset(b.split()))
@@ -63,13 +64,17 @@ NEGATIONS = frozenset(
 )
 
 
-def polarity(text: str) -> tuple[tuple[int, ...], int]:
-    """For each antonym group: 0 absent, 1 first side, 2 second side (3 both); negation parity."""
-    words = set(_WORD.findall(text.lower()))
+def polarity(text: str) -> tuple[tuple[int, ...], int, tuple[str, ...]]:
+    """For each antonym group: 0 absent, 1 first side, 2 second side (3 both); negation parity;
+    the numbers the text names ("can I withdraw 600 EUR?" and "... 400 EUR?" embed alike, and
+    their answers differ)."""
+    lowered = text.lower()
+    words = set(_WORD.findall(lowered))
     sides = []
     for first, second in ANTONYMS:
         sides.append((1 if words & first else 0) | (2 if words & second else 0))
-    return tuple(sides), len(words & NEGATIONS) % 2
+    numbers = sorted({n.replace(",", "") for n in _NUMBER.findall(lowered)})
+    return tuple(sides), len(words & NEGATIONS) % 2, tuple(numbers)
 
 
 # A scope larger than this is searched through its sign codes first: a full scan of 384-float
