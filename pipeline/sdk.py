@@ -71,7 +71,7 @@ class Pipeline:
         supported["rewrite"] = FollowUpRewrite.fallbacks
         check_fallbacks(settings, supported)
         self.stages = built
-        self.metrics = Metrics()
+        self.metrics = Metrics(self.llm.refusals)
         self.runner = StageRunner(build_plan(settings), [self.metrics.observe_stage, *observers],
                                   redact=lambda text: redact_pii(text)[0])
         self.graph = build_graph(settings, built, self.runner)

@@ -102,9 +102,11 @@ async def test_a_call_beyond_max_in_flight_falls_back_at_once() -> None:
              "max_in_flight": 1}]}), resources=RESOURCES)
         question = "What does an international transfer cost?"
         first, second = await asyncio.gather(p.arun(question), p.arun(question))
+        metrics = p.metrics.render().decode()
         await p.aclose()
     assert len(slow.requests) == 1
     assert sorted([first.answer_kind, second.answer_kind]) == ["extractive", "llm"]
     refused = first if first.answer_kind == "extractive" else second
     record = next(s for s in refused.stages if s.name == "generation")
     assert refused.answer and record.outcome == "degraded" and "calls in flight" in record.detail
+    assert 'ragpacer_llm_busy_refusals_total{model="smollm2"} 1.0' in metrics

@@ -124,6 +124,11 @@ class LLMClient:
                                                             model.max_in_flight)
         return found
 
+    def refusals(self) -> dict[str, int]:
+        """Per model: calls turned away at once because every replica held its
+        ``max_in_flight``."""
+        return {name: found.refused for name, found in self._replicas.items()}
+
     def prompt_tokens_for(self, model: ModelSettings, deadline: Deadline, share: float) -> int:
         """How many prompt tokens the engine reads for this call in ``share`` of the time left,
         at the measured prefill speed shared with the calls already in flight on it (a busy
@@ -177,6 +182,7 @@ class LLMClient:
         while True:
             replica = replicas.pick(tried)
             if replica is None and replicas.full():
+                replicas.refused += 1
                 raise LLMBusy(f"{model.name}: every replica has {model.max_in_flight} calls in "
                               "flight")
             if replica is None:

@@ -30,6 +30,7 @@ class ReplicaSet:
     def __init__(self, urls: Sequence[str], max_in_flight: int | None = None) -> None:
         self.replicas = [Replica(u) for u in urls]
         self.max_in_flight = max_in_flight  # per replica; None: no limit
+        self.refused = 0  # calls turned away because every replica was full
         self._turn = 0  # rotates ties, so equally idle replicas share the calls
 
     def has_room(self, replica: Replica) -> bool:

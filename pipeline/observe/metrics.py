@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from ragpacer.pipeline.core.stage import Outcome, StageRecord
 from ragpacer.pipeline.result import Result
@@ -12,11 +15,28 @@ from ragpacer.pipeline.result import Result
 _MS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
+class _Refusals(Collector):
+    """``ragpacer_llm_busy_refusals_total``, read from the LLM client when scraped."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "ragpacer_llm_busy_refusals", "Calls answered from the sources at once because "
+            "every replica of the model held its max_in_flight calls", labels=["model"])
+        for model, n in sorted(self.counts().items()):
+            family.add_metric([model], n)
+        yield family
+
+
 class Metrics:
     """One registry per pipeline (tests build many pipelines; globals would collide)."""
 
-    def __init__(self) -> None:
+    def __init__(self, refusals: Callable[[], dict[str, int]] | None = None) -> None:
         r = self.registry = CollectorRegistry()
+        if refusals is not None:
+            r.register(_Refusals(refusals))
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self.stage_seconds = Histogram("ragpacer_stage_duration_seconds",
                                        "Time spent in each stage", ["stage", "outcome"],
