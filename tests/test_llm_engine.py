@@ -231,6 +231,30 @@ async def test_the_shared_system_prompt_is_read_from_the_prefix_cache(vllm) -> N
     await p.aclose()
 
 
+async def test_calls_beyond_max_in_flight_are_answered_from_the_sources(vllm) -> None:  # type: ignore[no-untyped-def]
+    """The busy path the scripted test covers, against the real engine: three questions at
+    once with room for one call; the engine answers one, the others get the extractive answer
+    at once, each saying why, and the refusals are counted."""
+    p = Pipeline(make_settings(
+        URL, deadline_ms=28_000, cache={"enabled": False},
+        stages={"generation": {"budget_ms": 25_000}},
+        llm={"models": [{"name": "smollm2", "url": URL, "max_tokens": 64,
+                         "max_in_flight": 1}]}), resources=RESOURCES)
+    questions = ("what does an overdraft cost", "how do I freeze my card",
+                 "what does an international transfer cost")
+    results = await asyncio.gather(*(p.arun(q, deadline_ms=28_000) for q in questions))
+    metrics = p.metrics.render().decode()
+    await p.aclose()
+    answered = [r for r in results if r.llm_call is not None]
+    refused = [r for r in results if r.llm_call is None]
+    assert len(answered) == 1 and answered[0].answer_kind == "llm", [r.stages for r in results]
+    assert len(refused) == 2 and all(r.answer and r.answer_kind == "extractive" for r in refused)
+    for r in refused:
+        record = next(s for s in r.stages if s.name == "generation")
+        assert record.outcome.value == "degraded" and "calls in flight" in (record.detail or "")
+    assert 'ragpacer_llm_busy_refusals_total{model="smollm2"} 2.0' in metrics
+
+
 def test_a_killed_engine_comes_back_and_requests_degrade_meanwhile(vllm) -> None:  # type: ignore[no-untyped-def]
     """kill -9 of vLLM's API server: the supervisor notices the exit, clears the rest of the
     old process group (EngineCore, the resource tracker), starts the engine again; answers in

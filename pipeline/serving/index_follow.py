@@ -36,8 +36,7 @@ class IndexFollower:
         self.index_root = index_root
         self.poll_s = poll_s
         self.serving = current_index(index_root)
-        self._retiring: set[asyncio.Task[None]] = set()
-        self._old: list[Pipeline] = []  # swapped out, still finishing their requests
+        self._retiring: set[asyncio.Task[None]] = set()  # old pipelines finishing requests
 
     async def run(self) -> None:
         """Poll until cancelled; a failed build keeps the old pipeline serving."""
@@ -53,34 +52,31 @@ class IndexFollower:
         self.serving = now  # tried once: a broken index is not rebuilt every poll
         try:
             new = await asyncio.to_thread(self.build)
+            try:
+                await new.astart()
+            except Exception:
+                await new.aclose()
+                raise
         except Exception as exc:  # the old pipeline keeps answering
             log.warning("index %s not taken up: %s: %s", now.name, type(exc).__name__, exc)
             return False
-        try:
-            await new.astart()
-        except Exception as exc:
-            log.warning("index %s not taken up: %s: %s", now.name, type(exc).__name__, exc)
-            await new.aclose()
-            return False
         old, self.current.pipeline = self.current.pipeline, new
-        self._old.append(old)
         log.info("serving index %s", now.name)
         task = asyncio.get_running_loop().create_task(self._retire(old))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
         return True
 
-    async def _retire(self, old: Pipeline) -> None:
-        # Every request that started on it ends by its deadline, at the latest this one.
-        await asyncio.sleep(old.settings.max_deadline_ms / 1000.0 + 1.0)
-        self._old.remove(old)
-        await old.aclose()
+    @staticmethod
+    async def _retire(old: Pipeline) -> None:
+        try:
+            # Every request that started on it ends by its deadline, at the latest this one.
+            await asyncio.sleep(old.settings.max_deadline_ms / 1000.0 + 1.0)
+        finally:  # at shutdown too, when the wait is cancelled
+            await old.aclose()
 
     async def aclose(self) -> None:
         """At shutdown: close the pipelines still waiting out their last requests."""
         for task in self._retiring:
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)
-        old, self._old = self._old, []
-        for pipeline in old:
-            await pipeline.aclose()
