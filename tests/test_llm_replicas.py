@@ -22,7 +22,7 @@ QUESTIONS = ["what does an overdraft cost", "how do I order a new card",
 
 
 def replica_calls(p: Pipeline, url: str) -> float:
-    return p.metrics.replica_calls.labels("smollm2", url)._value.get()
+    return p.metrics.replica_calls.get("smollm2", url)
 
 
 async def test_killing_one_replica_under_load_loses_no_answer() -> None:
