@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -10,6 +9,7 @@ from typing import Any, cast
 
 from ragpacer.pipeline.core.budget import LatencyWindow, allot
 from ragpacer.pipeline.core.context import RunContext
+from ragpacer.pipeline.core.cutoff import run_until
 from ragpacer.pipeline.core.errors import InputError, StageFailed
 from ragpacer.pipeline.core.plan import ANY_ROUTE, StagePlan
 from ragpacer.pipeline.core.stage import (
@@ -90,8 +90,7 @@ class StageRunner:
             hard = allotment.deadline.at + (
                 SELF_LIMIT_GRACE_S if self_limiting else 0.0
             )
-            async with asyncio.timeout_at(hard):
-                out = await stage(state, ctx.for_stage(allotment.deadline))
+            out = await run_until(stage(state, ctx.for_stage(allotment.deadline)), hard)
         except TimeoutError:
             body = (time.monotonic() - b0) * 1000.0
             window.add(body)
