@@ -17,7 +17,8 @@ class Document:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed: frozen costs ~1 us per object made (hot path).
+@dataclass(slots=True)
 class Hit:
     id: str
     score: float
@@ -33,3 +34,6 @@ class Hit:
             "text": self.text,
             "metadata": self.metadata,
         }
+
+    def brief(self) -> dict[str, Any]:
+        return {"id": self.id, "title": self.title, "score": round(self.score, 4)}
