@@ -106,14 +106,15 @@ class Result:
             cache_hit=cache_hit,
         )
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, *, source_texts: bool = True) -> dict[str, Any]:
+        """``source_texts=False``: each source by its id, title and score only."""
         return {
             "query": self.query,
             "query_form": self.query_form,
             "answer": self.answer,
             "answer_kind": self.answer_kind,
             "decline": self.decline,
-            "sources": [s.as_dict() for s in self.sources],
+            "sources": [s.as_dict() if source_texts else s.brief() for s in self.sources],
             "route": self.route,
             "intent": self.intent,
             "intent_confidence": self.intent_confidence,

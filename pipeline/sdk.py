@@ -302,10 +302,12 @@ class Pipeline:
         self._portal = None
 
     def check_input(
-        self, query: object, filters: Mapping[str, Any] | None, deadline_ms: float | None
+        self, query: object, filters: Mapping[str, Any] | None, deadline_ms: float | None,
+        since: float | None = None,
     ) -> tuple[Deadline, str, dict[str, tuple[str, ...]]]:
-        """Validate a request's arguments; raise a typed InputError before any work starts."""
-        deadline = self._deadline(deadline_ms)
+        """Validate a request's arguments; raise a typed InputError before any work starts.
+        The deadline runs from ``since`` (a ``time.monotonic()``, e.g. a request's arrival)."""
+        deadline = self._deadline(deadline_ms, since)
         cleaned = validate_query(query, self.settings.guardrails.max_query_chars)
         scope = normalise_filters(filters, self.settings.retrieval.filter_fields)
         return deadline, cleaned, scope

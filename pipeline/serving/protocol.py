@@ -107,10 +107,8 @@ class ChatCompletionRequest(BaseModel):
 def ragpacer_block(result: Result) -> dict[str, Any]:
     """Our extras beside OpenAI's fields: the result without the answer and usage (which have
     their own OpenAI fields), sources by id, title and score."""
-    block = result.as_dict()
+    block = result.as_dict(source_texts=False)
     del block["answer"], block["usage"]
-    block["sources"] = [{"id": s["id"], "title": s["title"], "score": s["score"]}
-                        for s in block["sources"]]
     return block
 
 
