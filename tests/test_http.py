@@ -130,6 +130,9 @@ def test_user_metadata_and_deadline_reach_the_pipeline(server: str) -> None:
         ({"json": {"model": "ragpacer",
                    "messages": [{"role": "user", "content": "x" * 30_000}]}}, 413,
          "body_too_large"),
+        # No length declared (chunked): counted as it arrives.
+        ({"content": iter([b'{"model": "ragpacer", "messages": [', b" " * 30_000, b"]}"]),
+          "headers": {"content-type": "application/json"}}, 413, "body_too_large"),
     ],
 )
 def test_bad_requests_get_openai_errors(server: str, kwargs, status: int, code: str) -> None:

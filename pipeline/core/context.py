@@ -71,7 +71,9 @@ class TraceContext:
     def continuing(cls, traceparent: str | None) -> TraceContext:
         """The caller's trace when its ``traceparent`` is valid (version 00, ids not all
         zero); otherwise a new trace, as the W3C recommendation says to do."""
-        m = _TRACEPARENT.match((traceparent or "").strip().lower())
+        if not traceparent:
+            return cls.new()
+        m = _TRACEPARENT.match(traceparent.strip().lower())
         if m is None or set(m[1]) == {"0"} or set(m[2]) == {"0"}:
             return cls.new()
         return cls(m[1], _random_id(64), m[2], bool(int(m[3], 16) & 1))

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ragpacer.pipeline.core.context import AnswerOptions
+from ragpacer.pipeline.core.context import NO_OPTIONS, AnswerOptions
 from ragpacer.pipeline.core.errors import InputError, UnsupportedParameterError
 from ragpacer.pipeline.result import Result
 
@@ -79,6 +79,9 @@ class ChatCompletionRequest(BaseModel):
             raise UnsupportedParameterError("tool_choice", "the tools are the routes' own")
 
     def options(self) -> AnswerOptions:
+        if (self.stop is self.max_tokens is self.max_completion_tokens is self.temperature
+                is self.top_p is self.seed is None):
+            return NO_OPTIONS  # the usual request: nothing to build
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         if len(stop) > 4:
             raise InputError("stop takes at most 4 sequences")
