@@ -5,6 +5,8 @@ Starts `ragpacer serve` as a separate process (external LLM, no tracing), warms 
 entry, then measures client-side latency minus the pipeline's own elapsed time. Baseline in
 the same run: a bare Starlette handler returning a fixed body (evals/bare_starlette.py) under
 the same uvicorn settings, at one client; the ratio of the two p50s is the HTTP layer's cost.
+Then both applications in-process over ASGI, with no server or client: with the CPU caches
+warm, and cold (8 MB walked before each request, as a client process on the same cores does).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import sys
 import time
 
 import httpx
+import numpy as np
+import uvloop
 
 from evals.common import percentiles, save
 from ragpacer.pipeline.core.settings import load_settings
@@ -86,6 +90,50 @@ async def tracing_cost(n: int) -> dict:
     return out
 
 
+async def in_process(n: int) -> dict:
+    """p50 µs of one hit through ragpacer's ASGI app and of the bare handler, called directly."""
+    from evals.bare_starlette import app as bare_app
+    from ragpacer.pipeline.serving.app import create_app
+
+    s = load_settings("ragpacer.yaml", environ={}, overrides={
+        "llm": {"engine": "external"}, "tracing": {"exporter": "none"}})
+    pipeline = Pipeline(s)
+    await pipeline.astart()
+    apps = {"ragpacer": create_app(pipeline), "bare": bare_app}
+    body = httpx.Request("POST", "http://x", json=BODY).content
+    scope = {"type": "http", "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "root_path": "", "query_string": b"", "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 8000), "headers": [
+                 (b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+                 (b"content-length", str(len(body)).encode())]}
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict) -> None:
+        pass
+
+    await apps["ragpacer"]({**scope, "state": {}}, receive, send)  # the entry to hit
+    await pipeline.caching.drain()
+    memory = np.zeros(1 << 20)  # 8 MB
+    out: dict = {}
+    for caches in ("warm", "cold"):
+        for name, app in apps.items():
+            times = []
+            for i in range(n + 200):
+                if caches == "cold":
+                    memory += 1.0
+                t0 = time.perf_counter()
+                await app({**scope, "state": {}}, receive, send)
+                if i >= 200:
+                    times.append((time.perf_counter() - t0) * 1e6)
+            out[f"{name}_{caches}_us_p50"] = statistics.median(times)
+    assert pipeline.metrics.cache.get("exact") == 2 * (n + 200)  # every timed call a hit
+    await pipeline.aclose()
+    return out
+
+
 def _merged(runs: list[dict]) -> dict:
     lat = [x for r in runs for x in r.pop("_latencies")]
     over = [x for r in runs for x in r.pop("_overheads")]
@@ -124,6 +172,7 @@ def main() -> None:
             proc.wait(20)
     out["ratio_c1_to_bare_p50"] = statistics.median(out["round_ratios_c1_to_bare_p50"])
     out["tracing"] = asyncio.run(tracing_cost(1000))
+    out["in_process"] = uvloop.run(in_process(3000))  # the loop `ragpacer serve` runs on
     spread = sorted(out["round_ratios_c1_to_bare_p50"])
     print(f"bare Starlette, 1 client: p50 {out['bare']['latency_ms']['p50']:.2f} ms; "
           f"ragpacer cache hit / bare at p50: {out['ratio_c1_to_bare_p50']:.2f}x (median of "
@@ -136,6 +185,10 @@ def main() -> None:
     t = out["tracing"]
     print(f"tracing: p50 none {t['none']['p50']:.3f} ms, otlp {t['otlp']['p50']:.3f} ms, "
           f"cost {t['cost_ms_p50']:.3f} ms")
+    i = out["in_process"]
+    print(f"in-process hit, µs p50: warm caches {i['ragpacer_warm_us_p50']:.0f} (bare "
+          f"{i['bare_warm_us_p50']:.0f}), cold caches {i['ragpacer_cold_us_p50']:.0f} (bare "
+          f"{i['bare_cold_us_p50']:.0f})")
     print("saved", save("bench_http", out))
 
 
