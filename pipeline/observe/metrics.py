@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -30,9 +30,10 @@ Labels = tuple[str, ...]
 
 
 class Family:
-    """One metric's children by label values; ``kind`` counter or gauge."""
+    """One counter's or gauge's children by label values."""
 
-    def __init__(self, kind: str, name: str, doc: str, labels: Sequence[str] = ()) -> None:
+    def __init__(self, kind: Literal["counter", "gauge"], name: str, doc: str,
+                 labels: Sequence[str] = ()) -> None:
         self.kind, self.name, self.doc, self.labels = kind, name, doc, list(labels)
         self.values: dict[Labels, float] = {} if labels else {(): 0.0}
 
@@ -97,14 +98,13 @@ class _Refusals(Collector):
 
     def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
         self.counts = counts
+        self.family = Family("counter", "ragpacer_llm_busy_refusals",
+                             "Calls answered from the sources at once because every replica "
+                             "of the model held its max_in_flight calls", ["model"])
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(
-            "ragpacer_llm_busy_refusals", "Calls answered from the sources at once because "
-            "every replica of the model held its max_in_flight calls", labels=["model"])
-        for model, n in sorted(self.counts().items()):
-            family.add_metric([model], n)
-        yield family
+    def collect(self) -> Iterator[Metric]:
+        self.family.values = {(model,): float(n) for model, n in self.counts().items()}
+        yield self.family.render()
 
 
 class Metrics:
