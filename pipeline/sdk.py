@@ -100,6 +100,8 @@ class Pipeline:
         """Start what the config asks ragpacer to manage (the LLM engine); idempotent."""
         for stage in self.stages.values():  # e.g. the Feast store, made in this event loop
             await stage.astart()
+        if self.caching is not None:
+            await self.caching.astart()
         if self.classifier is not None and not self._warm:
             # ONNX Runtime's first run of a graph is slow: pay it here, not on a request.
             await asyncio.to_thread(self.classifier.embed, "warm up")

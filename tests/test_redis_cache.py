@@ -159,3 +159,39 @@ async def test_cache_survives_a_restart_only_with_persistence_and_loss_is_never_
     await p.aclose()
     proc.kill()
     proc.wait()
+
+
+async def test_a_call_cancelled_by_its_budget_leaves_the_circuit_closed() -> None:
+    """The cache stage's budget cancels a slow lookup; Redis is healthy, and the answer's
+    write that follows must still reach it (an open circuit would drop it)."""
+    cache = RedisCache(REDIS, prefix=f"ragpacer-test:{os.getpid()}:")
+    lookup = asyncio.create_task(cache.get("k"))
+    await asyncio.sleep(0)  # the lookup is connecting
+    lookup.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await lookup
+    assert cache.breaker.closed
+    await cache.set("k", {"answer": "a"}, ttl_s=5)
+    assert await cache.get("k") == {"answer": "a"}
+    await cache.aclose()
+
+
+async def test_a_started_pipeline_has_its_redis_connection_before_the_first_request(
+        scripted) -> None:  # type: ignore[no-untyped-def]
+    """A new worker's first lookup has the cache stage's 10 ms: it must not spend them on
+    the connect and handshake."""
+    import redis
+
+    def connections() -> set[str]:
+        clients = redis.Redis.from_url(REDIS).client_list()
+        return {c["id"] for c in clients if c["name"] == "ragpacer-cache"}
+
+    before = connections()
+    p = Pipeline(make_settings(scripted.url, redis_url=REDIS, retrieval={"mode": "bm25"},
+                               routing={"classifier": "lexical"}), resources=RESOURCES)
+    await p.astart()
+    started = connections() - before
+    assert len(started) == 1, "astart opens the cache's connection"
+    assert not (await p.arun(QUESTION)).degraded
+    assert connections() - before == started, "the first lookup reuses it"
+    await p.aclose()

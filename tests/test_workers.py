@@ -43,6 +43,15 @@ def from_another_worker(url: str, key: str, question: str, than: str) -> httpx.R
     raise AssertionError(f"no other worker than {than} answered")
 
 
+def written(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    for _ in range(500):
+        if client.keys("ragpacer:cache:*"):
+            return
+        time.sleep(0.02)
+    raise AssertionError("the first answer was not written to Redis")
+
+
 def test_two_workers_share_the_cache_and_the_rate_limit_and_survive_a_kill() -> None:
     if not redis_up(REDIS):
         pytest.skip("Redis is not running at 127.0.0.1:6379 (.ci/run starts it)")
@@ -53,13 +62,17 @@ def test_two_workers_share_the_cache_and_the_rate_limit_and_survive_a_kill() -> 
            "RAGPACER_SERVER__RATE_LIMIT_PER_S": str(RATE),
            "RAGPACER_SERVER__RATE_LIMIT_BURST": str(BURST)}
     with served(env, timeout_s=240) as server:
-        first = ask(server.url, "key-cache", "How do I freeze my debit card in the app?")
-        assert first.status_code == 200 and not first.json()["ragpacer"]["cached"]
+        for _ in range(10):  # a degraded answer (a stage late on a loaded machine) is not cached
+            first = ask(server.url, "key-cache", "How do I freeze my debit card in the app?")
+            assert first.status_code == 200 and not first.json()["ragpacer"]["cached"]
+            if not first.json()["ragpacer"]["degraded"]:
+                break
         writer = first.headers["x-ragpacer-worker"]
-        time.sleep(0.3)  # the write happens off the request path
+        written(REDIS)  # the write happens off the request path
         other = from_another_worker(server.url, "key-cache",
                                     "How do I freeze my debit card in the app?", than=writer)
-        assert other.json()["ragpacer"]["cached"], "the other worker reads the shared cache"
+        assert other.json()["ragpacer"]["cached"], \
+            f"the other worker reads the shared cache: {other.json()['ragpacer']['stages']}"
 
         t0 = time.monotonic()
         codes, workers = [], set()

@@ -3,12 +3,14 @@ which answers may be stored."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 from ragpacer.pipeline.cache.response import (
     CacheLookup,
+    CacheUnavailable,
     CacheWriter,
     MemoryCache,
     RedisCache,
@@ -19,6 +21,8 @@ from ragpacer.pipeline.cache.response import (
 from ragpacer.pipeline.cache.semantic import SemanticCache
 from ragpacer.pipeline.core.settings import Settings
 from ragpacer.pipeline.result import Result
+
+log = logging.getLogger("ragpacer.cache")
 
 
 class Caching:
@@ -66,6 +70,15 @@ class Caching:
             return False
         return bool(result.answer and not result.degraded and not result.truncated
                     and not result.flags)
+
+    async def astart(self) -> None:
+        """Connect to Redis now; a Redis that is down is logged, and the requests go on
+        without the cache until it is back (the circuit breaker)."""
+        if isinstance(self.backend, RedisCache):
+            try:
+                await self.backend.connect()
+            except CacheUnavailable as exc:
+                log.warning("the response cache starts without Redis: %s", exc)
 
     async def drain(self) -> None:
         """Wait for the scheduled writes (tests, shutdown)."""

@@ -88,11 +88,12 @@ class RedisCache:
 
     When Redis is down, the first failure opens the circuit (``pipeline.breaker``): calls fail
     at once instead of each paying a connect timeout, then one call probes again. No
-    thundering herd of reconnects.
+    thundering herd of reconnects. A call cancelled by its caller (the cache stage's budget
+    ran out) is no failure of Redis: it leaves the circuit as it was.
     """
 
     def __init__(self, url: str, *, prefix: str = "ragpacer:cache:",
-                 timeout_s: float = 0.05) -> None:
+                 timeout_s: float = 0.05, client_name: str = "ragpacer-cache") -> None:
         import redis.asyncio as redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
@@ -102,7 +103,8 @@ class RedisCache:
         self._redis = redis.from_url(url, socket_connect_timeout=timeout_s,
                                      socket_timeout=timeout_s, retry_on_timeout=False,
                                      retry=Retry(NoBackoff(), 1),
-                                     retry_on_error=[redis.ConnectionError])
+                                     retry_on_error=[redis.ConnectionError],
+                                     client_name=client_name)
         self.prefix = prefix
         self.breaker = CircuitBreaker()
 
@@ -112,13 +114,21 @@ class RedisCache:
                 f"redis circuit open for {self.breaker.retry_in_s():.1f} s")
         try:
             result = await getattr(self._redis, op)(*args, **kwargs)
-        except BaseException as exc:  # redis' errors, timeouts; a cancelled probe too
+        except Exception as exc:  # redis' errors and its socket timeouts
             self.breaker.failure()
-            if not isinstance(exc, Exception):
-                raise
             raise CacheUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            # Cancelled by the caller's budget: Redis may be healthy, and opening the circuit
+            # would also drop the writes that follow. A cancelled probe lets the next probe.
+            self.breaker.release()
+            raise
         self.breaker.success()
         return result
+
+    async def connect(self) -> None:
+        """Open a pooled connection now (at start): a lookup under the cache stage's few
+        milliseconds must not pay the connect and handshake of a cold worker."""
+        await self._call("ping")
 
     async def get(self, key: str) -> dict[str, Any] | None:
         raw = await self._call("get", self.prefix + key)

@@ -106,11 +106,12 @@ class RedisTokenBucket(TokenBucket):
         try:
             wait = await self._script(keys=[f"ragpacer:rl:{who}"],
                                       args=[self.rate, self.burst])
-        except BaseException as exc:  # a cancelled probe must not leave the breaker probing
+        except Exception:
             self.breaker.failure()
-            if not isinstance(exc, Exception):
-                raise
             return await super().take(who)
+        except BaseException:  # cancelled (the client left): no failure of Redis's
+            self.breaker.release()
+            raise
         self.breaker.success()
         return float(wait)
 
