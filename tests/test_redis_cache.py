@@ -178,7 +178,7 @@ async def test_a_call_cancelled_by_its_budget_leaves_the_circuit_closed() -> Non
 
 async def test_a_started_pipeline_has_its_redis_connection_before_the_first_request(
         scripted) -> None:  # type: ignore[no-untyped-def]
-    """A new worker's first lookup has the cache stage's 10 ms: it must not spend them on
+    """A new worker's first lookup has the cache stage's 20 ms: it must not spend them on
     the connect and handshake."""
     import redis
 

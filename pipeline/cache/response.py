@@ -180,6 +180,10 @@ class CacheLookup(StageBase):
 
     name: ClassVar[str] = "cache"
     fallbacks: ClassVar[frozenset[FallbackKind]] = frozenset()
+    # Under load its wall time is the event loop's queue (its own work is a lookup and one
+    # embedding the later stages reuse), and skipping it sends every request, hits included,
+    # down the whole graph: more load, a slower loop, the cache never back. It is only cut.
+    skip_when_slow: ClassVar[bool] = False
 
     def __init__(self, cache: ResponseCache, semantic: Any = None, classifier: Any = None):
         self.cache = cache

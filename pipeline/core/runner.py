@@ -75,7 +75,7 @@ class StageRunner:
         # what it has at its cut-off: its p95 sits at its budget by design, which says
         # nothing about whether it can give a useful (shorter) answer. It decides itself.
         self_limiting = stage.self_limiting
-        if allotment.budget_ms <= 0 or (not self_limiting
+        if allotment.budget_ms <= 0 or (not self_limiting and stage.skip_when_slow
                                         and window.cannot_fit(allotment.budget_ms)):
             why = f"{allotment.budget_ms:.1f} ms left, p95 {window.p95() or 0:.1f} ms"
             return self._fallback(

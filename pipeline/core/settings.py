@@ -78,7 +78,7 @@ def _default_stages() -> dict[StageName, StageSettings]:
     s = StageSettings
     return {
         "rewrite": s(budget_ms=800, fallback="skip"),
-        "cache": s(budget_ms=10, fallback="skip"),
+        "cache": s(budget_ms=20, fallback="skip"),
         "input_guardrails": s(budget_ms=10, reserve_ms=1, fallback="cheaper"),
         "intent": s(budget_ms=30, reserve_ms=2, fallback="default"),
         "features": s(budget_ms=30, fallback="default"),

@@ -74,6 +74,9 @@ class Stage(Protocol):
     # True when the stage honours ctx.cutoff itself and returns partial output at it (the
     # runner then cuts it a little later, as a backstop only, and never skips it for its p95).
     self_limiting: ClassVar[bool]
+    # False when skipping the stage because its recent p95 exceeds its budget would cost more
+    # than it saves (the cache: see CacheLookup). It is still cut at its budget.
+    skip_when_slow: ClassVar[bool]
 
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update | Degraded: ...
 
@@ -87,9 +90,10 @@ class Stage(Protocol):
 
 
 class StageBase:
-    """The contract's defaults: not self-limiting, nothing to start."""
+    """The contract's defaults: not self-limiting, skipped when slow, nothing to start."""
 
     self_limiting: ClassVar[bool] = False
+    skip_when_slow: ClassVar[bool] = True
 
     async def astart(self) -> None:
         return None
