@@ -101,3 +101,43 @@ async def test_servers_whose_clocks_disagree_share_one_redis_bucket(monkeypatch)
     assert wait > 5.0  # no token appeared from the clock skew (one refills in 10 s)
     await a._redis.aclose()
     await b._redis.aclose()
+
+
+@pytest.mark.redis
+async def test_a_started_limiter_takes_its_first_token_in_one_round_trip() -> None:
+    """A new worker's first call would otherwise connect and load the script on a 50 ms
+    timeout; over it, the circuit opens and the worker keeps a burst of its own."""
+    import redis.asyncio as aioredis
+
+    if not redis_up(REDIS):
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    probe = aioredis.from_url(REDIS)
+    await probe.script_flush()
+    bucket = RedisTokenBucket(REDIS, rate_per_s=1.0, burst=2)
+    await bucket.connect()
+    assert await probe.script_exists(bucket._script.sha) == [True]
+    def evalsha(stats: dict) -> tuple[int, int]:  # type: ignore[type-arg]
+        calls = stats.get("cmdstat_evalsha", {})
+        return calls.get("calls", 0), calls.get("failed_calls", 0)
+
+    before = evalsha(await probe.info("commandstats"))
+    assert await bucket.take(f"first-{uuid.uuid4().hex}") == 0.0
+    after = evalsha(await probe.info("commandstats"))
+    assert after == (before[0] + 1, before[1]), "one EVALSHA, found: no NOSCRIPT, no reload"
+    assert bucket.breaker.closed
+    await bucket._redis.aclose()
+    await probe.aclose()
+
+
+@pytest.mark.redis
+async def test_a_take_cancelled_by_its_client_leaves_the_circuit_closed() -> None:
+    if not redis_up(REDIS):
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    bucket = RedisTokenBucket(REDIS, rate_per_s=1.0, burst=2)
+    take = asyncio.create_task(bucket.take(f"gone-{uuid.uuid4().hex}"))
+    await asyncio.sleep(0)  # connecting
+    take.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await take
+    assert bucket.breaker.closed
+    await bucket._redis.aclose()

@@ -69,6 +69,8 @@ def create_app(pipeline: Pipeline, *, manage_lifecycle: bool = True,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if manage_lifecycle:
             await pipeline.astart()
+        if isinstance(limiter, RedisTokenBucket):
+            await limiter.connect()
         follower, follow = None, None
         if rebuild is not None and settings.server.index_poll_s > 0:
             follower = IndexFollower(current, rebuild, index_root(settings),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -13,6 +14,8 @@ from pydantic import SecretStr
 
 from ragpacer.pipeline.breaker import CircuitBreaker
 from ragpacer.pipeline.serving.errors import APIError
+
+log = logging.getLogger("ragpacer.http")
 
 # Redis' own clock (TIME), not each server's: servers whose clocks disagree share one bucket.
 _BUCKET_LUA = """
@@ -99,6 +102,16 @@ class RedisTokenBucket(TokenBucket):
         self._script = self._redis.register_script(_BUCKET_LUA)
         # Redis down: after the first failure, requests stop paying its 50 ms timeout.
         self.breaker = CircuitBreaker()
+
+    async def connect(self) -> None:
+        """Open a connection and load the script now (at start): a cold worker's first
+        call would pay the connect and two more round trips, and a call over its 50 ms
+        timeout opens the circuit, leaving each worker its own burst for a while."""
+        try:
+            await self._redis.script_load(_BUCKET_LUA)
+        except Exception as exc:
+            self.breaker.failure()
+            log.warning("the rate limit starts without Redis (per process): %s", exc)
 
     async def take(self, who: str) -> float:
         if not self.breaker.allow():  # this process's own bucket meanwhile
