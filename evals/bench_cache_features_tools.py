@@ -9,7 +9,7 @@ would allow (back to back, the write ran inside the next lookup's wait for Redis
 asyncio's default loop and on uvloop (the loop `ragpacer serve` runs on: a Redis round trip
 costs the loop about half the CPU there).
 
-Rerun:  .venv/bin/python -m evals.bench_cache_features_tools [--n 1000]
+Rerun:  .venv/bin/python -m evals.bench_cache_features_tools [--n 1000] [--only misses]
 Needs Redis on 127.0.0.1:6379 and `ragpacer features materialize` for both stores.
 """
 
@@ -56,9 +56,13 @@ async def cache_hits(n: int, redis: bool) -> dict:
     return percentiles(times)
 
 
-async def cache_misses(n: int, redis: bool) -> dict:
+async def cache_misses(n: int, redis: bool, overlap: bool = True) -> dict:
+    """``overlap``: with Redis, a new question is embedded while its lookup travels (shipped);
+    False: looked up first, then embedded (how it ran before)."""
     p = Pipeline(settings(redis_url=REDIS if redis else None))
     p.version += f"-bench-{time.time()}"
+    if not overlap:
+        p.caching.lookup.overlapped_get = None
     embedder = p.caching.lookup.classifier.embedder
     await p.arun("how do I freeze my card")
     stage, embed, cut = [], [], 0
@@ -161,19 +165,32 @@ async def tools(n: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--only", default="hits,misses,load,features,tools",
+                    help="comma-separated parts to run")
     args = ap.parse_args()
-    out = {"cache_hit_ms_inprocess": asyncio.run(cache_hits(args.n, False)),
-           "cache_hit_ms_redis": asyncio.run(cache_hits(args.n, True)),
-           "cache_miss_ms_inprocess": asyncio.run(cache_misses(args.n, False)),
-           "cache_miss_ms_redis": asyncio.run(cache_misses(args.n, True)),
-           "cache_miss_ms_inprocess_uvloop": uvloop.run(cache_misses(args.n, False)),
-           "cache_miss_ms_redis_uvloop": uvloop.run(cache_misses(args.n, True)),
-           # A B B A at each concurrency: two passes of each, alternating.
-           **{f"cache_under_load_{c}_{'skipped_when_slow' if skip else 'shipped'}_{i // 2}":
-              uvloop.run(cache_under_load(c, skip))
-              for c in (16, 64) for i, skip in enumerate((True, False, False, True))},
-           "feature_stage_ms": asyncio.run(features(args.n)),
-           "tools_total_over_slowest": asyncio.run(tools(50))}
+    parts, n = set(args.only.split(",")), args.n
+    out: dict = {}
+    if "hits" in parts:
+        out["cache_hit_ms_inprocess"] = asyncio.run(cache_hits(n, False))
+        out["cache_hit_ms_redis"] = asyncio.run(cache_hits(n, True))
+    if "misses" in parts:
+        out["cache_miss_ms_inprocess"] = asyncio.run(cache_misses(n, False))
+        out["cache_miss_ms_redis_looked_up_first"] = asyncio.run(cache_misses(n, True, False))
+        out["cache_miss_ms_redis"] = asyncio.run(cache_misses(n, True))
+        out["cache_miss_ms_inprocess_uvloop"] = uvloop.run(cache_misses(n, False))
+        # A B B A: the lookup first, then overlapped with the embedding (shipped).
+        for i, overlap in enumerate((False, True, True, False)):
+            name = "cache_miss_ms_redis_uvloop" + ("" if overlap else "_looked_up_first")
+            out[f"{name}_{i // 2}"] = uvloop.run(cache_misses(n, True, overlap))
+    if "load" in parts:  # A B B A at each concurrency
+        for c in (16, 64):
+            for i, skip in enumerate((True, False, False, True)):
+                name = f"cache_under_load_{c}_{'skipped_when_slow' if skip else 'shipped'}"
+                out[f"{name}_{i // 2}"] = uvloop.run(cache_under_load(c, skip))
+    if "features" in parts:
+        out["feature_stage_ms"] = asyncio.run(features(n))
+    if "tools" in parts:
+        out["tools_total_over_slowest"] = asyncio.run(tools(50))
     for k, v in out.items():
         if k.startswith("cache_under_load"):
             lat = v["latency_ms"]
@@ -181,7 +198,7 @@ def main() -> None:
                   f"{v['repeated_answered_from_cache']:.0%}, {v['requests_per_s']:.0f} req/s, "
                   f"p50 {lat['p50']:.1f} p99 {lat['p99']:.1f} ms, cache stage {v['cache_stage']}")
         elif "ratio_p50" in v:
-            print(f"{k:34} cache stage p50 {v['cache_stage']['p50']:.3f}, the embedding alone "
+            print(f"{k:44} cache stage p50 {v['cache_stage']['p50']:.3f}, the embedding alone "
                   f"{v['embedding']['p50']:.3f}: {v['ratio_p50']:.2f}x ({v['misses']} misses; "
                   f"cut at its budget {v['cut']} times)")
         elif "p50" in v:

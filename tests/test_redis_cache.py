@@ -15,7 +15,7 @@ from ragpacer.pipeline.cache.response import CacheUnavailable, RedisCache
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.support.http import free_port
-from tests.support.redis import redis_up
+from tests.support.redis import ReplyGate, redis_up
 from tests.support.resources import RESOURCES
 
 pytestmark = pytest.mark.redis
@@ -195,3 +195,66 @@ async def test_a_started_pipeline_has_its_redis_connection_before_the_first_requ
     assert not (await p.arun(QUESTION)).degraded
     assert connections() - before == started, "the first lookup reuses it"
     await p.aclose()
+
+
+async def test_a_new_question_is_embedded_while_redis_looks_it_up(scripted, monkeypatch) -> None:
+    """A key this worker has not seen stored is likely a miss: the query is embedded while
+    its lookup travels. Redis's reply is held until the embedding starts, so a lookup that
+    waited for its reply before embedding would wait until the cache stage's cut."""
+    gate = ReplyGate()
+    url = await gate.start()
+    p = Pipeline(make_settings(scripted.url, redis_url=url, retrieval={"mode": "bm25"},
+                               stages={"cache": {"budget_ms": 2000, "fallback": "skip"}}),
+                 resources=RESOURCES)
+    p.version += f"-{time.time()}"  # keys of this run only
+    await p.astart()
+    classifier = p.caching.lookup.classifier
+    embed = classifier.aembed
+    reply_held: list[bool] = []
+
+    async def spy(query: str, deadline: object = None) -> object:
+        reply_held.append(not gate.open.is_set())
+        gate.open.set()
+        return await embed(query, deadline)
+
+    monkeypatch.setattr(classifier, "aembed", spy)
+    gate.open.clear()
+    first = await p.arun(QUESTION)
+    cache = first.stages[0]
+    assert cache.name == "cache" and cache.outcome.value == "ok", cache
+    assert reply_held == [True], "embedded once, while Redis's reply was on its way"
+    assert not first.cached and not first.degraded
+
+    await p.caching.drain()
+    again = await p.arun(QUESTION)
+    assert again.cache_hit == "exact" and reply_held == [True], \
+        "a key known stored is looked up alone: a hit pays no embedding"
+    await p.aclose()
+    await gate.aclose()
+
+
+async def test_another_workers_answer_is_a_hit_then_a_known_key(scripted, monkeypatch) -> None:
+    """An answer another worker stored is found by the overlapped lookup (one embedding
+    spent), and from then on this worker looks it up alone."""
+    settings = make_settings(scripted.url, redis_url=REDIS, retrieval={"mode": "bm25"})
+    writer, reader = (Pipeline(settings, resources=RESOURCES) for _ in range(2))
+    version = f"{writer.version}-{time.time()}"
+    writer.version = reader.version = version
+    fresh = await writer.arun(QUESTION)
+    await writer.caching.drain()
+
+    classifier = reader.caching.lookup.classifier
+    embed = classifier.aembed
+    embedded: list[str] = []
+
+    async def spy(query: str, deadline: object = None) -> object:
+        embedded.append(query)
+        return await embed(query, deadline)
+
+    monkeypatch.setattr(classifier, "aembed", spy)
+    other = await reader.arun(QUESTION)
+    assert other.cache_hit == "exact" and other.answer == fresh.answer
+    assert len(embedded) == 1
+    assert (await reader.arun(QUESTION)).cache_hit == "exact" and len(embedded) == 1
+    await writer.aclose()
+    await reader.aclose()

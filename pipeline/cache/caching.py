@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from functools import partial
 from typing import Any
 
 from ragpacer.pipeline.cache.response import (
@@ -39,7 +38,7 @@ class Caching:
         self.semantic: SemanticCache | None = None
         if cfg.semantic and classifier is not None:
             self.semantic = SemanticCache(cfg.semantic_threshold, cfg.max_entries)
-        self.lookup = CacheLookup(self.backend, self.semantic, classifier)
+        self.lookup = CacheLookup(self.backend, self.semantic, classifier, cfg.max_entries)
         self._writer = CacheWriter(self.backend)
 
     def key(self, query: str, scope: dict[str, Any], version: str, tenant: str | None) -> str:
@@ -52,14 +51,17 @@ class Caching:
         if not self.cacheable(result):
             return False
         vector = final.get("query_vector")
-        index = None
-        if self.semantic is not None and vector is not None:
+        scope_key = semantic_scope(result.intent, scope, tenant)
+
+        def written() -> None:
+            self.lookup.stored(key)
             # Indexed once written: a semantic match never points at an entry still on its
             # way to the backend (its lookup would pay a second round trip for a miss).
-            index = partial(self.semantic.add, key,
-                            semantic_scope(result.intent, scope, tenant), vector, result.query)
+            if self.semantic is not None and vector is not None:
+                self.semantic.add(key, scope_key, vector, result.query)
+
         self._writer.schedule(key, result.cache_payload(), self.settings.cache.ttl_s,
-                              then=index)
+                              then=written)
         return True
 
     def cacheable(self, result: Result) -> bool:
