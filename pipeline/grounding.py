@@ -19,6 +19,7 @@ from ragpacer.pipeline.answers import extractive, select
 from ragpacer.pipeline.core.context import RunContext
 from ragpacer.pipeline.core.stage import Degraded, FallbackKind, StageBase, Update
 from ragpacer.pipeline.core.state import RequestState
+from ragpacer.pipeline.features.stage import known_features
 from ragpacer.retrieval.analyzer import Analyzer
 from ragpacer.retrieval.extractive import Sentence, SentenceSelector
 
@@ -153,13 +154,14 @@ def leaves_out(answer: str, chosen: Sequence[Sentence]) -> list[str]:
 
 
 def evidence_of(state: RequestState) -> list[str]:
-    """What an answer may draw on: the sources, the tool results and the question itself."""
+    """What an answer may draw on: the sources, the tool results, the question itself and
+    what is known of the customer (a default standing in for a feature is not)."""
     texts = [f"{h.title}. {h.text}" for h in state.get("sources", [])]
     texts += [json.dumps(r.get("result"), ensure_ascii=False, default=str)
               for r in state.get("tool_results", [])]
     texts.append(state.get("query", ""))
-    if state.get("features"):
-        texts.append(json.dumps(state["features"], default=str))
+    if known := known_features(state):
+        texts.append(json.dumps(known, default=str))
     return texts
 
 

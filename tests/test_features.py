@@ -53,10 +53,11 @@ async def test_materialize_then_read_online(repo: Path, store: str) -> None:
     known = await stage({"user_id": "c-0001"}, ctx)
     assert not isinstance(known, Degraded)
     assert known["features"]["tier"] in ("standard", "premium", "business")
-    assert known["features"]["lifetime_value_eur"] > 0
+    assert known["features"]["lifetime_value_eur"] > 0 and known["features_defaulted"] == []
     unknown = await stage({"user_id": "nobody"}, ctx)
     assert isinstance(unknown, Degraded) and unknown.reason == "unknown customer"
     assert unknown.update["features"]["tier"] == "standard"  # the configured default
+    assert set(unknown.update["features_defaulted"]) == set(s.features.defaults)
 
 
 async def test_pipeline_merges_features_and_request_time_data(repo: Path, scripted) -> None:
@@ -88,8 +89,20 @@ async def test_store_down_gives_defaults_and_says_so(repo: Path, scripted) -> No
     rec = next(r for r in result.stages if r.name == "features")
     assert rec.fallback == "default"
     prompt = scripted.requests[-1]["messages"][-1]["content"]
-    assert "tier=standard" in prompt
+    # The defaults stand in for code; told to the model, a premium customer would hear
+    # the standard tier's terms as their own.
+    assert "<customer>" not in prompt and "tier=" not in prompt
     await p.aclose()
+
+
+def test_a_default_is_no_evidence_of_the_customer() -> None:
+    from ragpacer.pipeline.grounding import evidence_of
+
+    state = {"query": "what do I pay", "sources": [], "tool_results": [],
+             "features": {"tier": "standard", "open_tickets": 2},
+             "features_defaulted": ["tier"]}
+    evidence = " ".join(evidence_of(state))  # type: ignore[arg-type]
+    assert "open_tickets" in evidence and "standard" not in evidence
 
 
 async def test_customer_profile_tool_reads_feast(repo: Path) -> None:

@@ -26,6 +26,7 @@ class RequestState(TypedDict, total=False):
     query_form: str  # asked | carried (a follow-up with the previous turn's words) | rewritten
     history: list[dict[str, str]]  # earlier turns ({"role", "content"}) the prompt may carry
     features: dict[str, Any]
+    features_defaulted: list[str]  # names holding the configured default, not the customer's
     sources: list[Any]  # retrieval.Hit
     tool_results: list[dict[str, Any]]
     answer: str

@@ -2,7 +2,9 @@
 
 The FeatureStore is created once, inside the serving event loop (Feast's async Redis client
 binds to the first loop that uses it), by ``FeaturesStage.astart``. Unknown customer or
-store down: the configured defaults, and the stage says it degraded.
+store down: the configured defaults, and the stage says it degraded. A default is a stand-in
+for code that needs a value, never a fact about the customer: the model is not told it and an
+answer may not rest on it (``known_features``).
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ class FeaturesStage(StageBase):
         cfg = self.settings.features
         uid = state.get("user_id")
         if not uid:
-            return Degraded({"features": dict(cfg.defaults)}, "no customer id")
+            return Degraded(self._with_defaults({}), "no customer id")
         if self.store is None:  # importing Feast blocks for seconds: never on a request
             raise RuntimeError("feature store not started (Pipeline.astart creates it)")
         rows = [{"customer_id": uid}]
@@ -124,13 +126,21 @@ class FeaturesStage(StageBase):
             recent = await self.transactions.since(uid, time.time() - 3600)
             values["transactions_last_hour"] = len(recent)
         if all(values.get(n) is None for n in cfg.names):
-            return Degraded({"features": {**cfg.defaults, **_present(values)}},
-                            "unknown customer")
-        return {"features": {**cfg.defaults, **_present(values)}}
+            return Degraded(self._with_defaults(values), "unknown customer")
+        return self._with_defaults(values)
 
     def fallback(self, kind: FallbackKind, state: RequestState, ctx: RunContext) -> Update:
-        return {"features": dict(self.settings.features.defaults)}
+        return self._with_defaults({})
+
+    def _with_defaults(self, values: dict[str, Any]) -> Update:
+        known = {k: v for k, v in values.items() if v is not None}
+        defaults = self.settings.features.defaults
+        return {"features": {**defaults, **known},
+                "features_defaulted": [n for n in defaults if n not in known]}
 
 
-def _present(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
+def known_features(state: RequestState) -> dict[str, Any]:
+    """The features that describe this customer: read from the store or at request time, not
+    the configured defaults standing in for the ones that could not be read."""
+    defaulted = set(state.get("features_defaulted", ()))
+    return {k: v for k, v in state.get("features", {}).items() if k not in defaulted}

@@ -14,6 +14,7 @@ from ragpacer.pipeline.core.errors import LLMBusy, LLMError, LLMUnavailable, Too
 from ragpacer.pipeline.core.settings import ModelSettings, Settings
 from ragpacer.pipeline.core.stage import Degraded, FallbackKind, StageBase, Update
 from ragpacer.pipeline.core.state import RequestState
+from ragpacer.pipeline.features.stage import known_features
 from ragpacer.pipeline.grounding import complete_sentences, strip_markup
 from ragpacer.pipeline.llm.client import Completion, LLMClient
 from ragpacer.pipeline.llm.prompt import (
@@ -111,7 +112,7 @@ class Generation(StageBase):
             state.get("question") or state["query"],
             state.get("sources", []),
             state.get("tool_results", []),
-            state.get("features"),
+            known_features(state),
             self._history(state, ctx),
             self._excerpts(selection, route.model, ctx),
         )
