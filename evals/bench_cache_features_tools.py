@@ -7,7 +7,8 @@ shape, interleaved in one run. Each answer's cache write is waited for before th
 question, as the time a response takes to reach its client and the next question to arrive
 would allow (back to back, the write ran inside the next lookup's wait for Redis); on
 asyncio's default loop and on uvloop (the loop `ragpacer serve` runs on: a Redis round trip
-costs the loop about half the CPU there).
+costs the loop about half the CPU there). With Redis, the shipped lookup (a new question
+embedded while its GET travels) alternates A B B A with the lookup first, the embedding after.
 
 Rerun:  .venv/bin/python -m evals.bench_cache_features_tools [--n 1000] [--only misses]
 Needs Redis on 127.0.0.1:6379 and `ragpacer features materialize` for both stores.
