@@ -86,14 +86,18 @@ async def cache_misses(n: int, redis: bool, overlap: bool = True) -> dict:
     return out
 
 
-async def cache_under_load(concurrency: int, skip_when_slow: bool, n: int = 400) -> dict:
+async def cache_under_load(concurrency: int, skip_when_slow: bool, n: int = 400,
+                           overlap: bool = True) -> dict:
     """``n`` requests, ``concurrency`` at a time, Redis: every other one a question answered
     before (a hit to be had), the others new. No LLM listens, so every answer is the extractive
     one: the event loop is the bottleneck, as on a saturated server. ``skip_when_slow``:
-    the cache skipped for its p95 as other stages are (how it ran before), against shipped."""
+    the cache skipped for its p95 as other stages are (how it ran before), against shipped;
+    ``overlap``: False looks every key up before embedding (as ``cache_misses``)."""
     p = Pipeline(settings(redis_url=REDIS))
     p.version += f"-bench-{time.time()}"
     p.caching.lookup.skip_when_slow = skip_when_slow
+    if not overlap:
+        p.caching.lookup.overlapped_get = None
     await p.astart()
     known = ["how do I freeze my card", "what does an overdraft cost", "how do I reset my pin"]
     for q in known:
@@ -188,6 +192,9 @@ def main() -> None:
             for i, skip in enumerate((True, False, False, True)):
                 name = f"cache_under_load_{c}_{'skipped_when_slow' if skip else 'shipped'}"
                 out[f"{name}_{i // 2}"] = uvloop.run(cache_under_load(c, skip))
+            for i, overlap in enumerate((False, True, True, False)):
+                name = f"cache_under_load_{c}_{'overlapped' if overlap else 'looked_up_first'}"
+                out[f"{name}_{i // 2}"] = uvloop.run(cache_under_load(c, False, overlap=overlap))
     if "features" in parts:
         out["feature_stage_ms"] = asyncio.run(features(n))
     if "tools" in parts:
