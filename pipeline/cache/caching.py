@@ -51,14 +51,14 @@ class Caching:
         if not self.cacheable(result):
             return False
         vector = final.get("query_vector")
-        scope_key = semantic_scope(result.intent, scope, tenant)
 
-        def written() -> None:
+        def written() -> None:  # off the request path
             self.lookup.stored(key)
             # Indexed once written: a semantic match never points at an entry still on its
             # way to the backend (its lookup would pay a second round trip for a miss).
             if self.semantic is not None and vector is not None:
-                self.semantic.add(key, scope_key, vector, result.query)
+                self.semantic.add(key, semantic_scope(result.intent, scope, tenant), vector,
+                                  result.query)
 
         self._writer.schedule(key, result.cache_payload(), self.settings.cache.ttl_s,
                               then=written)

@@ -25,8 +25,8 @@ from ragpacer.pipeline.core.state import RequestState
 
 log = logging.getLogger("ragpacer.cache")
 _SPACE = re.compile(r"\s+")
-T = TypeVar("T")
 _TRAILING = re.compile(r"[\s?!.]+$")
+T = TypeVar("T")
 
 
 def normalise_query(query: str) -> str:
@@ -263,16 +263,18 @@ class CacheLookup(StageBase):
         if self.semantic is None or self.classifier is None:
             hit = await self.cache.get(key)
             return {} if hit is None else {"cached": hit, "cache_hit": "exact"}
-        embed = partial(self.classifier.aembed, state["query"], ctx.cutoff)
+        vector = None
         if self.overlapped_get is not None and key not in self._stored:
-            hit, vector = await self.overlapped_get(key, embed)
+            hit, vector = await self.overlapped_get(
+                key, partial(self.classifier.aembed, state["query"], ctx.cutoff))
         else:
             hit = await self.cache.get(key)
-            vector = None if hit is not None else await embed()
         if hit is not None:
             self.stored(key)
             return {"cached": hit, "cache_hit": "exact"}
         self._stored.pop(key, None)  # expired or evicted
+        if vector is None:
+            vector = await self.classifier.aembed(state["query"], ctx.cutoff)
         return await self._semantic_lookup(state, vector)
 
     async def _semantic_lookup(self, state: RequestState, vector: Any) -> Update:
