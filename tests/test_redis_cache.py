@@ -176,6 +176,57 @@ async def test_a_call_cancelled_by_its_budget_leaves_the_circuit_closed() -> Non
     await cache.aclose()
 
 
+async def test_an_overlapped_get_cut_short_never_hands_its_reply_to_the_next(
+        ) -> None:
+    """A lookup cancelled while its work runs leaves its reply unread in the socket; the next
+    lookup must read its own key's value, not that reply."""
+    cache = RedisCache(REDIS, prefix=f"ragpacer-test:{os.getpid()}:{time.time()}:")
+    await cache.connect()
+    await cache.set("a", {"answer": "a"}, ttl_s=5)
+    await cache.set("b", {"answer": "b"}, ttl_s=5)
+    started = asyncio.Event()
+
+    async def slow() -> None:
+        started.set()
+        await asyncio.sleep(5)
+
+    lookup = asyncio.create_task(cache.get_while("a", slow))
+    await started.wait()
+    await asyncio.sleep(0.05)  # Redis's reply to GET a is in the socket by now
+    lookup.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await lookup
+
+    async def work() -> str:
+        return "done"
+
+    assert await cache.get_while("b", work) == ({"answer": "b"}, "done")
+    assert await cache.get_while("a", work) == ({"answer": "a"}, "done")
+    assert cache.breaker.closed
+    await cache.aclose()
+
+
+async def test_an_overlapped_get_after_a_redis_restart_still_answers(own_redis) -> None:
+    """The connection kept for overlapped GETs dies with a restart of Redis; the first lookup
+    after it must not turn into a cache failure (a miss, an open circuit)."""
+    port, start = own_redis
+    cache = RedisCache(f"redis://127.0.0.1:{port}/0")
+    await cache.connect()
+
+    async def work() -> str:
+        return "done"
+
+    assert await cache.get_while("k", work) == (None, "done")
+    await asyncio.to_thread(subprocess.run, ["redis-cli", "-p", str(port), "shutdown", "nosave"],
+                            capture_output=True)
+    await asyncio.to_thread(start)
+    await cache.set("k", {"answer": "a"}, ttl_s=5)  # the pool reconnects on its own
+    assert await cache.get_while("k", work) == ({"answer": "a"}, "done")
+    assert cache.breaker.closed
+    assert await cache.get_while("k", work) == ({"answer": "a"}, "done")
+    await cache.aclose()
+
+
 async def test_a_started_pipeline_has_its_redis_connection_before_the_first_request(
         scripted) -> None:  # type: ignore[no-untyped-def]
     """A new worker's first lookup has the cache stage's 20 ms: it must not spend them on
@@ -191,7 +242,7 @@ async def test_a_started_pipeline_has_its_redis_connection_before_the_first_requ
                                routing={"classifier": "lexical"}), resources=RESOURCES)
     await p.astart()
     started = connections() - before
-    assert len(started) == 1, "astart opens the cache's connection"
+    assert len(started) == 2, "astart opens the cache's connections: pooled, overlapped GET"
     assert not (await p.arun(QUESTION)).degraded
     assert connections() - before == started, "the first lookup reuses it"
     await p.aclose()

@@ -27,6 +27,9 @@ log = logging.getLogger("ragpacer.cache")
 _SPACE = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s?!.]+$")
 T = TypeVar("T")
+# Connections kept for overlapped GETs; more at once are opened and closed after use.
+IDLE_GET_CONNECTIONS = 16
+_STALE = object()
 
 
 def normalise_query(query: str) -> str:
@@ -108,7 +111,9 @@ class RedisCache:
                                      retry_on_error=[redis.ConnectionError],
                                      client_name=client_name)
         self.prefix = prefix
+        self.timeout_s = timeout_s
         self.breaker = CircuitBreaker()
+        self._idle: list[Any] = []  # connections of `get_while`, each with no reply pending
 
     async def _call(self, op: str, *args: Any, **kwargs: Any) -> Any:
         self._admit()
@@ -134,9 +139,17 @@ class RedisCache:
         return CacheUnavailable(f"redis: {type(exc).__name__}: {exc}")
 
     async def connect(self) -> None:
-        """Open a pooled connection now (at start): a lookup under the cache stage's few
-        milliseconds must not pay the connect and handshake of a cold worker."""
+        """Open a pooled connection and one for overlapped GETs now (at start): a lookup
+        under the cache stage's few milliseconds must not pay the connect and handshake of a
+        cold worker."""
         await self._call("ping")
+        if not self._idle:
+            conn = self._get_connection()
+            try:
+                await conn.connect()
+            except Exception as exc:
+                raise self._failed(exc) from exc
+            self._idle.append(conn)
 
     async def get(self, key: str) -> dict[str, Any] | None:
         raw = await self._call("get", self.prefix + key)
@@ -146,44 +159,55 @@ class RedisCache:
                         ) -> tuple[dict[str, Any] | None, T]:
         """GET ``key`` with ``work`` done while Redis answers: the command is sent, ``work``
         runs (the query's embedding, on the loop), then the reply is read, by then waiting in
-        the socket. A miss costs the work, not the work plus a round trip and the wake-up."""
+        the socket. A miss costs the work, not the work plus a round trip and the wake-up.
+
+        Its connections are kept apart from redis-py's pool: one comes back only after its
+        reply was read whole, so taking it needs no poll of the socket, and the send is a
+        plain write under this call's own timeout (redis-py's socket timeout runs each send
+        in a task of its own)."""
         self._admit()
-        pool = self._redis.connection_pool
+        kept = bool(self._idle)
+        conn = self._idle.pop() if kept else self._get_connection()
         try:
-            conn = await pool.get_connection()
-        except Exception as exc:
-            raise self._failed(exc) from exc
-        except BaseException:
-            self.breaker.release()
+            raw, done = await self._exchange(conn, key, kept, work)
+        except BaseException as exc:
+            await conn.disconnect(nowait=True)  # a reply may be left unread
+            if not isinstance(exc, CacheUnavailable):  # cancelled, or the work failed
+                self.breaker.release()
             raise
-        try:
-            raw, done = await self._exchange(conn, key, work)
-        except CacheUnavailable:
-            raise
-        except BaseException:  # cancelled, or the work failed: no failure of Redis
-            self.breaker.release()
-            raise
-        finally:
-            await pool.release(conn)
+        if raw is _STALE:  # a kept connection Redis had closed (a restart): once more, pooled
+            await conn.disconnect(nowait=True)
+            return await self.get(key), done
+        if len(self._idle) < IDLE_GET_CONNECTIONS:
+            self._idle.append(conn)
+        else:
+            await conn.disconnect(nowait=True)
         self.breaker.success()
         return (orjson.loads(raw) if raw else None), done
 
-    async def _exchange(self, conn: Any, key: str,
-                        work: Callable[[], Awaitable[T]]) -> tuple[bytes | None, T]:
+    def _get_connection(self) -> Any:
+        pool = self._redis.connection_pool
+        return pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+
+    async def _exchange(self, conn: Any, key: str, kept: bool,
+                        work: Callable[[], Awaitable[T]]) -> tuple[Any, T]:
+        """The reply, or ``_STALE`` when a kept connection failed (Redis closed it)."""
         try:
-            await conn.send_command("GET", self.prefix + key)
+            async with asyncio.timeout(self.timeout_s):
+                await conn.send_packed_command(conn.pack_command("GET", self.prefix + key),
+                                               check_health=False)
         except Exception as exc:
-            raise self._failed(exc) from exc
+            if not kept:
+                raise self._failed(exc) from exc
+            return _STALE, await work()
+        done = await work()
         try:
-            done = await work()
-        except BaseException:
-            await conn.disconnect(nowait=True)  # its reply is never read
-            raise
-        try:
-            raw = await conn.read_response()  # on any error, redis-py drops the connection
+            async with asyncio.timeout(self.timeout_s):
+                return await conn.read_response(), done  # on any error, redis-py disconnects
         except Exception as exc:
-            raise self._failed(exc) from exc
-        return raw, done
+            if not kept:
+                raise self._failed(exc) from exc
+            return _STALE, done
 
     async def set(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
         # orjson: a write runs on the loop beside other requests' stages (~10x the stdlib's
@@ -192,6 +216,9 @@ class RedisCache:
         await self._call("set", self.prefix + key, payload, px=max(1, int(ttl_s * 1000)))
 
     async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.disconnect()
         await self._redis.aclose()
 
 
