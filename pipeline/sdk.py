@@ -212,10 +212,9 @@ class Pipeline:
         key = None
         if self.caching is not None:
             key = self.caching.key(query, scope, self.version, tenant)
-            update, record = await self.runner.run(
-                self.caching.lookup,
-                {"query": query, "cache_key": key, "filters": scope, "tenant": tenant}, ctx
-            )
+            lookup: RequestState = {"query": query, "cache_key": key, "filters": scope,
+                                    "tenant": tenant}
+            update, record = await self.runner.run(self.caching.lookup, lookup, ctx)
             records.append(record)
             if "cached" in update:
                 hit = Result.from_cache(update["cached"], query, records, ctx.deadline,
@@ -224,8 +223,10 @@ class Pipeline:
                 self._count_usage(hit, asked)
                 self.tracing.record(hit, start_ns)
                 return hit
-            if "query_vector" in update:  # embedded once, for the semantic lookup
-                state["query_vector"] = update["query_vector"]
+            # Embedded once, for the semantic lookup; kept also when the stage was cut after.
+            vector = update.get("query_vector", lookup.get("query_vector"))
+            if vector is not None:
+                state["query_vector"] = vector
         final = await self.graph.ainvoke(state, context=ctx)
         result = Result.from_state(final, ctx.deadline, ctx.trace)
         shaped = options.max_tokens is not None or bool(options.stop)

@@ -309,3 +309,35 @@ async def test_another_workers_answer_is_a_hit_then_a_known_key(scripted, monkey
     assert (await reader.arun(QUESTION)).cache_hit == "exact" and len(embedded) == 1
     await writer.aclose()
     await reader.aclose()
+
+
+async def test_a_lookup_cut_while_redis_answers_keeps_the_query_vector(
+        scripted, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The cache stage embeds a new question while its GET travels; when Redis is slow and
+    the stage is cut at its budget, the request goes on with that vector instead of paying
+    for a second embedding."""
+    gate = ReplyGate()
+    url = await gate.start()
+    p = Pipeline(make_settings(scripted.url, redis_url=url, retrieval={"mode": "bm25"},
+                               stages={"cache": {"budget_ms": 100, "fallback": "skip"}}),
+                 resources=RESOURCES)
+    p.version += f"-{time.time()}"
+    await p.astart()
+    classifier = p.caching.lookup.classifier
+    embed = classifier.aembed
+    embedded: list[str] = []
+
+    async def spy(query: str, deadline: object = None) -> object:
+        embedded.append(query)
+        return await embed(query, deadline)
+
+    monkeypatch.setattr(classifier, "aembed", spy)
+    gate.open.clear()  # Redis's replies are held: the lookup is cut at its budget
+    result = await p.arun(QUESTION)
+    cache = result.stages[0]
+    assert cache.name == "cache" and cache.outcome.value == "timeout", cache
+    assert result.answer and result.intent
+    assert embedded == [QUESTION], "embedded once, in the cut lookup; the intent stage reused it"
+    gate.open.set()
+    await p.aclose()
+    await gate.aclose()

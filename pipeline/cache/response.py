@@ -27,8 +27,8 @@ log = logging.getLogger("ragpacer.cache")
 _SPACE = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s?!.]+$")
 T = TypeVar("T")
-# Connections kept for overlapped GETs; more at once are opened and closed after use.
-IDLE_GET_CONNECTIONS = 16
+# Connections for overlapped GETs, opened one at a time in the background as needed.
+MAX_GET_CONNECTIONS = 16
 _STALE = object()
 
 
@@ -114,9 +114,14 @@ class RedisCache:
         self.timeout_s = timeout_s
         self.breaker = CircuitBreaker()
         self._idle: list[Any] = []  # connections of `get_while`, each with no reply pending
+        self._get_connections = 0  # idle, in use and opening
+        self._opening: asyncio.Task[None] | None = None
 
     async def _call(self, op: str, *args: Any, **kwargs: Any) -> Any:
         self._admit()
+        return await self._admitted_call(op, *args, **kwargs)
+
+    async def _admitted_call(self, op: str, *args: Any, **kwargs: Any) -> Any:
         try:
             result = await getattr(self._redis, op)(*args, **kwargs)
         except Exception as exc:  # redis' errors and its socket timeouts
@@ -144,12 +149,10 @@ class RedisCache:
         cold worker."""
         await self._call("ping")
         if not self._idle:
-            conn = self._get_connection()
             try:
-                await conn.connect()
+                await self._open_get_connection()
             except Exception as exc:
                 raise self._failed(exc) from exc
-            self._idle.append(conn)
 
     async def get(self, key: str) -> dict[str, Any] | None:
         raw = await self._call("get", self.prefix + key)
@@ -164,50 +167,72 @@ class RedisCache:
         Its connections are kept apart from redis-py's pool: one comes back only after its
         reply was read whole, so taking it needs no poll of the socket, and the send is a
         plain write under this call's own timeout (redis-py's socket timeout runs each send
-        in a task of its own)."""
+        in a task of its own). None is ever opened on the request path: with every one in
+        use, the lookup goes first through the pool and one more is opened in the
+        background."""
+        if not self._idle:
+            self._grow()
+            return await self.get(key), await work()
         self._admit()
-        kept = bool(self._idle)
-        conn = self._idle.pop() if kept else self._get_connection()
+        conn = self._idle.pop()
         try:
-            raw, done = await self._exchange(conn, key, kept, work)
-        except BaseException as exc:
-            await conn.disconnect(nowait=True)  # a reply may be left unread
-            if not isinstance(exc, CacheUnavailable):  # cancelled, or the work failed
-                self.breaker.release()
+            raw, done = await self._exchange(conn, key, work)
+        except BaseException:  # cancelled, or the work failed: no failure of Redis
+            await self._drop(conn)  # a reply may be left unread
+            self.breaker.release()
             raise
-        if raw is _STALE:  # a kept connection Redis had closed (a restart): once more, pooled
-            await conn.disconnect(nowait=True)
-            return await self.get(key), done
-        if len(self._idle) < IDLE_GET_CONNECTIONS:
-            self._idle.append(conn)
+        if raw is _STALE:  # Redis closed it (a restart, an idle timeout): once more, pooled
+            await self._drop(conn)
+            raw = await self._admitted_call("get", self.prefix + key)
         else:
-            await conn.disconnect(nowait=True)
-        self.breaker.success()
+            self._idle.append(conn)
+            self.breaker.success()
         return (orjson.loads(raw) if raw else None), done
 
-    def _get_connection(self) -> Any:
-        pool = self._redis.connection_pool
-        return pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
-
-    async def _exchange(self, conn: Any, key: str, kept: bool,
+    async def _exchange(self, conn: Any, key: str,
                         work: Callable[[], Awaitable[T]]) -> tuple[Any, T]:
-        """The reply, or ``_STALE`` when a kept connection failed (Redis closed it)."""
+        """The reply, or ``_STALE`` when the connection failed."""
         try:
             async with asyncio.timeout(self.timeout_s):
                 await conn.send_packed_command(conn.pack_command("GET", self.prefix + key),
                                                check_health=False)
-        except Exception as exc:
-            if not kept:
-                raise self._failed(exc) from exc
+        except Exception:
             return _STALE, await work()
         done = await work()
         try:
             async with asyncio.timeout(self.timeout_s):
                 return await conn.read_response(), done  # on any error, redis-py disconnects
-        except Exception as exc:
-            if not kept:
-                raise self._failed(exc) from exc
+        except Exception:
             return _STALE, done
+
+    async def _open_get_connection(self) -> None:
+        pool = self._redis.connection_pool
+        conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        self._get_connections += 1
+        try:
+            await conn.connect()
+        except BaseException:
+            self._get_connections -= 1
+            raise
+        self._idle.append(conn)
+
+    def _grow(self) -> None:
+        if (self._opening is not None or self._get_connections >= MAX_GET_CONNECTIONS
+                or not self.breaker.closed):
+            return
+        self._opening = asyncio.get_running_loop().create_task(self._open_in_background())
+
+    async def _open_in_background(self) -> None:
+        try:
+            await self._open_get_connection()
+        except Exception as exc:  # the pooled path serves meanwhile
+            log.debug("no new connection for overlapped GETs: %s", exc)
+        finally:
+            self._opening = None
+
+    async def _drop(self, conn: Any) -> None:
+        self._get_connections -= 1
+        await conn.disconnect(nowait=True)
 
     async def set(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
         # orjson: a write runs on the loop beside other requests' stages (~10x the stdlib's
@@ -216,9 +241,11 @@ class RedisCache:
         await self._call("set", self.prefix + key, payload, px=max(1, int(ttl_s * 1000)))
 
     async def aclose(self) -> None:
+        if self._opening is not None:
+            self._opening.cancel()
         idle, self._idle = self._idle, []
         for conn in idle:
-            await conn.disconnect()
+            await self._drop(conn)
         await self._redis.aclose()
 
 
@@ -292,8 +319,7 @@ class CacheLookup(StageBase):
             return {} if hit is None else {"cached": hit, "cache_hit": "exact"}
         vector = None
         if self.overlapped_get is not None and key not in self._stored:
-            hit, vector = await self.overlapped_get(
-                key, partial(self.classifier.aembed, state["query"], ctx.cutoff))
+            hit, vector = await self.overlapped_get(key, partial(self._embed, state, ctx))
         else:
             hit = await self.cache.get(key)
         if hit is not None:
@@ -301,8 +327,16 @@ class CacheLookup(StageBase):
             return {"cached": hit, "cache_hit": "exact"}
         self._stored.pop(key, None)  # expired or evicted
         if vector is None:
-            vector = await self.classifier.aembed(state["query"], ctx.cutoff)
+            vector = await self._embed(state, ctx)
         return await self._semantic_lookup(state, vector)
+
+    async def _embed(self, state: RequestState, ctx: RunContext) -> Any:
+        """The query's vector, also left in the lookup's own state: when the stage is cut
+        after it (waiting for Redis), the request keeps the vector instead of embedding
+        again."""
+        vector = state["query_vector"] = await self.classifier.aembed(state["query"],
+                                                                      ctx.cutoff)
+        return vector
 
     async def _semantic_lookup(self, state: RequestState, vector: Any) -> Update:
         intent, _ = self.classifier.classify_vector(vector)
