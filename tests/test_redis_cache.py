@@ -341,3 +341,51 @@ async def test_a_lookup_cut_while_redis_answers_keeps_the_query_vector(
     gate.open.set()
     await p.aclose()
     await gate.aclose()
+
+
+async def test_overlapped_gets_open_no_connection_on_the_request_path() -> None:
+    """With its only kept connection in use, a second lookup goes first through the pool,
+    answers right, and one more connection opens in the background for the next ones."""
+    import redis
+
+    name = f"ragpacer-test-{os.getpid()}-{time.time_ns()}"
+    cache = RedisCache(REDIS, prefix=f"ragpacer-test:{name}:", client_name=name)
+
+    def connections() -> int:
+        return sum(c["name"] == name for c in redis.Redis.from_url(REDIS).client_list())
+
+    await cache.connect()
+    await cache.set("a", {"answer": "a"}, ttl_s=5)
+    assert connections() == 2, "the pool's and one for overlapped GETs"
+    release = asyncio.Event()
+
+    async def held() -> str:
+        await release.wait()
+        return "held"
+
+    async def work() -> str:
+        return "done"
+
+    opened_by: list[object] = []
+    open_connection = cache._open_get_connection
+
+    async def spy() -> None:
+        opened_by.append(asyncio.current_task())
+        await open_connection()
+
+    cache._open_get_connection = spy  # type: ignore[method-assign]
+    first = asyncio.create_task(cache.get_while("a", held))
+    await asyncio.sleep(0)  # the first lookup holds the kept connection
+    assert await cache.get_while("a", work) == ({"answer": "a"}, "done")
+    assert asyncio.current_task() not in opened_by, "the lookup did not connect"
+    release.set()
+    assert await first == ({"answer": "a"}, "held")
+    for _ in range(100):
+        if connections() == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert connections() == 3 and len(opened_by) == 1, "one more opened in the background"
+    both = await asyncio.gather(cache.get_while("a", work), cache.get_while("a", work))
+    assert both == [({"answer": "a"}, "done")] * 2
+    assert connections() == 3, "two lookups at once now each take a kept connection"
+    await cache.aclose()
