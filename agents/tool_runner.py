@@ -19,10 +19,13 @@ class ToolResult:
     result: Any = None
     error: str | None = None
     elapsed_ms: float = 0.0
+    # The result in a sentence, for an answer made without the LLM (``Tool.describe``).
+    statement: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "outcome": self.outcome, "result": self.result,
-                "error": self.error, "elapsed_ms": round(self.elapsed_ms, 3)}
+                "error": self.error, "elapsed_ms": round(self.elapsed_ms, 3),
+                "statement": self.statement}
 
 
 async def _one(tool: Tool, args: dict[str, Any], deadline: Deadline) -> ToolResult:
@@ -41,8 +44,9 @@ async def _one(tool: Tool, args: dict[str, Any], deadline: Deadline) -> ToolResu
     except Exception as exc:  # one tool's failure never fails the others or the request
         return ToolResult(tool.name, "error", error=f"{type(exc).__name__}: {exc}"[:300],
                           elapsed_ms=(time.monotonic() - t0) * 1000)
-    return ToolResult(tool.name, "ok", result=value,
-                      elapsed_ms=(time.monotonic() - t0) * 1000)
+    describe = getattr(tool, "describe", None)
+    return ToolResult(tool.name, "ok", result=value, elapsed_ms=(time.monotonic() - t0) * 1000,
+                      statement=describe(value) if describe is not None else None)
 
 
 async def run_tools(calls: Sequence[tuple[Tool, dict[str, Any]]],

@@ -29,6 +29,10 @@ class Tool(Protocol):
         """Arguments when a route runs the tool directly (no model involved)."""
         ...
 
+# Optional on a tool: ``describe(result) -> str``, the result in a sentence of facts the customer
+# can check, for an answer made without the LLM (the extractive one, or the fallback when the
+# LLM is down or slow). A tool without it informs only the LLM's answers.
+
 
 _VALIDATORS: dict[str, Callable[[Any], Any]] = {}
 

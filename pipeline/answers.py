@@ -32,20 +32,37 @@ def select(selector: SentenceSelector, state: RequestState, ctx: RunContext) -> 
 
 
 def lacks_evidence(selection: Selection, state: RequestState, ctx: RunContext) -> bool:
-    """The sources do not answer the question (and no tool result stands in for them)."""
+    """Nothing to answer from: the sources do not answer the question, and no tool result
+    stands in for them (the LLM reads tool results; an extractive answer states them)."""
+    return not state.get("tool_results") and sources_lack_evidence(selection, state, ctx)
+
+
+def sources_lack_evidence(selection: Selection, state: RequestState, ctx: RunContext) -> bool:
+    """The sources' best sentences do not answer the question (the route's evidence bar)."""
     if not selection.sentences:
         return True
-    if state.get("tool_results") or selection.evidence is None:
+    if selection.evidence is None:
         return False
     route = ctx.settings.routing.routes.get(state.get("route") or "")
     bar = route.min_evidence if route is not None else None
     return selection.evidence < (ctx.settings.answers.min_evidence if bar is None else bar)
 
 
+def tool_statements(state: RequestState) -> list[str]:
+    """The tools' results in sentences (from tools that describe theirs)."""
+    return [r["statement"] for r in state.get("tool_results", []) if r.get("statement")]
+
+
 def extractive(selection: Selection, state: RequestState, ctx: RunContext) -> Update:
-    if lacks_evidence(selection, state, ctx):
+    """The tools' statements (the customer's own data), then the sources' sentences that
+    answer; a decline when neither does. A tool result is never a reason to quote sources
+    that do not answer."""
+    parts = tool_statements(state)
+    if not sources_lack_evidence(selection, state, ctx):
+        parts.append(selection.answer())
+    if not parts:
         return decline("no_evidence", ctx)
-    return {"answer": selection.answer(), "answer_kind": "extractive", "model": None}
+    return {"answer": " ".join(parts), "answer_kind": "extractive", "model": None}
 
 
 def within_limits(answer: str, options: AnswerOptions) -> tuple[str, str | None]:

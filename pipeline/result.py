@@ -47,6 +47,8 @@ class Result:
     # The engine call's figures (model, prompt and completion tokens, TTFT, truncated), also
     # when its answer was replaced (an extractive fallback, the grounding check); None: none.
     llm_call: dict[str, Any] | None = None
+    # The tools that answered: name, result, elapsed_ms and the result in a sentence.
+    tool_results: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_state(cls, final: Mapping[str, Any], deadline: Deadline,
@@ -58,6 +60,7 @@ class Result:
             query_form=final.get("query_form", "asked"),
             answer=final.get("answer", ""),
             sources=list(final.get("sources", [])),
+            tool_results=list(final.get("tool_results", [])),
             route=final.get("route"),
             intent=final.get("intent"),
             intent_confidence=final.get("intent_confidence", 0.0),

@@ -252,8 +252,10 @@ def test_the_case_set_is_large_and_covers_every_kind() -> None:
     kinds = {c.kind for c in cases}
     assert len(cases) >= 150 and len({c.id for c in cases}) == len(cases)
     assert kinds == {"fact", "paraphrase", "multi", "unanswerable", "out_of_scope",
-                     "injection", "pii", "followup"}
-    assert all(c.facts and c.gold for c in cases if c.expect == "answer")
+                     "injection", "pii", "followup", "personal"}
+    assert all(c.facts for c in cases if c.expect == "answer")
+    assert all(c.gold for c in cases if c.expect == "answer" and c.kind != "personal")
+    assert all(c.user for c in cases if c.kind == "personal")
     assert all(len(c.messages) == 3 for c in cases if c.kind == "followup")
 
 
@@ -267,6 +269,19 @@ def test_scoring_counts_facts_declines_and_unsupported_claims() -> None:
     assert not wrong["correct"] and wrong["unsupported"] == ["7%"] and wrong["mid_sentence"]
     summary = quality.summarise([right, wrong])
     assert summary["fact_accuracy"] == 0.5 and summary["unsupported_rate"] == 0.5
+
+
+def test_a_figure_from_a_tool_result_is_supported() -> None:
+    case = quality.Case("p", "personal", ({"role": "user", "content": "what did I spend?"},),
+                        facts=(("45.70 EUR",),), user="c-1",
+                        transactions=({"merchant": "Grocer", "amount_eur": 42.5},))
+    tool = {"name": "recent_transactions", "result": {"count": 2, "total_eur": 45.7}}
+    said = quality.Answer("You have 2 transactions, 45.70 EUR in all.", "extractive",
+                          "account_activity", [], 9, detail={"tool_results": [tool]})
+    row = quality.score(case, said)
+    assert row["correct"] and not row["unsupported"]
+    said.detail = {}
+    assert quality.score(case, said)["unsupported"] == ["2", "45.7"]
 
 
 async def test_the_eval_runs_on_a_slice_and_computes_every_metric(tmp_path: Path) -> None:
@@ -286,6 +301,9 @@ async def test_the_eval_runs_on_a_slice_and_computes_every_metric(tmp_path: Path
                     "decline_rate_out_of_scope", "decline_rate_unanswerable",
                     "mid_sentence_rate", "p50_ms", "p95_ms"):
             assert isinstance(overall[key], float), key
+    personal = [r for r in out["extractive"]["rows"] if r["kind"] == "personal"]
+    assert personal and all(r["correct"] for r in personal), \
+        "each customer's seeded transactions are stated"
     # The scripted LLM says "Freeze your card now." to everything: the guard replaces it
     # wherever the sources do not say so, so nothing unsupported reaches the caller.
     assert out["llm_grounded"]["report"]["overall"]["unsupported_rate"] == 0.0

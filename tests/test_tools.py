@@ -138,6 +138,37 @@ async def test_a_route_with_tools_answers_and_names_failures(scripted) -> None:
     await p.aclose()
 
 
+def test_recent_transactions_are_stated_newest_first_with_their_total() -> None:
+    describe = RecentTransactions.describe
+    assert describe({"window_minutes": 60, "count": 0, "total_eur": 0, "latest": []}) == \
+        "You have no transactions in the last 60 minutes."
+    stated = describe({"window_minutes": 60, "count": 2, "total_eur": 1261.5, "latest": [
+        {"merchant": "Hardware Store", "amount_eur": 1249},
+        {"merchant": "Cafe", "amount_eur": 12.5}]})
+    assert stated == ("In the last 60 minutes you have 2 transactions, 1,261.50 EUR in all; "
+                      "the latest: Cafe 12.50 EUR; Hardware Store 1,249.00 EUR.")
+
+
+async def test_a_personal_question_is_answered_from_the_customers_own_data(scripted) -> None:
+    """Answered without the LLM (the shipped extractive path), the customer's transactions
+    are stated; help-centre sentences that only share words with the question are not quoted
+    beside them, and without a customer id the question is declined, not answered with them."""
+    p = Pipeline(make_settings(scripted.url, answer=None), resources=RESOURCES)
+    store = p.stages["tools"].registry.get("recent_transactions").store
+    customer = f"c-{time.time_ns()}"
+    await store.add(customer, {"merchant": "Grocer", "amount_eur": 42.5})
+    await store.add(customer, {"merchant": "Cafe", "amount_eur": 3.2})
+    mine = await p.arun("How much did I spend in the last hour?", user_id=customer)
+    assert mine.route == "account_activity" and mine.answer_kind == "extractive"
+    assert mine.answer == ("In the last 60 minutes you have 2 transactions, 45.70 EUR in all; "
+                           "the latest: Cafe 3.20 EUR; Grocer 42.50 EUR.")
+    assert [t["name"] for t in mine.tool_results] == ["recent_transactions"]
+    anonymous = await p.arun("How much did I spend in the last hour?")
+    assert anonymous.route == "account_activity" and "tools" in anonymous.degraded
+    assert anonymous.answer_kind == "decline" and anonymous.decline == "no_evidence"
+    await p.aclose()
+
+
 def tool_route(**route):  # type: ignore[no-untyped-def]
     return {
         "routes": {

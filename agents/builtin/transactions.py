@@ -31,6 +31,9 @@ class TransactionStore:
     async def since(self, customer_id: str, since: float) -> list[dict[str, Any]]:
         return [tx for ts, tx in self._data.get(customer_id, []) if ts >= since]
 
+    async def clear(self, customer_id: str) -> None:
+        self._data.pop(customer_id, None)
+
     async def aclose(self) -> None:
         return None
 
@@ -47,6 +50,9 @@ class RedisTransactionStore:
     async def since(self, customer_id: str, since: float) -> list[dict[str, Any]]:
         raw = await self._redis.zrangebyscore(tx_key(customer_id), since, "+inf")
         return [json.loads(r) for r in raw]
+
+    async def clear(self, customer_id: str) -> None:
+        await self._redis.delete(tx_key(customer_id))
 
     async def aclose(self) -> None:
         await self._redis.aclose()
@@ -77,7 +83,28 @@ class RecentTransactions:
                 "total_eur": round(sum(float(t.get("amount_eur", 0)) for t in txs), 2),
                 "latest": txs[-5:]}
 
+    @staticmethod
+    def describe(result: Mapping[str, Any]) -> str:
+        """What the customer asked about their own activity, stated from the store: the count
+        and total of the window, then the latest payments, newest first."""
+        window = result["window_minutes"]
+        if not result["count"]:
+            return f"You have no transactions in the last {window} minutes."
+        latest = "; ".join(_payment(tx) for tx in reversed(result["latest"]))
+        plural = "s" if result["count"] > 1 else ""
+        return (f"In the last {window} minutes you have {result['count']} transaction{plural}, "
+                f"{_eur(result['total_eur'])} in all; the latest: {latest}.")
+
     def arguments_from(self, state: Mapping[str, Any]) -> dict[str, Any]:
         if not state.get("user_id"):
             raise ToolArgumentError("recent_transactions needs the customer id (`user`)")
         return {"customer_id": state["user_id"], "window_minutes": 60}
+
+
+def _eur(amount: Any) -> str:
+    return f"{float(amount):,.2f} EUR"
+
+
+def _payment(tx: Mapping[str, Any]) -> str:
+    where = str(tx.get("merchant") or tx.get("description") or "a payment")[:60]
+    return f"{where} {_eur(tx.get('amount_eur', 0))}"

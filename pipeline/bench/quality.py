@@ -41,6 +41,9 @@ class Case:
     gold: tuple[str, ...] = ()
     facts: tuple[tuple[str, ...], ...] = ()
     expect: str = "answer"  # answer | decline
+    user: str | None = None  # the customer asking (personal questions)
+    # That customer's recent transactions, written to the transaction store before the run.
+    transactions: tuple[dict[str, Any], ...] = ()
 
     @property
     def question(self) -> str:
@@ -63,7 +66,8 @@ def load_cases(path: Path) -> list[Case]:
                 id=obj["id"], kind=obj["kind"], messages=tuple(messages),
                 gold=tuple(obj.get("gold", ())),
                 facts=tuple(tuple(f) for f in obj.get("facts", ())),
-                expect=obj.get("expect", "answer")))
+                expect=obj.get("expect", "answer"), user=obj.get("user"),
+                transactions=tuple(obj.get("transactions", ()))))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}:{n}: not an answer-quality case ({exc})") from exc
     return cases
@@ -116,6 +120,8 @@ def score(case: Case, answer: Answer) -> dict[str, Any]:
     declined = answer.kind == "decline"
     top3 = [doc_id(s) for s, _ in answer.sources[:3]]
     evidence = [t for _, t in answer.sources] + [m["content"] for m in case.messages]
+    evidence += [json.dumps(r.get("result"), default=str)
+                 for r in answer.detail.get("tool_results", [])]
     stated = [states(answer.text, f) for f in case.facts]
     claims = [] if declined else unsupported(answer.text, evidence)
     return {
@@ -194,13 +200,14 @@ def sdk_target(pipeline: Any, deadline_ms: float | None, history: bool = True) -
     its history (or none, to measure what history handling adds)."""
 
     async def call(case: Case) -> Answer:
-        r = await pipeline.arun(case.question, deadline_ms=deadline_ms,
+        r = await pipeline.arun(case.question, deadline_ms=deadline_ms, user_id=case.user,
                                 history=list(case.history) if history else None)
         return Answer(r.answer, r.answer_kind, r.route,
                       [(s.id, f"{s.title}. {s.text}") for s in r.sources], r.elapsed_ms,
                       list(r.degraded), {"decline": r.decline, "finish_reason": r.finish_reason,
                                          "query": r.query, "query_form": r.query_form,
-                                         "llm_call": r.llm_call})
+                                         "llm_call": r.llm_call,
+                                         "tool_results": r.tool_results})
 
     return call
 
@@ -208,11 +215,14 @@ def sdk_target(pipeline: Any, deadline_ms: float | None, history: bool = True) -
 def http_target(client: Any, url: str, model: str, deadline_ms: float | None,
                 texts: dict[str, str], history: bool = True) -> Target:
     """Cases through the OpenAI-compatible endpoint; source texts looked up in ``texts``
-    (the knowledge base by document id), since the response names sources by id."""
+    (the knowledge base by document id), since the response names sources by id. A case's
+    customer goes as OpenAI's ``user``; its transactions are the server's to hold."""
 
     async def call(case: Case) -> Answer:
         messages = list(case.messages) if history else [case.messages[-1]]
         body: dict[str, Any] = {"model": model, "messages": messages}
+        if case.user is not None:
+            body["user"] = case.user
         if deadline_ms is not None:
             body["deadline_ms"] = deadline_ms
         t0 = time.perf_counter()
@@ -246,6 +256,16 @@ def variant_overrides(variant: str, routes: dict[str, Any]) -> dict[str, Any]:
         for name, route in routes.items() if route.model is not None}}}
 
 
+async def seed_transactions(pipeline: Any, cases: Sequence[Case]) -> None:
+    """Each case's customer holds exactly that case's transactions, stamped now."""
+    store = pipeline.resources.transaction_store(pipeline.settings.redis_url)
+    for user in {c.user for c in cases if c.user is not None}:
+        await store.clear(user)
+    for case in cases:
+        for tx in case.transactions:
+            await store.add(case.user, tx)
+
+
 async def compare(settings_for: Callable[[dict[str, Any]], Any], variants: Sequence[str],
                   cases: Sequence[Case], *, deadline_ms: float | None, concurrency: int,
                   history: bool = True,
@@ -263,6 +283,7 @@ async def compare(settings_for: Callable[[dict[str, Any]], Any], variants: Seque
     owner = Pipeline(settings_for(
         {**off, **variant_overrides("llm_grounded" if needs_llm else "shipped", routes)}))
     await owner.astart(say)
+    await seed_transactions(owner, cases)
     shared = {"llm": {"engine": "external"}} if owner.engine is not None else {}
     out: dict[str, Any] = {}
     try:
