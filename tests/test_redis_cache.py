@@ -47,6 +47,20 @@ def own_redis() -> Iterator[tuple[int, callable]]:  # type: ignore[valid-type]
         p.wait()
 
 
+def count_embeddings(p: Pipeline, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The queries the pipeline's cache lookup and intent stage embed, in order."""
+    classifier = p.caching.lookup.classifier
+    embed = classifier.aembed
+    embedded: list[str] = []
+
+    async def spy(query: str, deadline: object = None) -> object:
+        embedded.append(query)
+        return await embed(query, deadline)
+
+    monkeypatch.setattr(classifier, "aembed", spy)
+    return embedded
+
+
 @pytest.fixture(autouse=True)
 def _need_redis() -> None:
     if not redis_up():
@@ -294,15 +308,7 @@ async def test_another_workers_answer_is_a_hit_then_a_known_key(scripted, monkey
     fresh = await writer.arun(QUESTION)
     await writer.caching.drain()
 
-    classifier = reader.caching.lookup.classifier
-    embed = classifier.aembed
-    embedded: list[str] = []
-
-    async def spy(query: str, deadline: object = None) -> object:
-        embedded.append(query)
-        return await embed(query, deadline)
-
-    monkeypatch.setattr(classifier, "aembed", spy)
+    embedded = count_embeddings(reader, monkeypatch)
     other = await reader.arun(QUESTION)
     assert other.cache_hit == "exact" and other.answer == fresh.answer
     assert len(embedded) == 1
@@ -323,15 +329,7 @@ async def test_a_lookup_cut_while_redis_answers_keeps_the_query_vector(
                  resources=RESOURCES)
     p.version += f"-{time.time()}"
     await p.astart()
-    classifier = p.caching.lookup.classifier
-    embed = classifier.aembed
-    embedded: list[str] = []
-
-    async def spy(query: str, deadline: object = None) -> object:
-        embedded.append(query)
-        return await embed(query, deadline)
-
-    monkeypatch.setattr(classifier, "aembed", spy)
+    embedded = count_embeddings(p, monkeypatch)
     gate.open.clear()  # Redis's replies are held: the lookup is cut at its budget
     result = await p.arun(QUESTION)
     cache = result.stages[0]
