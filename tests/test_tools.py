@@ -121,9 +121,10 @@ async def test_recent_transactions_from_real_redis() -> None:
     customer = f"c-{time.time()}"
     await store.add(customer, {"amount_eur": 12.5, "merchant": "cafe"})
     await store.add(customer, {"amount_eur": 40, "merchant": "fuel"})
+    await store.add(customer, {"amount_eur": 40, "merchant": "fuel"})  # charged twice
     await store.add(customer, {"amount_eur": 999, "merchant": "old"}, at=time.time() - 7200)
     out = await RecentTransactions(store)({"customer_id": customer, "window_minutes": 60})
-    assert out["count"] == 2 and out["total_eur"] == 52.5
+    assert out["count"] == 3 and out["total_eur"] == 92.5
 
 
 async def test_a_route_with_tools_answers_and_names_failures(scripted) -> None:

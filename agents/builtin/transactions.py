@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -19,6 +20,12 @@ def tx_key(customer_id: str) -> str:
     return f"ragpacer:tx:{customer_id}"
 
 
+def with_id(tx: dict[str, Any]) -> dict[str, Any]:
+    """The transaction with an ``id`` (its own, or a new one). A sorted set keeps one of two
+    equal members: without an id, the same payment charged twice would show once."""
+    return tx if "id" in tx else {"id": uuid.uuid4().hex[:16], **tx}
+
+
 class TransactionStore:
     """In-process fallback; the Redis layout is the same (member = JSON, score = epoch s)."""
 
@@ -26,7 +33,7 @@ class TransactionStore:
         self._data: dict[str, list[tuple[float, dict[str, Any]]]] = defaultdict(list)
 
     async def add(self, customer_id: str, tx: dict[str, Any], at: float | None = None) -> None:
-        self._data[customer_id].append((at or time.time(), tx))
+        self._data[customer_id].append((at or time.time(), with_id(tx)))
 
     async def since(self, customer_id: str, since: float) -> list[dict[str, Any]]:
         return [tx for ts, tx in self._data.get(customer_id, []) if ts >= since]
@@ -45,7 +52,7 @@ class RedisTransactionStore:
         self._redis = redis.from_url(url, socket_connect_timeout=0.1, socket_timeout=0.1)
 
     async def add(self, customer_id: str, tx: dict[str, Any], at: float | None = None) -> None:
-        await self._redis.zadd(tx_key(customer_id), {json.dumps(tx): at or time.time()})
+        await self._redis.zadd(tx_key(customer_id), {json.dumps(with_id(tx)): at or time.time()})
 
     async def since(self, customer_id: str, since: float) -> list[dict[str, Any]]:
         raw = await self._redis.zrangebyscore(tx_key(customer_id), since, "+inf")
