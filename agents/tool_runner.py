@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ from typing import Any
 
 from ragpacer.agents.tools import Tool, ToolArgumentError, validate_arguments
 from ragpacer.pipeline.core.deadline import Deadline
+
+log = logging.getLogger("ragpacer.tools")
 
 
 @dataclass(slots=True)
@@ -44,9 +47,19 @@ async def _one(tool: Tool, args: dict[str, Any], deadline: Deadline) -> ToolResu
     except Exception as exc:  # one tool's failure never fails the others or the request
         return ToolResult(tool.name, "error", error=f"{type(exc).__name__}: {exc}"[:300],
                           elapsed_ms=(time.monotonic() - t0) * 1000)
-    describe = getattr(tool, "describe", None)
     return ToolResult(tool.name, "ok", result=value, elapsed_ms=(time.monotonic() - t0) * 1000,
-                      statement=describe(value) if describe is not None else None)
+                      statement=_statement(tool, value))
+
+
+def _statement(tool: Tool, value: Any) -> str | None:
+    describe = getattr(tool, "describe", None)
+    if describe is None:
+        return None
+    try:
+        return str(describe(value))
+    except Exception:  # the result still informs the LLM; only its sentence is lost
+        log.warning("%s.describe failed", tool.name, exc_info=True)
+        return None
 
 
 async def run_tools(calls: Sequence[tuple[Tool, dict[str, Any]]],

@@ -18,6 +18,10 @@ from ragpacer.pipeline.core.errors import ToolArgumentError
 
 @runtime_checkable
 class Tool(Protocol):
+    """Optional beside these: ``describe(result) -> str``, the result in a sentence of facts
+    the customer can check, for an answer made without the LLM (the extractive one, or the
+    fallback when the LLM is down or slow). A tool without it informs only the LLM's answers."""
+
     name: ClassVar[str]
     description: ClassVar[str]
     parameters: ClassVar[dict[str, Any]]  # JSON schema of the arguments (an object)
@@ -28,10 +32,6 @@ class Tool(Protocol):
     def arguments_from(self, state: Mapping[str, Any]) -> dict[str, Any]:
         """Arguments when a route runs the tool directly (no model involved)."""
         ...
-
-# Optional on a tool: ``describe(result) -> str``, the result in a sentence of facts the customer
-# can check, for an answer made without the LLM (the extractive one, or the fallback when the
-# LLM is down or slow). A tool without it informs only the LLM's answers.
 
 
 _VALIDATORS: dict[str, Callable[[Any], Any]] = {}

@@ -150,6 +150,22 @@ def test_recent_transactions_are_stated_newest_first_with_their_total() -> None:
                       "the latest: Cafe 12.50 EUR; Hardware Store 1,249.00 EUR.")
 
 
+async def test_a_tool_whose_describe_fails_still_returns_its_result() -> None:
+    class Described(CurrencyConvert):
+        def describe(self, result: dict[str, object]) -> str:
+            if result["to"] == "USD":
+                raise KeyError("rate")
+            return f"That is {result['result']} {result['to']}."
+
+    tool = Described()
+    args = {"amount": 100, "from_currency": "EUR", "to_currency": "USD"}
+    broken, fine = await run_tools(
+        [(tool, args), (tool, {**args, "to_currency": "EUR"})], Deadline.after_ms(1000))
+    assert broken.outcome == "ok" and broken.result["result"] == 108.0
+    assert broken.statement is None
+    assert fine.statement == "That is 100.0 EUR."
+
+
 async def test_a_personal_question_is_answered_from_the_customers_own_data(scripted) -> None:
     """Answered without the LLM (the shipped extractive path), the customer's transactions
     are stated; help-centre sentences that only share words with the question are not quoted
