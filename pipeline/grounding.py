@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ragpacer.pipeline.answers import extractive, select
+from ragpacer.pipeline.answers import extractive, select, tool_statements
 from ragpacer.pipeline.core.context import RunContext
 from ragpacer.pipeline.core.stage import Degraded, FallbackKind, StageBase, Update
 from ragpacer.pipeline.core.state import RequestState
 from ragpacer.pipeline.features.stage import known_features
 from ragpacer.retrieval.analyzer import Analyzer
-from ragpacer.retrieval.extractive import Sentence, SentenceSelector
+from ragpacer.retrieval.extractive import SentenceSelector
 
 _URL = re.compile(r"\bhttps?://[^\s<>()\]]+|\bwww\.[^\s<>()\]]+|\b[\w-]+(?:\.[\w-]+)*\."
                   r"(?:com|org|net|eu|io|be|de|fr|uk|example)\b(?:/[^\s<>()\]]*)?",
@@ -144,12 +144,13 @@ def judge(answer: str, evidence: list[str], min_overlap: float) -> Verdict:
     return Verdict(not missing and overlap >= min_overlap, tuple(missing), overlap)
 
 
-def leaves_out(answer: str, chosen: Sequence[Sentence]) -> list[str]:
-    """The claims of the sentences that answer best (the extractive selection) when the
-    answer states none of them: it then does not say what the sources do."""
+def leaves_out(answer: str, chosen: Iterable[str]) -> list[str]:
+    """The claims of the texts that answer best (the extractive selection's sentences, or
+    the tools' statements) when the answer states none of them: it then does not say what
+    they do."""
     key: set[str] = set()
-    for sentence in chosen:
-        key |= claims(sentence.text)
+    for text in chosen:
+        key |= claims(text)
     return [] if not key or key & claims(answer) else sorted(key)
 
 
@@ -191,8 +192,11 @@ class Grounding(StageBase):
         verdict = judge(answer, evidence_of(state), ctx.settings.answers.min_overlap)
         selection = select(self.selector, state, ctx)
         reason = None if verdict.grounded else verdict.reason
-        if reason is None and (left_out := leaves_out(answer, selection.sentences)):
-            reason = f"incomplete: leaves out {', '.join(left_out[:5])}"
+        if reason is None:  # what the sources say, and what the customer's own data says
+            for chosen in ([s.text for s in selection.sentences], tool_statements(state)):
+                if left_out := leaves_out(answer, chosen):
+                    reason = f"incomplete: leaves out {', '.join(left_out[:5])}"
+                    break
         if reason is None:
             return {}
         update = extractive(selection, state, ctx)

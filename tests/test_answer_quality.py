@@ -103,6 +103,30 @@ async def test_the_guard_replaces_an_answer_that_leaves_out_what_the_sources_say
             await p.aclose()
 
 
+@pytest.mark.parametrize("said,kept", [
+    ("Yes, you have spent something in the last hour.", False),
+    ("You have no transactions in the last 60 minutes.", True),
+])
+async def test_the_guard_replaces_an_answer_that_leaves_out_the_customers_data(
+        said: str, kept: bool) -> None:
+    """A customer with no transactions asks what they spent: an answer with no figure passes
+    the claim check, but says nothing of what the customer's own data says."""
+    with ScriptedLLM(Script(tokens=[said])) as server:
+        p = grounded(server.url)
+        try:
+            result = await p.arun("Have I spent anything in the last hour?",
+                                  user_id=f"c-empty-{id(p)}", deadline_ms=5000)
+            assert result.route == "account_activity" and server.requests
+            if kept:
+                assert result.answer_kind == "llm" and result.answer == said
+            else:
+                assert result.answer_kind == "extractive"
+                assert result.answer == "You have no transactions in the last 60 minutes."
+                assert record(result, "grounding").detail == "incomplete: leaves out 60"
+        finally:
+            await p.aclose()
+
+
 async def test_the_guard_keeps_a_supported_answer() -> None:
     tokens = ["The fee is ", "0.5% of the amount, ", "minimum 5 EUR", ". [1]"]
     with ScriptedLLM(Script(tokens=tokens)) as server:
