@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -617,6 +617,27 @@ def quality_table(reports: dict[str, dict], title: str) -> Table:
     return table
 
 
+async def _seed_server_transactions(redis_url: str | None, cases: list[Any]) -> list[Any]:
+    """The cases a running server can answer: their customers' transactions written to the
+    Redis it shares with this config; without one, the cases that need them are left out."""
+    from ragpacer.agents.builtin.transactions import RedisTransactionStore
+    from ragpacer.pipeline.bench import quality
+
+    needing = [c for c in cases if c.transactions]
+    if not needing:
+        return cases
+    if redis_url is None:
+        _say(f"left out {len(needing)} cases with transactions: the server's are written "
+             "through redis_url, which this config does not set")
+        return [c for c in cases if not c.transactions]
+    store = RedisTransactionStore(redis_url)
+    try:
+        await quality.seed_transactions(store, cases)
+    finally:
+        await store.aclose()
+    return cases
+
+
 @eval_app.command("answers")
 def eval_answers(
     config: ConfigOpt = None,
@@ -665,10 +686,11 @@ def eval_answers(
         kb = settings.retrieval.knowledge_base or demo_knowledge_base()
         texts = {d.id: f"{d.title}. {d.text}" for d in load_jsonl(kb)}
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        served = await _seed_server_transactions(settings.redis_url, chosen)
         async with httpx.AsyncClient(timeout=60, headers=headers) as client:
             target = quality.http_target(client, url, model, deadline_ms, texts, history)
-            rows = await quality.run_cases(target, chosen, concurrency=concurrency,
-                                           progress=progress("http", len(chosen)))
+            rows = await quality.run_cases(target, served, concurrency=concurrency,
+                                           progress=progress("http", len(served)))
         return {"http": {"report": quality.report(rows), "rows": rows}}
 
     try:

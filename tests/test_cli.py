@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from ragpacer.pipeline.cli import app
@@ -126,3 +127,31 @@ async def test_the_sustainable_rate_doubles_then_bisects_to_the_last_rate_that_h
     assert [s["rate"] for s in found["steps"]] == [1, 2, 4, 8, 6, 5, 5.5]
     failing = await loadgen.sustainable_rate("errors at 2/s", 2500)
     assert failing["sustainable_rps"] == 1.88, "an error is a miss, like a late answer"
+
+
+async def test_eval_against_a_server_seeds_its_customers_through_redis() -> None:
+    """`ragpacer eval answers --url`: a server reads transactions from the Redis it shares;
+    without one configured, the cases that need transactions are left out, not failed."""
+    import time
+
+    from ragpacer.agents.builtin.transactions import RedisTransactionStore
+    from ragpacer.pipeline.bench.quality import Case
+    from ragpacer.pipeline.cli import _seed_server_transactions
+    from tests.support.redis import REDIS, redis_up
+
+    ask = ({"role": "user", "content": "what did I spend?"},)
+    customer = f"c-cli-{time.time_ns()}"
+    cases = [Case("a", "personal", ask, user=customer,
+                  transactions=({"merchant": "Cafe", "amount_eur": 3.2},)),
+             Case("b", "fact", ask)]
+    assert [c.id for c in await _seed_server_transactions(None, cases)] == ["b"]
+    if not redis_up():
+        pytest.skip("no Redis on 127.0.0.1:6379 (.ci/run starts one)")
+    assert await _seed_server_transactions(REDIS, cases) == cases
+    store = RedisTransactionStore(REDIS)
+    try:
+        held = await store.since(customer, time.time() - 60)
+        assert [t["merchant"] for t in held] == ["Cafe"]
+        await store.clear(customer)
+    finally:
+        await store.aclose()

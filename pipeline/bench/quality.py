@@ -256,9 +256,9 @@ def variant_overrides(variant: str, routes: dict[str, Any]) -> dict[str, Any]:
         for name, route in routes.items() if route.model is not None}}}
 
 
-async def seed_transactions(pipeline: Any, cases: Sequence[Case]) -> None:
-    """Each case's customer holds exactly that case's transactions, stamped now."""
-    store = pipeline.resources.transaction_store(pipeline.settings.redis_url)
+async def seed_transactions(store: Any, cases: Sequence[Case]) -> None:
+    """Each case's customer holds exactly that case's transactions, stamped now, in
+    ``store`` (an ``agents.builtin.transactions`` store)."""
     for user in {c.user for c in cases if c.user is not None}:
         await store.clear(user)
     for case in cases:
@@ -283,7 +283,7 @@ async def compare(settings_for: Callable[[dict[str, Any]], Any], variants: Seque
     owner = Pipeline(settings_for(
         {**off, **variant_overrides("llm_grounded" if needs_llm else "shipped", routes)}))
     await owner.astart(say)
-    await seed_transactions(owner, cases)
+    await seed_transactions(owner.resources.transaction_store(owner.settings.redis_url), cases)
     shared = {"llm": {"engine": "external"}} if owner.engine is not None else {}
     out: dict[str, Any] = {}
     try:
