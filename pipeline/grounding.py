@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ragpacer.pipeline.answers import extractive, select, tool_statements
 from ragpacer.pipeline.core.context import RunContext
@@ -154,12 +154,16 @@ def leaves_out(answer: str, chosen: Iterable[str]) -> list[str]:
     return [] if not key or key & claims(answer) else sorted(key)
 
 
+def tool_evidence(tool_results: Iterable[Mapping[str, Any]]) -> list[str]:
+    """What the tools returned, as text an answer's claims are looked up in."""
+    return [json.dumps(r.get("result"), ensure_ascii=False, default=str) for r in tool_results]
+
+
 def evidence_of(state: RequestState) -> list[str]:
     """What an answer may draw on: the sources, the tool results, the question itself and
     what is known of the customer (a default standing in for a feature is not)."""
     texts = [f"{h.title}. {h.text}" for h in state.get("sources", [])]
-    texts += [json.dumps(r.get("result"), ensure_ascii=False, default=str)
-              for r in state.get("tool_results", [])]
+    texts += tool_evidence(state.get("tool_results", []))
     texts.append(state.get("query", ""))
     if known := known_features(state):
         texts.append(json.dumps(known, default=str))
@@ -192,11 +196,11 @@ class Grounding(StageBase):
         verdict = judge(answer, evidence_of(state), ctx.settings.answers.min_overlap)
         selection = select(self.selector, state, ctx)
         reason = None if verdict.grounded else verdict.reason
-        if reason is None:  # what the sources say, and what the customer's own data says
-            for chosen in ([s.text for s in selection.sentences], tool_statements(state)):
-                if left_out := leaves_out(answer, chosen):
-                    reason = f"incomplete: leaves out {', '.join(left_out[:5])}"
-                    break
+        # What the sources say, and what the customer's own data says.
+        if reason is None and (left_out := (
+                leaves_out(answer, [s.text for s in selection.sentences])
+                or leaves_out(answer, tool_statements(state)))):
+            reason = f"incomplete: leaves out {', '.join(left_out[:5])}"
         if reason is None:
             return {}
         update = extractive(selection, state, ctx)

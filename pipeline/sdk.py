@@ -223,10 +223,8 @@ class Pipeline:
                 self._count_usage(hit, asked)
                 self.tracing.record(hit, start_ns)
                 return hit
-            # Embedded once, for the semantic lookup; kept also when the stage was cut after.
-            vector = update.get("query_vector", lookup.get("query_vector"))
-            if vector is not None:
-                state["query_vector"] = vector
+            if "query_vector" in lookup:  # embedded once, also if the stage was cut after
+                state["query_vector"] = lookup["query_vector"]
         final = await self.graph.ainvoke(state, context=ctx)
         result = Result.from_state(final, ctx.deadline, ctx.trace)
         shaped = options.max_tokens is not None or bool(options.stop)

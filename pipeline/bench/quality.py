@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragpacer.pipeline.grounding import ends_mid_sentence, unsupported
+from ragpacer.pipeline.grounding import ends_mid_sentence, tool_evidence, unsupported
 
 DECLINE_KINDS = ("out_of_scope", "injection")
 
@@ -120,8 +120,7 @@ def score(case: Case, answer: Answer) -> dict[str, Any]:
     declined = answer.kind == "decline"
     top3 = [doc_id(s) for s, _ in answer.sources[:3]]
     evidence = [t for _, t in answer.sources] + [m["content"] for m in case.messages]
-    evidence += [json.dumps(r.get("result"), default=str)
-                 for r in answer.detail.get("tool_results", [])]
+    evidence += tool_evidence(answer.detail.get("tool_results", []))
     stated = [states(answer.text, f) for f in case.facts]
     claims = [] if declined else unsupported(answer.text, evidence)
     return {

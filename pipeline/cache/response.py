@@ -331,9 +331,8 @@ class CacheLookup(StageBase):
         return await self._semantic_lookup(state, vector)
 
     async def _embed(self, state: RequestState, ctx: RunContext) -> Any:
-        """The query's vector, also left in the lookup's own state: when the stage is cut
-        after it (waiting for Redis), the request keeps the vector instead of embedding
-        again."""
+        """The query's vector, left in the lookup's own state, where the request takes it
+        (also when the stage is cut after it, waiting for Redis: no second embedding)."""
         vector = state["query_vector"] = await self.classifier.aembed(state["query"],
                                                                       ctx.cutoff)
         return vector
@@ -345,8 +344,8 @@ class CacheLookup(StageBase):
                                    state["query"])
         hit = await self.cache.get(key) if key is not None else None
         if hit is not None:
-            return {"cached": hit, "cache_hit": "semantic", "query_vector": vector}
-        return {"query_vector": vector}
+            return {"cached": hit, "cache_hit": "semantic"}
+        return {}
 
     def fallback(self, kind: FallbackKind, state: RequestState, ctx: RunContext) -> Update:
         raise NotImplementedError(kind)
