@@ -17,16 +17,29 @@ SOURCES = ("pipeline", "agents", "retrieval", "tests", "evals", "ragpacer")
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built from a copy of the sources, so the build leaves nothing in the repository."""
+def build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The wheel and the build's output, built from a copy of the sources, so the build leaves
+    nothing in the repository."""
     src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheel")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     for name in ("ragpacer", "pipeline", "agents", "retrieval"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(out), str(src)], check=True, capture_output=True)
-    return next(out.glob("ragpacer-*.whl"))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                           "--no-build-isolation", "-v", "-w", str(out), str(src)],
+                          check=True, capture_output=True, text=True)
+    return next(out.glob("ragpacer-*.whl")), done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(build: tuple[Path, str]) -> Path:
+    return build[0]
+
+
+def test_every_folder_shipped_is_declared(build: tuple[Path, str]) -> None:
+    """setuptools ships a folder it was not told about only with a warning that it will stop
+    ("would be ignored"): the demo data and the engine scripts are declared packages."""
+    assert "is absent from the `packages` configuration" not in build[1]
 
 
 def test_the_wheel_installs_only_the_ragpacer_package(wheel: Path) -> None:
@@ -36,6 +49,7 @@ def test_the_wheel_installs_only_the_ragpacer_package(wheel: Path) -> None:
     for needed in ("ragpacer/__init__.py", "ragpacer/py.typed", "ragpacer/pipeline/sdk.py",
                    "ragpacer/pipeline/demo/knowledge_base.jsonl",
                    "ragpacer/pipeline/demo/intents.npz",
+                   "ragpacer/pipeline/demo/intents.csv",
                    "ragpacer/pipeline/llm/engine_scripts/convert_gguf.py",
                    "ragpacer/retrieval/stores/edge.py", "ragpacer/agents/builtin/currency.py"):
         assert needed in names, needed
