@@ -60,6 +60,53 @@ def test_a_failed_probe_opens_it_again_for_longer(monkeypatch) -> None:  # type:
     assert breaker.retry_in_s() == 4.0  # capped at max_s
 
 
+async def test_a_call_cancelled_after_the_circuit_opened_does_not_hand_on_the_probe(
+        monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Admitted while closed, cancelled while another caller probes: a second probe would
+    make a second caller pay the dead service's timeout."""
+    from ragpacer.pipeline import breaker as module
+
+    now = [100.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
+    breaker = CircuitBreaker(backoff_s=1.0, max_s=8.0)
+    admitted, probed, cancelled = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def early_call() -> None:  # admitted closed, then cut by its caller
+        assert breaker.allow()
+        admitted.set()
+        await probed.wait()
+        breaker.release()
+        cancelled.set()
+
+    async def probe() -> None:
+        await admitted.wait()
+        breaker.failure()  # another call failed: open
+        now[0] += 1.0  # half-open
+        assert breaker.allow()  # this task probes
+        probed.set()
+        await cancelled.wait()
+        assert not breaker.allow() and not breaker.available()  # still this task's probe
+        breaker.release()  # the probe itself cancelled: the next caller probes
+        assert breaker.available()
+
+    await asyncio.gather(early_call(), probe())
+
+
+def test_a_probe_that_never_reports_is_handed_on_after_max_s(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from ragpacer.pipeline import breaker as module
+
+    now = [100.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
+    breaker = CircuitBreaker(backoff_s=1.0, max_s=8.0)
+    breaker.failure()
+    now[0] += 1.0
+    assert breaker.allow() and not breaker.allow()  # the probe, lost without an outcome
+    now[0] += 7.9
+    assert not breaker.allow()
+    now[0] += 0.2
+    assert breaker.allow()  # not half-open for ever
+
+
 async def test_the_in_process_limiter_keeps_its_memory_bounded() -> None:
     bucket = TokenBucket(rate_per_s=1.0, burst=2, max_callers=1000)
     for i in range(100_000):
