@@ -55,6 +55,26 @@ async def test_low_confidence_goes_to_the_default_route(scripted) -> None:
     await p.aclose()
 
 
+async def test_a_route_taken_only_when_the_head_is_surer(scripted) -> None:
+    """A route that declines outright asks for more confidence: a question it would take by
+    mistake goes to the default route instead of being lost."""
+    def pipeline(bar: float | None) -> Pipeline:
+        return Pipeline(make_settings(scripted.url, routing={"routes": {
+            "rag": {"stages": [], "model": None, "template": "answered"},
+            "smalltalk": {"stages": [], "model": None, "template": "Hi!",
+                          "min_confidence": bar},
+        }, "intents": {"greeting": "smalltalk"}}), resources=RESOURCES)
+
+    plain, strict = pipeline(None), pipeline(1.0)
+    taken = await plain.arun("hello")
+    assert taken.route == "smalltalk" and 0.5 <= taken.intent_confidence < 1.0
+    missed = await strict.arun("hello")
+    assert missed.route == "rag" and missed.low_confidence and missed.answer == "answered"
+    assert missed.intent == "greeting"
+    await plain.aclose()
+    await strict.aclose()
+
+
 async def test_cache_hit_does_not_run_the_graph(make_pipeline, scripted) -> None:
     p = make_pipeline(scripted.url)
     first = await p.arun("how do I turn on two factor authentication")

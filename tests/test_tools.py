@@ -183,10 +183,12 @@ async def test_a_personal_question_is_answered_from_the_customers_own_data(scrip
     anonymous = await p.arun("How much did I spend in the last hour?")
     assert anonymous.route == "account_activity" and "tools" in anonymous.degraded
     assert anonymous.answer_kind == "decline" and anonymous.decline == "no_evidence"
-    # No tool holds a balance: the transactions are no answer to it, so it is declined.
-    balance = await p.arun("What is my account balance right now?", user_id=customer)
-    assert balance.route == "balance" and not balance.tool_results
-    assert balance.answer_kind == "decline" and "45.70" not in balance.answer
+    # No tool holds a balance: neither the transactions nor an article sharing the word
+    # ("Current accounts earn 0.5% a year on balances ...") answers it, so it is declined.
+    for question in ("What is my account balance right now?", "What is my account balance?"):
+        balance = await p.arun(question, user_id=customer)
+        assert balance.route == "balance" and not balance.tool_results and not balance.sources
+        assert balance.answer_kind == "decline" and balance.decline == "no_evidence"
     await p.aclose()
 
 

@@ -116,6 +116,10 @@ class RouteSettings(_Model):
     # This route's evidence bar (see answers.min_evidence); None: the global one. A route for
     # questions the help centre probably does not cover answers only on strong evidence.
     min_evidence: float | None = Field(default=None, ge=0.0, le=2.0)
+    # The intent confidence this route is taken at (None: routing.min_confidence; a lower
+    # value does not lower that); below it, the default route. A route that declines
+    # outright asks for more: a question it takes by mistake is lost.
+    min_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     # Answers that depend on the customer (features, tools) are never shared through the cache.
     cacheable: bool = True
 
