@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,11 +102,16 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _by_label(labels: np.ndarray, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Each label's examples in a random order (the stratification of both splits)."""
+    for lab in np.unique(labels):
+        yield rng.permutation(np.flatnonzero(labels == lab))
+
+
 def _split(n: int, labels: np.ndarray, held_out: float, rng: np.random.Generator):
     """Stratified: every label keeps examples on both sides when it has at least two."""
     train, hold = [], []
-    for lab in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == lab))
+    for idx in _by_label(labels, rng):
         k = round(len(idx) * held_out) if len(idx) > 1 else 0
         hold += list(idx[:k])
         train += list(idx[k:])
@@ -125,8 +130,7 @@ def _cross_validated_logits(x: np.ndarray, y: np.ndarray, n_labels: int,
     """Each example's logits from a head trained on the other folds (stratified; a label's
     only example is never held out, as in ``_split``)."""
     fold = np.full(len(y), -1)
-    for lab in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == lab))
+    for idx in _by_label(y, rng):
         if len(idx) > 1:
             fold[idx] = np.arange(len(idx)) % FOLDS
     logits = np.zeros((len(y), n_labels))
