@@ -56,6 +56,10 @@ def test_unparseable_and_missing_files(tmp_path: Path) -> None:
     listed.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_settings(listed, environ={})
+    for text, key in (("1: 2\n", "1"), ("null: x\n", "None"), ("true: 1\n", "True")):
+        listed.write_text(text)  # a key YAML reads as a number, null or boolean
+        with pytest.raises(ConfigError, match=f"setting names are words, not {key}"):
+            load_settings(listed, environ={})
 
 
 def test_bad_values_fail_at_startup_not_at_first_request(tmp_path: Path) -> None:

@@ -647,6 +647,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
+    if bad := [k for k in data if not isinstance(k, str)]:  # YAML reads `1:` as an integer
+        raise ConfigError(f"{path}: setting names are words, not {bad[0]!r}")
     return data
 
 
