@@ -53,6 +53,12 @@ def tool_statements(state: RequestState) -> list[str]:
     return [r["statement"] for r in state.get("tool_results", []) if r.get("statement")]
 
 
+def evidence(selection: Selection, state: RequestState) -> Update:
+    """How well the sources answer, for the result (None: the route searched nothing)."""
+    return {"evidence": None if "sources" not in state or selection.evidence is None
+            else round(selection.evidence, 4)}
+
+
 def extractive(selection: Selection, state: RequestState, ctx: RunContext) -> Update:
     """The tools' statements (the customer's own data), then the sources' sentences that
     answer; a decline when neither does. A tool result is never a reason to quote sources
@@ -61,8 +67,9 @@ def extractive(selection: Selection, state: RequestState, ctx: RunContext) -> Up
     if not sources_lack_evidence(selection, state, ctx):
         parts.append(selection.answer())
     if not parts:
-        return decline("no_evidence", ctx)
-    return {"answer": " ".join(parts), "answer_kind": "extractive", "model": None}
+        return decline("no_evidence", ctx) | evidence(selection, state)
+    return {"answer": " ".join(parts), "answer_kind": "extractive", "model": None,
+            **evidence(selection, state)}
 
 
 def within_limits(answer: str, options: AnswerOptions) -> tuple[str, str | None]:

@@ -124,10 +124,15 @@ def ask(
     console.print(
         f"[dim]route={result.route} intent={result.intent} "
         f"({result.intent_confidence:.2f}{', low' if result.low_confidence else ''}) "
-        f"answer={result.answer_kind} model={result.model} cached={result.cached} "
+        f"answer={result.answer_kind} evidence={_evidence(result.evidence)} "
+        f"model={result.model} cached={result.cached} "
         f"degraded={result.degraded or '-'} trace={result.trace_id}[/]"
     )
     console.print(timing_table(result))
+
+
+def _evidence(score: float | None) -> str:
+    return "-" if score is None else f"{score:.2f}"
 
 
 @config_app.command("check")
@@ -597,6 +602,7 @@ QUALITY_METRICS = (
     ("decline_rate_out_of_scope", "out-of-scope + injection declined", True),
     ("decline_rate_unanswerable", "unanswerable declined", True),
     ("false_decline_rate", "answerable but declined", True),
+    ("wrong_answer_rate", "answerable but answered wrong", True),
     ("mid_sentence_rate", "answers cut mid-sentence", True),
     ("p50_ms", "latency p50 ms", False),
     ("p95_ms", "latency p95 ms", False),
@@ -615,6 +621,34 @@ def quality_table(reports: dict[str, dict], title: str) -> Table:
             cells.append("-" if v is None else f"{v:.1%}" if is_rate else f"{v:,.0f}")
         table.add_row(label, *cells)
     return table
+
+
+def _evidence_sweep(config: Path | None, rows: list[dict], bars_text: str) -> list[dict]:
+    from ragpacer.pipeline.bench import quality
+
+    settings = _settings(config)
+    floor = settings.answers.min_evidence
+    try:
+        bars = sorted({float(b) for b in bars_text.split(",") if b.strip()})
+    except ValueError:
+        raise _fail(ValueError(f"--evidence-bars takes numbers: {bars_text!r}")) from None
+    if below := [b for b in bars if b < floor]:
+        _say(f"left out {below}: below the configured answers.min_evidence ({floor}), the "
+             "declines' answers are unknown; rerun with RAGPACER_ANSWERS__MIN_EVIDENCE lower")
+    own = {name for name, r in settings.routing.routes.items() if r.min_evidence is not None}
+    sweep = quality.evidence_sweep(rows, [b for b in bars if b >= floor], own)
+    table = Table(title="answers.min_evidence on these answers (routes with their own bar "
+                        "unchanged)", title_justify="left")
+    for col in ("min_evidence", "fact accuracy", "answered wrong", "answerable declined",
+                "unanswerable declined"):
+        table.add_column(col, justify="right")
+    for row in sweep:
+        table.add_row(f"{row['min_evidence']:g}", *(
+            "-" if row[k] is None else f"{row[k]:.1%}" for k in (
+                "fact_accuracy", "wrong_answer_rate", "false_decline_rate",
+                "decline_rate_unanswerable")))
+    console.print(table)
+    return sweep
 
 
 async def _seed_server_transactions(redis_url: str | None, cases: list[Any]) -> list[Any]:
@@ -657,8 +691,13 @@ def eval_answers(
     history: Annotated[bool, typer.Option(
         help="Send conversations' earlier turns (--no-history: only the last message).")] = True,
     out: Annotated[Path | None, typer.Option(help="Write reports and rows as JSON here.")] = None,
+    evidence_bars: Annotated[str | None, typer.Option(
+        help="Comma-separated answers.min_evidence values to compare on the first path's "
+             "answers (at or above the configured one), to calibrate the bar on your "
+             "cases.")] = None,
 ) -> None:
-    """Fact accuracy, unsupported claims, declines, mid-sentence cuts and latency."""
+    """Fact accuracy, unsupported claims, declines, wrong answers, mid-sentence cuts and
+    latency."""
     import asyncio
 
     import httpx
@@ -703,6 +742,9 @@ def eval_answers(
     console.print(quality_table({k: v["report"]["overall"] for k, v in result.items()},
                                 f"{len(chosen)} cases via {where}, deadline "
                                 f"{deadline_ms or 'default'} ms"))
+    if evidence_bars:
+        first = next(iter(result.values()))
+        first["evidence_sweep"] = _evidence_sweep(config, first["rows"], evidence_bars)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2, default=str))

@@ -13,7 +13,7 @@ from ragpacer.retrieval.types import Hit
 
 # The fields a cache hit reuses.
 _CACHED = ("answer", "answer_kind", "decline", "sources", "route", "intent",
-           "intent_confidence", "model")
+           "intent_confidence", "model", "evidence")
 
 
 @dataclass(slots=True)
@@ -49,6 +49,9 @@ class Result:
     llm_call: dict[str, Any] | None = None
     # The tools that answered: name, result, elapsed_ms and the result in a sentence.
     tool_results: list[dict[str, Any]] = field(default_factory=list)
+    # How well the sources answer: the best source sentence's score, which the evidence bar
+    # (answers.min_evidence, or the route's) judges. None: nothing was searched or scored.
+    evidence: float | None = None
 
     @classmethod
     def from_state(cls, final: Mapping[str, Any], deadline: Deadline,
@@ -80,6 +83,7 @@ class Result:
             flags=final.get("flags", []),
             usage=final.get("usage", {}),
             llm_call=final.get("llm_call"),
+            evidence=final.get("evidence"),
         )
 
     @classmethod
@@ -105,6 +109,7 @@ class Result:
             answer_kind=payload.get("answer_kind", "llm"),
             decline=payload.get("decline"),
             model=payload.get("model"),
+            evidence=payload.get("evidence"),
             cached=True,
             cache_hit=cache_hit,
         )
@@ -122,6 +127,7 @@ class Result:
             "intent": self.intent,
             "intent_confidence": self.intent_confidence,
             "low_confidence": self.low_confidence,
+            "evidence": self.evidence,
             "finish_reason": self.finish_reason,
             "model": self.model,
             "truncated": self.truncated,

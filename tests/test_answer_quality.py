@@ -203,6 +203,10 @@ async def test_a_route_can_demand_stronger_evidence(make_pipeline, scripted) -> 
     assert answered.answer_kind == "extractive" and "10 EUR" in answered.answer
     assert declined.answer_kind == "decline" and declined.decline == "no_evidence"
     assert declined.sources and not scripted.requests
+    # The score the bars judged is reported: the same for both, between the two bars.
+    assert answered.evidence is not None
+    assert declined.evidence == answered.evidence
+    assert strict.settings.answers.min_evidence <= answered.evidence < 2.0
 
 
 async def test_a_route_can_decline_with_a_named_template(make_pipeline, scripted) -> None:
@@ -212,7 +216,7 @@ async def test_a_route_can_decline_with_a_named_template(make_pipeline, scripted
     result = await p.arun("hello there")
     assert result.route == "closed" and result.decline == "no_evidence"
     assert result.answer == p.settings.answers.no_evidence and not result.sources
-    assert not scripted.requests
+    assert not scripted.requests and result.evidence is None  # nothing searched, no score
 
 
 async def test_the_extractive_answer_quotes_the_sentence_that_answers(scripted) -> None:
@@ -275,7 +279,7 @@ def test_the_case_set_is_large_and_covers_every_kind() -> None:
     cases = quality.load_cases(ROOT / "evals" / "data" / "answer_quality.jsonl")
     kinds = {c.kind for c in cases}
     assert len(cases) >= 150 and len({c.id for c in cases}) == len(cases)
-    assert kinds == {"fact", "paraphrase", "multi", "unanswerable", "out_of_scope",
+    assert kinds == {"fact", "paraphrase", "multi", "coverage", "unanswerable", "out_of_scope",
                      "injection", "pii", "followup", "personal"}
     assert all(c.facts for c in cases if c.expect == "answer")
     assert all(c.gold for c in cases if c.expect == "answer" and c.kind != "personal")
@@ -291,8 +295,32 @@ def test_scoring_counts_facts_declines_and_unsupported_claims() -> None:
     wrong = quality.score(case, quality.Answer("It is 7% and 5 EUR", "llm", "rag", src, 9))
     assert right["correct"] and right["gold_at_3"] and not right["unsupported"]
     assert not wrong["correct"] and wrong["unsupported"] == ["7%"] and wrong["mid_sentence"]
-    summary = quality.summarise([right, wrong])
-    assert summary["fact_accuracy"] == 0.5 and summary["unsupported_rate"] == 0.5
+    declined = quality.score(case, quality.Answer("I don't know.", "decline", "rag", src, 9))
+    summary = quality.summarise([right, wrong, declined])
+    assert summary["unsupported_rate"] == 0.5  # of the two answers
+    assert (summary["fact_accuracy"], summary["wrong_answer_rate"],
+            summary["false_decline_rate"]) == (0.3333, 0.3333, 0.3333)
+
+
+def test_the_evidence_sweep_turns_weak_answers_into_declines() -> None:
+    def row(id_: str, expect: str, correct: bool, evidence: float | None,
+            route: str = "rag") -> dict:
+        return {"id": id_, "kind": "fact" if expect == "answer" else "unanswerable",
+                "expect": expect, "route": route, "declined": False, "correct": correct,
+                "wrong": expect == "answer" and not correct, "gold_at_3": None,
+                "unsupported": [], "mid_sentence": False, "elapsed_ms": 1.0,
+                "evidence": evidence}
+
+    rows = [row("right", "answer", True, 0.9), row("weak", "answer", False, 0.3),
+            row("unanswerable", "decline", False, 0.35),
+            row("own bar", "answer", False, 0.1, route="strict"),
+            row("template", "answer", True, None)]
+    low, high = quality.evidence_sweep(rows, [0.2, 0.4], own_bars={"strict"})
+    assert (low["wrong_answer_rate"], low["decline_rate_unanswerable"]) == (0.5, 0.0)
+    # At 0.4 the weak answer and the unanswerable one are declined; the route with a bar
+    # of its own and the answer without a score are left as they were.
+    assert high["wrong_answer_rate"] == 0.25 and high["false_decline_rate"] == 0.25
+    assert high["decline_rate_unanswerable"] == 1.0 and high["fact_accuracy"] == 0.5
 
 
 def test_a_figure_from_a_tool_result_is_supported() -> None:
@@ -354,8 +382,9 @@ async def test_a_cache_hit_returns_the_same_answer_kind_and_query(make_pipeline,
     await p.caching.drain()
     again = await p.arun("How much is express delivery of a replacement card?")
     assert again.cached and not first.cached
-    assert (again.answer, again.answer_kind, again.query) == (
-        first.answer, first.answer_kind, first.query)
+    assert (again.answer, again.answer_kind, again.query, again.evidence) == (
+        first.answer, first.answer_kind, first.query, first.evidence)
+    assert first.evidence is not None
     assert [s.id for s in again.sources] == [s.id for s in first.sources]
 
 

@@ -155,3 +155,20 @@ async def test_eval_against_a_server_seeds_its_customers_through_redis() -> None
         await store.clear(customer)
     finally:
         await store.aclose()
+
+
+def test_eval_answers_compares_evidence_bars_on_the_same_answers(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(json.dumps({
+        "id": "f", "kind": "fact", "gold": ["cards-lost"], "facts": [["10 EUR"]],
+        "question": "How much is express delivery of a replacement card?"}) + "\n")
+    out = tmp_path / "report.json"
+    res = runner.invoke(app, ["eval", "answers", "-c", str(ROOT / "ragpacer.yaml"),
+                              "--cases", str(cases), "--evidence-bars", "0.1,0.2,5",
+                              "--out", str(out)], env=ENV)
+    assert res.exit_code == 0, res.output
+    assert "left out [0.1]" in " ".join(res.output.split())  # below the configured bar
+    sweep = json.loads(out.read_text())["shipped"]["evidence_sweep"]
+    assert [s["min_evidence"] for s in sweep] == [0.2, 5.0]
+    assert sweep[0]["fact_accuracy"] == 1.0  # as answered
+    assert sweep[1]["fact_accuracy"] == 0.0 and sweep[1]["false_decline_rate"] == 1.0

@@ -37,6 +37,7 @@ def test_openai_client_non_streaming(server: str) -> None:
     assert r.usage.total_tokens == 46
     extra = r.model_extra["ragpacer"]
     assert extra["route"] == "fees" and extra["answer_kind"] == "llm" and extra["trace_id"]
+    assert isinstance(extra["evidence"], float)  # the score the evidence bar judged
     assert [s["name"] for s in extra["stages"]][-1] == "output_guardrails"
     timing = raw.headers["server-timing"]
     assert "retrieval;dur=" in timing and "total;dur=" in timing

@@ -49,6 +49,9 @@ async def test_spans_parentage_and_attributes(scripted) -> None:
     assert gen["gen_ai.request.model"] == "smollm2" and gen["gen_ai.usage.output_tokens"] == 4
     assert "langfuse.observation.completion_start_time" in gen
     assert attrs(next(s for s in stages if s.name == "stage.intent"))["intent"]
+    # The evidence bar's input, for reviewing declines and weak answers in Langfuse.
+    assert result.evidence is not None
+    assert attrs(root)["ragpacer.evidence"] == result.evidence
     # Nothing of the user's text leaves the process in a span.
     assert "overdraft" not in str([attrs(s) for s in spans])
     rx.server.shutdown()

@@ -10,7 +10,8 @@ in-domain but not in the help centre). Metrics, overall and per route and per ki
 - ``unsupported_rate``: answers with a number, amount, percentage, time, phone number, email or
   URL that is in no source and not in the question (the grounding guard's own check);
 - ``decline_rate_out_of_scope`` (out of scope and injection), ``decline_rate_unanswerable``,
-  ``false_decline_rate`` (answerable cases declined);
+  ``false_decline_rate`` (answerable cases declined), ``wrong_answer_rate`` (answerable cases
+  answered without every fact: with the two others, fact accuracy's complement);
 - ``mid_sentence_rate``: answers that stop inside a sentence;
 - latency p50 / p95 / p99 in ms.
 
@@ -129,6 +130,8 @@ def score(case: Case, answer: Answer) -> dict[str, Any]:
         "gold_at_3": any(g in top3 for g in case.gold) if case.gold else None,
         "facts_stated": sum(stated), "facts": len(stated),
         "correct": case.expect == "answer" and not declined and all(stated),
+        # Answered, but without what the customer asked: worse than a decline.
+        "wrong": case.expect == "answer" and not declined and not all(stated),
         "unsupported": claims,
         "mid_sentence": not declined and ends_mid_sentence(answer.text),
         "elapsed_ms": round(answer.elapsed_ms, 2), "degraded": answer.degraded,
@@ -161,6 +164,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "decline_rate_unanswerable": _rate(
             [r for r in rows if r["kind"] == "unanswerable"], "declined"),
         "false_decline_rate": _rate(answerable, "declined"),
+        "wrong_answer_rate": _rate(answerable, "wrong"),
         "mid_sentence_rate": _rate(answered, "mid_sentence"),
         "p50_ms": _percentile(times, 0.50),
         "p95_ms": _percentile(times, 0.95),
@@ -174,6 +178,28 @@ def report(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return {k: summarise([r for r in rows if str(r[key]) == k]) for k in keys}
 
     return {"overall": summarise(rows), "by_kind": group("kind"), "by_route": group("route")}
+
+
+def evidence_sweep(rows: list[dict[str, Any]], bars: Sequence[float],
+                   own_bars: set[str]) -> list[dict[str, Any]]:
+    """What a higher ``answers.min_evidence`` would have done to these rows: each answer whose
+    evidence is below the bar becomes a decline (not on ``own_bars``, the routes with a bar of
+    their own, nor where a tool result answers). Exact for bars at or above the one the rows
+    were run with: a decline would stay one, and its answer is unknown."""
+    out = []
+    for bar in bars:
+        swept = []
+        for r in rows:
+            ev = r.get("evidence")
+            if (not r["declined"] and ev is not None and ev < bar and r["route"] not in own_bars
+                    and not r.get("tool_results")):
+                r = {**r, "declined": True, "correct": False, "wrong": False}
+            swept.append(r)
+        s = summarise(swept)
+        out.append({"min_evidence": bar, **{k: s[k] for k in (
+            "fact_accuracy", "wrong_answer_rate", "false_decline_rate",
+            "decline_rate_unanswerable")}})
+    return out
 
 
 Target = Callable[[Case], Awaitable[Answer]]
@@ -205,7 +231,7 @@ def sdk_target(pipeline: Any, deadline_ms: float | None, history: bool = True) -
                       [(s.id, f"{s.title}. {s.text}") for s in r.sources], r.elapsed_ms,
                       list(r.degraded), {"decline": r.decline, "finish_reason": r.finish_reason,
                                          "query": r.query, "query_form": r.query_form,
-                                         "llm_call": r.llm_call,
+                                         "llm_call": r.llm_call, "evidence": r.evidence,
                                          "tool_results": r.tool_results})
 
     return call
@@ -234,7 +260,8 @@ def http_target(client: Any, url: str, model: str, deadline_ms: float | None,
                    for s in block.get("sources", [])]
         return Answer(data["choices"][0]["message"]["content"] or "",
                       block.get("answer_kind", "llm"), block.get("route"), sources, elapsed,
-                      list(block.get("degraded", [])), {"decline": block.get("decline")})
+                      list(block.get("degraded", [])),
+                      {"decline": block.get("decline"), "evidence": block.get("evidence")})
 
     return call
 

@@ -29,6 +29,8 @@ class RequestState(TypedDict, total=False):
     features_defaulted: list[str]  # names holding the configured default, not the customer's
     sources: list[Any]  # retrieval.Hit
     tool_results: list[dict[str, Any]]
+    # The best source sentence's score, which the evidence bar (answers.min_evidence) judges.
+    evidence: float | None
     answer: str
     answer_kind: str  # llm | extractive | template | decline
     decline: DeclineReason  # why the request is declined

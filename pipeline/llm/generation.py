@@ -8,7 +8,14 @@ from typing import Any, ClassVar
 
 from ragpacer.agents.tool_runner import run_tools
 from ragpacer.agents.tools import openai_tool
-from ragpacer.pipeline.answers import decline, decline_reason, extractive, lacks_evidence, select
+from ragpacer.pipeline.answers import (
+    decline,
+    decline_reason,
+    evidence,
+    extractive,
+    lacks_evidence,
+    select,
+)
 from ragpacer.pipeline.core.context import RunContext
 from ragpacer.pipeline.core.errors import LLMBusy, LLMError, LLMUnavailable, ToolArgumentError
 from ragpacer.pipeline.core.settings import ModelSettings, Settings
@@ -125,7 +132,7 @@ class Generation(StageBase):
                 failures.append(str(exc))
                 busy += isinstance(exc, LLMBusy)
                 continue
-            update = self._update(c, ctx)
+            update = self._update(c, ctx) | evidence(selection, state)
             if not update["answer"]:  # cut before its first sentence ended
                 update = extractive(selection, state, ctx)
                 failures.append("no complete sentence before the cut")

@@ -156,6 +156,7 @@ class Tracing:
                 attributes=_drop_none({
                     "ragpacer.route": result.route, "ragpacer.intent": result.intent,
                     "ragpacer.intent_confidence": result.intent_confidence,
+                    "ragpacer.evidence": result.evidence,
                     "ragpacer.cache_hit": result.cached,
                     "ragpacer.degraded": ",".join(result.degraded),
                     "ragpacer.answer_kind": result.answer_kind,
