@@ -5,6 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ragpacer.pipeline.cli import app
+from ragpacer.pipeline.core.settings import load_settings
 from tests.support.resources import RESOURCES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,12 +164,13 @@ def test_eval_answers_compares_evidence_bars_on_the_same_answers(tmp_path: Path)
         "id": "f", "kind": "fact", "gold": ["cards-lost"], "facts": [["10 EUR"]],
         "question": "How much is express delivery of a replacement card?"}) + "\n")
     out = tmp_path / "report.json"
+    bar = load_settings(ROOT / "ragpacer.yaml", environ={}).answers.min_evidence
     res = runner.invoke(app, ["eval", "answers", "-c", str(ROOT / "ragpacer.yaml"),
-                              "--cases", str(cases), "--evidence-bars", "0.1,0.2,5",
+                              "--cases", str(cases), "--evidence-bars", f"0.01,{bar},5",
                               "--out", str(out)], env=ENV)
     assert res.exit_code == 0, res.output
-    assert "left out [0.1]" in " ".join(res.output.split())  # below the configured bar
+    assert "left out [0.01]" in " ".join(res.output.split())  # below the configured bar
     sweep = json.loads(out.read_text())["shipped"]["evidence_sweep"]
-    assert [s["min_evidence"] for s in sweep] == [0.2, 5.0]
+    assert [s["min_evidence"] for s in sweep] == [bar, 5.0]
     assert sweep[0]["fact_accuracy"] == 1.0  # as answered
     assert sweep[1]["fact_accuracy"] == 0.0 and sweep[1]["false_decline_rate"] == 1.0

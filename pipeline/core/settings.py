@@ -329,8 +329,9 @@ class AnswerSettings(_Model):
     max_sentences: PositiveInt = 3
     # Below this evidence score (best source sentence: cosine to the query plus term overlap)
     # the help centre does not answer the question: the no_evidence template instead of
-    # quotes of unrelated articles. Calibrated on the answer-quality eval; 0 turns it off.
-    min_evidence: float = Field(default=0.2, ge=0.0, le=2.0)
+    # quotes of unrelated articles. Calibrated on the answer-quality eval (`ragpacer eval
+    # answers --evidence-bars` compares bars on your own cases); 0 turns it off.
+    min_evidence: float = Field(default=0.35, ge=0.0, le=2.0)
     # An LLM answer whose numbers, amounts, times, contacts or URLs are not all in its
     # evidence, or with fewer of its content words in the sources than this, is replaced.
     min_overlap: float = Field(default=0.6, ge=0.0, le=1.0)
