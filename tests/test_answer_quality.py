@@ -375,6 +375,21 @@ async def test_replaced_answers_and_declines_are_counted_in_metrics() -> None:
             await p.aclose()
 
 
+async def test_the_evidence_of_each_answer_is_a_histogram_per_route(make_pipeline,
+                                                                   scripted) -> None:
+    p = make_pipeline(scripted.url, answer="extractive")
+    answered = await p.arun("How much is express delivery of a replacement card?")
+    await p.arun("hello")  # a template: nothing searched, nothing observed
+    text = p.metrics.render().decode()
+    route = answered.route
+    assert answered.evidence is not None and 0.75 < answered.evidence < 1.2
+    assert f'ragpacer_answer_evidence_bucket{{le="0.75",route="{route}"}} 0.0' in text
+    assert f'ragpacer_answer_evidence_bucket{{le="1.2",route="{route}"}} 1.0' in text
+    assert f'ragpacer_answer_evidence_count{{route="{route}"}} 1.0' in text
+    assert not [line for line in text.splitlines()
+                if line.startswith("ragpacer_answer_evidence") and "smalltalk" in line]
+
+
 async def test_a_cache_hit_returns_the_same_answer_kind_and_query(make_pipeline,
                                                                   scripted) -> None:
     p = make_pipeline(scripted.url, answer="extractive")

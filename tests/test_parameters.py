@@ -57,6 +57,21 @@ def test_unsupported_parameters_are_refused_with_their_name(clients, params, nam
         assert body["code"] == "unsupported_parameter" and body["param"] == name, body
 
 
+def test_a_message_part_other_than_text_is_refused_not_dropped(clients) -> None:
+    """A question with a screenshot must not be answered as if the image were not there."""
+    content = [{"type": "text", "text": "what is this charge?"},
+               {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0"}}]
+    with pytest.raises(openai.BadRequestError) as err:
+        clients[1].chat.completions.create(
+            model="ragpacer", messages=[{"role": "user", "content": content}])
+    body = err.value.body
+    assert body["code"] == "unsupported_parameter" and body["param"] == "messages[0].content"
+    assert "'image_url'" in body["message"]
+    text_only = clients[1].chat.completions.create(model="ragpacer", messages=[
+        {"role": "user", "content": [{"type": "text", "text": QUESTION}]}])
+    assert text_only.choices[0].message.content  # text parts are read as before
+
+
 def test_sampling_parameters_reach_the_llm(clients, llm: ScriptedLLM) -> None:
     llm.requests.clear()
     ask(clients[0], temperature=0.7, top_p=0.9, seed=7, stop=["###"], max_tokens=64)

@@ -153,6 +153,12 @@ class Metrics:
                                        buckets=(64, 128, 256, 384, 512, 768, 1024, 2048, 4096))
         self.ttft_seconds = Histogram("ragpacer_llm_time_to_first_token_seconds",
                                       "Wait for the first token per engine call", ["model"])
+        # Answerability over time: a growing share of low scores is questions the help
+        # centre does not answer (declined below answers.min_evidence, or answered weakly).
+        self.evidence = Histogram("ragpacer_answer_evidence",
+                                  "Best source sentence's score per answer that searched",
+                                  ["route"], buckets=(0.1, 0.2, 0.3, 0.35, 0.4, 0.5, 0.6,
+                                                      0.75, 0.9, 1.0, 1.2))
         r.register(_Families([v for v in vars(self).values()
                               if isinstance(v, Family | Histogram)]))
 
@@ -169,6 +175,8 @@ class Metrics:
         self.cache.inc(result.cache_hit or "miss")
         reason = result.decline or ("ungrounded" if "grounding" in result.degraded else "")
         self.answers.inc(result.answer_kind, reason)
+        if result.evidence is not None:
+            self.evidence.observe(result.evidence, result.route or "")
         call = result.llm_call
         if call and not result.cached:
             self.replica_calls.inc(call["model"], call["replica"])

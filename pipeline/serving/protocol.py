@@ -77,6 +77,12 @@ class ChatCompletionRequest(BaseModel):
                 "tools" if self.tools else "functions", "the tools are the routes' own")
         if self.tool_choice not in (None, "none"):
             raise UnsupportedParameterError("tool_choice", "the tools are the routes' own")
+        for i, m in enumerate(self.messages):  # an image dropped unread would be answered blind
+            if isinstance(m.content, list):
+                other = next((p.type for p in m.content if p.type != "text"), None)
+                if other is not None:
+                    raise UnsupportedParameterError(
+                        f"messages[{i}].content", f"a part of type {other!r} (text parts only)")
 
     def options(self) -> AnswerOptions:
         if (self.stop is self.max_tokens is self.max_completion_tokens is self.temperature
