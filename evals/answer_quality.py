@@ -79,7 +79,8 @@ def with_rewrite(overrides: dict[str, Any]) -> Settings:
 def main() -> None:
     result = asyncio.run(run())
     keys = ("gold_at_3", "fact_accuracy", "unsupported_rate", "decline_rate_out_of_scope",
-            "decline_rate_unanswerable", "false_decline_rate", "mid_sentence_rate")
+            "decline_rate_unanswerable", "false_decline_rate", "wrong_answer_rate",
+            "mid_sentence_rate")
     for path, rep in result["paths"].items():
         o = rep["overall"]
         rates = ", ".join(f"{k} {o[k]:.1%}" for k in keys if o[k] is not None)

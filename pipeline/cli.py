@@ -623,6 +623,22 @@ def quality_table(reports: dict[str, dict], title: str) -> Table:
     return table
 
 
+def failures_table(name: str, rows: list[dict]) -> Table:
+    from ragpacer.pipeline.bench import quality
+
+    failed = [(r, why) for r in rows if (why := quality.failure(r)) is not None]
+    table = Table(title=f"{name}: {len(failed)} of {len(rows)} cases failed",
+                  title_justify="left")
+    for col, width in (("case", 13), ("route", 12), ("evidence", 8), ("what went wrong", 18)):
+        table.add_column(col, justify="right" if col == "evidence" else "left",
+                         min_width=width)
+    table.add_column("answer", ratio=1)  # the rest of the line
+    for r, why in failed:
+        table.add_row(r["id"], r["route"] or "-", _evidence(r.get("evidence")), why,
+                      r["answer"] if len(r["answer"]) <= 80 else r["answer"][:79] + "…")
+    return table
+
+
 def _evidence_sweep(config: Path | None, rows: list[dict], bars_text: str) -> list[dict]:
     from ragpacer.pipeline.bench import quality
 
@@ -691,6 +707,9 @@ def eval_answers(
     history: Annotated[bool, typer.Option(
         help="Send conversations' earlier turns (--no-history: only the last message).")] = True,
     out: Annotated[Path | None, typer.Option(help="Write reports and rows as JSON here.")] = None,
+    failures: Annotated[bool, typer.Option(
+        help="List each path's failed cases: wrong, unsupported, declined or answered when "
+             "it should decline, with the evidence and the answer.")] = False,
     evidence_bars: Annotated[str | None, typer.Option(
         help="Comma-separated answers.min_evidence values to compare on the first path's "
              "answers (at or above the configured one), to calibrate the bar on your "
@@ -742,6 +761,9 @@ def eval_answers(
     console.print(quality_table({k: v["report"]["overall"] for k, v in result.items()},
                                 f"{len(chosen)} cases via {where}, deadline "
                                 f"{deadline_ms or 'default'} ms"))
+    if failures:
+        for name, v in result.items():
+            console.print(failures_table(name, v["rows"]))
     if evidence_bars:
         first = next(iter(result.values()))
         first["evidence_sweep"] = _evidence_sweep(config, first["rows"], evidence_bars)

@@ -300,6 +300,10 @@ def test_scoring_counts_facts_declines_and_unsupported_claims() -> None:
     assert summary["unsupported_rate"] == 0.5  # of the two answers
     assert (summary["fact_accuracy"], summary["wrong_answer_rate"],
             summary["false_decline_rate"]) == (0.3333, 0.3333, 0.3333)
+    assert [quality.failure(r) for r in (right, wrong, declined)] == [
+        None, "unsupported: 7%", "declined (no reason)"]
+    wrong["unsupported"] = []
+    assert quality.failure(wrong) == "wrong: 1 of 2 facts"
 
 
 def test_the_evidence_sweep_turns_weak_answers_into_declines() -> None:

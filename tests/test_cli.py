@@ -167,8 +167,9 @@ def test_eval_answers_compares_evidence_bars_on_the_same_answers(tmp_path: Path)
     bar = load_settings(ROOT / "ragpacer.yaml", environ={}).answers.min_evidence
     res = runner.invoke(app, ["eval", "answers", "-c", str(ROOT / "ragpacer.yaml"),
                               "--cases", str(cases), "--evidence-bars", f"0.01,{bar},5",
-                              "--out", str(out)], env=ENV)
+                              "--failures", "--out", str(out)], env=ENV)
     assert res.exit_code == 0, res.output
+    assert "shipped: 0 of 1 cases failed" in res.output
     assert "left out [0.01]" in " ".join(res.output.split())  # below the configured bar
     sweep = json.loads(out.read_text())["shipped"]["evidence_sweep"]
     assert [s["min_evidence"] for s in sweep] == [bar, 5.0]

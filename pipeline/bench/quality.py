@@ -139,6 +139,19 @@ def score(case: Case, answer: Answer) -> dict[str, Any]:
     }
 
 
+def failure(row: dict[str, Any]) -> str | None:
+    """What went wrong with a scored case, in words (None: nothing)."""
+    if row["expect"] == "decline":
+        return None if row["declined"] else "answered, should decline"
+    if row["declined"]:
+        return f"declined ({row.get('decline') or 'no reason'})"
+    if row["unsupported"]:
+        return "unsupported: " + ", ".join(row["unsupported"])
+    if row["wrong"]:
+        return f"wrong: {row['facts_stated']} of {row['facts']} facts"
+    return None
+
+
 def _rate(rows: list[dict[str, Any]], key: str) -> float | None:
     return round(sum(bool(r[key]) for r in rows) / len(rows), 4) if rows else None
 
