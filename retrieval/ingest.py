@@ -104,10 +104,20 @@ def read_documents(path: Path) -> list[Document]:
 def ingest(path: Path, index_root: Path, embedder, filter_fields: Iterable[str],
            progress: Callable[[int, int], None] | None = None, batch: int = 64) -> dict:
     t0 = time.perf_counter()
-    chunks = [c for d in read_documents(path) for c in chunk(d)]
+    chunks = _chunks(path)
     index_root.mkdir(parents=True, exist_ok=True)
     with ingest_lock(index_root):
         return _build(path, chunks, index_root, embedder, filter_fields, progress, batch, t0)
+
+
+def _chunks(path: Path) -> list[Document]:
+    """The chunks of every document at ``path``; none is an error: switching to an empty
+    index would decline every question."""
+    chunks = [c for d in read_documents(path) for c in chunk(d)]
+    if not chunks:
+        raise CorpusError(f"{path} holds no documents (.md, .txt, .jsonl or a BEIR "
+                          "corpus.jsonl with text); the current index is kept")
+    return chunks
 
 
 @contextlib.contextmanager
@@ -169,7 +179,7 @@ async def _ingest_server(path: Path, url: str, alias: str, embedder, filter_fiel
     from ragpacer.retrieval.stores.server import ServerStore
 
     t0 = time.perf_counter()
-    chunks = [c for d in read_documents(path) for c in chunk(d)]
+    chunks = _chunks(path)
     store = ServerStore(url, f"{alias}-{time.time_ns()}", timeout_s=30)
     await store.create(384, filter_fields)
     try:

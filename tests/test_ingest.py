@@ -83,6 +83,10 @@ def test_bad_input_is_reported_and_the_index_kept(embedder, tmp_path: Path) -> N
     (tmp_path / "empty").mkdir()
     with pytest.raises(CorpusError, match=r"no \.md"):
         read_documents(tmp_path / "empty")
+    blank = tmp_path / "blank.jsonl"  # an export that came out empty
+    blank.write_text("\n\n")
+    with pytest.raises(CorpusError, match=r"holds no documents.*current index is kept"):
+        ingest(blank, tmp_path / "idx", embedder, FIELDS)
     assert current_index(tmp_path / "idx") == before
 
 
