@@ -402,6 +402,8 @@ def ingest(
             gone = delete_documents(index_root(settings), delete)
             console.print(f"[green]removed[/] {gone['removed_chunks']} chunks; "
                           f"{gone['chunks']} left -> {gone['path']}")
+            if gone["not_found"]:
+                _say(f"not in the index: {', '.join(gone['not_found'])}")
             return
         if path is None:
             raise _fail(ValueError("give a PATH to ingest, or --delete DOC_ID"))

@@ -217,14 +217,22 @@ def _delete(live: Path, index_root: Path, doc_ids: Iterable[str]) -> dict:
 
     from ragpacer.retrieval.stores.edge import EdgeStore
 
+    def source(ids: list[str]) -> q.Filter:
+        return q.Filter(must=[q.FieldCondition(key="source_id", match=q.MatchAny(any=ids))])
+
+    ids = list(dict.fromkeys(doc_ids))
     build = index_root / f"shard-{time.time_ns()}.partial"
     shutil.copytree(live, build)
     try:
         store = EdgeStore.open(build)
+        absent = [i for i in ids
+                  if not store.shard.count(q.CountRequest(exact=True, filter=source([i])))]
+        if len(absent) == len(ids):  # a mistyped id: no new shard, no switch
+            store.close()
+            raise CorpusError(f"no document {', '.join(map(repr, absent))} in the index "
+                              "(an id is the source document's); nothing changed")
         before = store.count()
-        flt = q.Filter(must=[q.FieldCondition(key="source_id",
-                                              match=q.MatchAny(any=list(doc_ids)))])
-        store.shard.update(q.UpdateOperation.delete_points_by_filter(flt))
+        store.shard.update(q.UpdateOperation.delete_points_by_filter(source(ids)))
         after = store.count()
         store.close()
     except BaseException:
@@ -233,7 +241,8 @@ def _delete(live: Path, index_root: Path, doc_ids: Iterable[str]) -> dict:
     final = build.with_suffix("")
     build.rename(final)
     _swap_current(index_root, final)
-    return {"removed_chunks": before - after, "chunks": after, "path": str(final)}
+    return {"removed_chunks": before - after, "chunks": after, "path": str(final),
+            "not_found": absent}
 
 
 def _swap_current(root: Path, target: Path) -> None:

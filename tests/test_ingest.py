@@ -165,14 +165,20 @@ def test_documents_can_be_deleted_and_the_switch_is_atomic(embedder, tmp_path: P
     from ragpacer.retrieval.ingest import delete_documents
 
     ingest(KB, tmp_path, embedder, FIELDS)
-    out = delete_documents(tmp_path, ["cards-pin", "cards-lost"])
+    out = delete_documents(tmp_path, ["cards-pin", "cards-lost", "cards-typo"])
     assert out["removed_chunks"] == 2 and out["chunks"] == 65
+    assert out["not_found"] == ["cards-typo"]
     store = EdgeStore.open(current_index(tmp_path))
     ids = [h.id for h in store.search("forgotten PIN lost card", None, 20, None, "bm25")]
     assert "cards-pin#0" not in ids and "cards-lost#0" not in ids
     store.close()
     with pytest.raises(CorpusError, match="no index"):
         delete_documents(tmp_path / "nothing", ["x"])
+    # Only mistyped ids: an error, and the index is the one it was (no copy left behind).
+    live, shards = current_index(tmp_path), sorted(tmp_path.glob("shard-*"))
+    with pytest.raises(CorpusError, match="no document 'cards-pni' in the index"):
+        delete_documents(tmp_path, ["cards-pni"])
+    assert current_index(tmp_path) == live and sorted(tmp_path.glob("shard-*")) == shards
 
 
 def test_kill_9_of_the_ingest_process_leaves_the_previous_index_and_a_rerun_completes(
