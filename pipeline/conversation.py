@@ -22,6 +22,9 @@ _REFERS_BACK = re.compile(
 # ("How long will you take to answer?" names no topic the help centre knows).
 MIN_STANDALONE_TERMS = 3
 REPLY_CHARS = 200
+# Of the previous question, its end (where a long message asks): the carried query is
+# embedded and searched on every request, and a pasted page would cost its tokenizing.
+TURN_CHARS = 600
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
 _analyzer = Analyzer()
@@ -70,12 +73,20 @@ def standalone_query(query: str, history: Sequence[Mapping[str, str]],
                      if m["role"] == "user" and m["content"].strip()), default=None)
     if last_user is None:
         return query
-    parts = [history[last_user]["content"].strip()]
+    parts = [_tail(history[last_user]["content"].strip(), TURN_CHARS)]
     reply = next((m["content"] for m in history[last_user + 1:]
                   if m["role"] == "assistant" and m["content"].strip()), None)
     if reply:
         parts.append(_first_sentence(reply)[:REPLY_CHARS])
     return " ".join([*parts, query])
+
+
+def _tail(text: str, limit: int) -> str:
+    """The last ``limit`` characters of ``text``, from a word's start."""
+    if len(text) <= limit:
+        return text
+    cut = text[-limit:]
+    return cut.split(None, 1)[-1] if " " in cut else cut
 
 
 def _first_sentence(text: str) -> str:

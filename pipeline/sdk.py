@@ -35,6 +35,8 @@ from ragpacer.pipeline.resources import Resources
 from ragpacer.pipeline.result import Result
 from ragpacer.retrieval.filters import normalise_filters
 
+# A conversation longer than this is token-counted for usage in a worker thread.
+LONG_USAGE_CHARS = 20_000
 
 def _quiet(message: str) -> None:
     pass
@@ -220,7 +222,7 @@ class Pipeline:
                 hit = Result.from_cache(update["cached"], query, records, ctx.deadline,
                                         ctx.trace, update.get("cache_hit"), state["query_form"])
                 _bound(hit, options)
-                self._count_usage(hit, asked)
+                await self._count_usage(hit, asked)
                 self.tracing.record(hit, start_ns)
                 return hit
             if "query_vector" in lookup:  # embedded once, also if the stage was cut after
@@ -230,7 +232,7 @@ class Pipeline:
         shaped = options.max_tokens is not None or bool(options.stop)
         if result.answer_kind != "llm":
             _bound(result, options)
-            self._count_usage(result, asked)
+            await self._count_usage(result, asked)
         if self.caching is not None and key is not None and not shaped:
             self.caching.store(key, result, final, scope, tenant)
         self.tracing.record(result, start_ns)
@@ -336,11 +338,17 @@ class Pipeline:
             raise SystemMessageRefused()
         return [t for t in turns if t["role"] not in ("system", "developer")]
 
-    def _count_usage(self, result: Result, asked: Sequence[str]) -> None:
+    async def _count_usage(self, result: Result, asked: Sequence[str]) -> None:
         """Usage of an answer no LLM generated (extractive, template, decline, cache hit):
-        the conversation and the answer counted with the embedding tokenizer."""
-        prompt = sum(self._count_tokens(text) for text in asked)
-        completion = self._count_tokens(result.answer)
+        the conversation and the answer counted with the embedding tokenizer. A long
+        conversation is counted off the event loop (the tokenizer releases the GIL):
+        256 KB of history takes about 150 ms."""
+        def count() -> tuple[int, int]:
+            return (sum(self._count_tokens(text) for text in asked),
+                    self._count_tokens(result.answer))
+
+        long = sum(map(len, asked)) > LONG_USAGE_CHARS
+        prompt, completion = await asyncio.to_thread(count) if long else count()
         result.usage = {"prompt_tokens": prompt, "completion_tokens": completion,
                         "total_tokens": prompt + completion}
 

@@ -22,6 +22,8 @@ DIM = 384
 # Documents are embedded with up to this many tokens at ingest (abstract-length articles lose
 # their second half at 128); queries keep the session's 128.
 DOCUMENT_TOKENS = 256
+# Token counts of texts up to this long are cached (a 2,000-character question fits).
+CACHED_TEXT_CHARS = 2048
 
 
 class Embedder:
@@ -42,10 +44,15 @@ class Embedder:
         self._counter.no_truncation()
         self._counter.no_padding()  # the file pads to 128: counts must be of the text
         # An encode costs about 0.1 ms; a cache hit's answer and question recur, so repeats
-        # are looked up rather than tokenised again.
-        self.count_tokens = functools.lru_cache(maxsize=8192)(self._count_tokens)
+        # are looked up rather than tokenised again. Long texts are not kept: the cache holds
+        # its keys, and 8,192 pasted pages would be gigabytes.
+        self._counted = functools.lru_cache(maxsize=8192)(self._count_tokens)
         self.variant = variant
         self.checksum = embedder_checksum(folder, variant)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of the text by this model's WordPiece tokenizer, whatever its length."""
+        return self._counted(text) if len(text) <= CACHED_TEXT_CHARS else self._count_tokens(text)
 
     def _count_tokens(self, text: str) -> int:
         """Tokens of the text by this model's WordPiece tokenizer, whatever its length."""

@@ -271,6 +271,12 @@ def test_a_question_naming_no_known_topic_is_a_follow_up() -> None:
     history = [{"role": "user", "content": "I want to make a complaint."}]
     assert standalone_query(question, history, index.knows) == \
         "I want to make a complaint. How long will you take to answer?"
+    # A pasted page as the previous turn: its end is carried, not all of it.
+    story = "My neighbour told me a long story. " * 3000 + "I want to make a complaint."
+    carried = standalone_query(question, [{"role": "user", "content": story}], index.knows)
+    assert carried.endswith("I want to make a complaint. How long will you take to answer?")
+    head = carried[: -len(question) - 1]
+    assert len(head) <= 600 and story.endswith(head) and story[-len(head) - 1] == " "
 
 
 # -- the eval harness -------------------------------------------------------------------------

@@ -159,3 +159,31 @@ async def test_a_rewrite_that_loses_the_topic_or_the_question_is_not_used() -> N
             result.stages[0].detail
         assert result.sources[0].id.split("#")[0] == "transfers-international"
         await p.aclose()
+
+
+async def test_a_long_conversation_is_counted_off_the_event_loop(make_pipeline, scripted,
+                                                                 monkeypatch) -> None:
+    """Usage of an answer no LLM made counts the whole conversation: a pasted page is
+    tokenised in a worker thread, so other requests are not held up meanwhile."""
+    import asyncio
+
+    from ragpacer.pipeline import sdk
+
+    p = make_pipeline(scripted.url, answer="extractive", cache={"enabled": False})
+    threads: list[object] = []
+    real = asyncio.to_thread
+
+    async def spy(fn, *args):  # type: ignore[no-untyped-def]
+        threads.append(fn)
+        return await real(fn, *args)
+
+    monkeypatch.setattr(sdk.asyncio, "to_thread", spy)
+    question = "What is the fee for a SWIFT transfer?"
+    short = await p.arun(question)
+    assert not threads
+    page = "hello " * 5000
+    long = await p.arun(question, history=[{"role": "user", "content": page}])
+    assert len(threads) == 1
+    count = p._count_tokens
+    assert long.usage["prompt_tokens"] == count(page) + count(question) == 5000 + count(question)
+    assert short.usage["prompt_tokens"] == count(question)
