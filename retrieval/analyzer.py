@@ -145,9 +145,18 @@ STOPWORDS = STOPWORDS - {"no", "nor", "not"}
 _SNOWBALL = snowballstemmer.stemmer("english")
 
 
-@lru_cache(maxsize=262_144)
+# Words longer than this are stemmed each time: the cache holds its keys, and a query of
+# one 2,000-letter "word" per request would fill it with half a gigabyte.
+CACHED_WORD_CHARS = 40
+
+
 def stem(word: str) -> str:
     """Snowball (Porter 2) English stemming, cached per word."""
+    return _cached_stem(word) if len(word) <= CACHED_WORD_CHARS else _SNOWBALL.stemWord(word)
+
+
+@lru_cache(maxsize=262_144)
+def _cached_stem(word: str) -> str:
     return _SNOWBALL.stemWord(word)
 
 

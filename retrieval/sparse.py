@@ -8,11 +8,19 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
-from ragpacer.retrieval.analyzer import Analyzer
+from ragpacer.retrieval.analyzer import CACHED_WORD_CHARS, Analyzer
+
+
+def term_id(term: str) -> int:
+    return _cached_term_id(term) if len(term) <= CACHED_WORD_CHARS else _term_id(term)
 
 
 @lru_cache(maxsize=262_144)
-def term_id(term: str) -> int:
+def _cached_term_id(term: str) -> int:  # the cache holds its keys: short terms only
+    return _term_id(term)
+
+
+def _term_id(term: str) -> int:
     return int.from_bytes(hashlib.blake2b(term.encode(), digest_size=4).digest(), "little")
 
 

@@ -90,3 +90,19 @@ def test_bad_corpus_files_are_reported_with_their_line(tmp_path) -> None:  # typ
         path.write_bytes(content)
         with pytest.raises(CorpusError, match=match):
             load_jsonl(path)
+
+
+def test_long_words_are_analysed_without_filling_the_caches() -> None:
+    """The per-word caches hold their keys: a query of one very long "word" per request
+    must not grow them (only words a vocabulary could hold are kept)."""
+    from ragpacer.retrieval import analyzer, sparse
+
+    stems, ids = analyzer._cached_stem.cache_info().currsize, \
+        sparse._cached_term_id.cache_info().currsize
+    word = "transfers" + "x" * 1990
+    assert Analyzer()(word) == [analyzer._SNOWBALL.stemWord(word)]
+    assert sparse.term_id(word) == sparse._term_id(word)
+    assert analyzer._cached_stem.cache_info().currsize == stems
+    assert sparse._cached_term_id.cache_info().currsize == ids
+    assert Analyzer()("transfers") == ["transfer"]  # a real word is cached as before
+    assert analyzer._cached_stem.cache_info().currsize >= 1
