@@ -8,7 +8,13 @@ import time
 import pytest
 
 from ragpacer.agents.builtin.currency import CurrencyConvert
-from ragpacer.agents.builtin.transactions import RecentTransactions, RedisTransactionStore
+from ragpacer.agents.builtin.transactions import (
+    RETENTION_S,
+    RecentTransactions,
+    RedisTransactionStore,
+    TransactionStore,
+    tx_key,
+)
 from ragpacer.agents.tool_runner import run_tools
 from ragpacer.agents.tools import ToolArgumentError, openai_tool, validate_arguments
 from ragpacer.pipeline.core.deadline import Deadline
@@ -125,6 +131,24 @@ async def test_recent_transactions_from_real_redis() -> None:
     await store.add(customer, {"amount_eur": 999, "merchant": "old"}, at=time.time() - 7200)
     out = await RecentTransactions(store)({"customer_id": customer, "window_minutes": 60})
     assert out["count"] == 3 and out["total_eur"] == 92.5
+    # Kept for the tool's longest window (a day), not for ever: older ones go at the next add.
+    await store.add(customer, {"amount_eur": 5, "merchant": "last year"},
+                    at=time.time() - RETENTION_S - 60)
+    await store.add(customer, {"amount_eur": 1, "merchant": "now"})
+    day = await store.since(customer, 0)
+    assert [t["merchant"] for t in day] == ["old", "cafe", "fuel", "fuel", "now"]
+    ttl = redis.Redis().ttl(tx_key(customer))
+    assert 0 < ttl <= RETENTION_S
+    await store.clear(customer)
+    await store.aclose()
+
+
+async def test_the_in_process_store_keeps_a_day_of_transactions() -> None:
+    store = TransactionStore()
+    await store.add("c", {"merchant": "last year"}, at=time.time() - RETENTION_S - 60)
+    await store.add("c", {"merchant": "this morning"}, at=time.time() - 3600)
+    await store.add("c", {"merchant": "now"})
+    assert [t["merchant"] for t in await store.since("c", 0)] == ["this morning", "now"]
 
 
 async def test_a_route_with_tools_answers_and_names_failures(scripted) -> None:

@@ -15,6 +15,11 @@ from typing import Any, ClassVar
 
 from ragpacer.agents.tools import ToolArgumentError
 
+# The longest window the tool reads (its window_minutes maximum): older transactions are
+# dropped when a customer's next one is added, and a customer's key expires a day after
+# their last one, so the store holds a day of payments, not all of them.
+RETENTION_S = 1440 * 60
+
 
 def tx_key(customer_id: str) -> str:
     return f"ragpacer:tx:{customer_id}"
@@ -33,7 +38,9 @@ class TransactionStore:
         self._data: dict[str, list[tuple[float, dict[str, Any]]]] = defaultdict(list)
 
     async def add(self, customer_id: str, tx: dict[str, Any], at: float | None = None) -> None:
-        self._data[customer_id].append((at or time.time(), with_id(tx)))
+        horizon = time.time() - RETENTION_S
+        kept = [(ts, t) for ts, t in self._data[customer_id] if ts >= horizon]
+        self._data[customer_id] = [*kept, (at or time.time(), with_id(tx))]
 
     async def since(self, customer_id: str, since: float) -> list[dict[str, Any]]:
         return [tx for ts, tx in self._data.get(customer_id, []) if ts >= since]
@@ -52,7 +59,12 @@ class RedisTransactionStore:
         self._redis = redis.from_url(url, socket_connect_timeout=0.1, socket_timeout=0.1)
 
     async def add(self, customer_id: str, tx: dict[str, Any], at: float | None = None) -> None:
-        await self._redis.zadd(tx_key(customer_id), {json.dumps(with_id(tx)): at or time.time()})
+        key, now = tx_key(customer_id), time.time()
+        async with self._redis.pipeline(transaction=False) as pipe:  # one round trip
+            pipe.zadd(key, {json.dumps(with_id(tx)): at or now})
+            pipe.zremrangebyscore(key, "-inf", f"({now - RETENTION_S}")
+            pipe.expire(key, RETENTION_S)
+            await pipe.execute()
 
     async def since(self, customer_id: str, since: float) -> list[dict[str, Any]]:
         raw = await self._redis.zrangebyscore(tx_key(customer_id), since, "+inf")
