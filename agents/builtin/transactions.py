@@ -38,9 +38,9 @@ class TransactionStore:
         self._data: dict[str, list[tuple[float, dict[str, Any]]]] = defaultdict(list)
 
     async def add(self, customer_id: str, tx: dict[str, Any], at: float | None = None) -> None:
-        horizon = time.time() - RETENTION_S
-        kept = [(ts, t) for ts, t in self._data[customer_id] if ts >= horizon]
-        self._data[customer_id] = [*kept, (at or time.time(), with_id(tx))]
+        now = time.time()
+        held = [*self._data[customer_id], (at or now, with_id(tx))]
+        self._data[customer_id] = [(ts, t) for ts, t in held if ts >= now - RETENTION_S]
 
     async def since(self, customer_id: str, since: float) -> list[dict[str, Any]]:
         return [tx for ts, tx in self._data.get(customer_id, []) if ts >= since]
