@@ -139,7 +139,9 @@ STOPWORDS = frozenset(
     ]
 )
 # Negations carry meaning in a help centre ("not received"): keep them out of the stoplist.
-STOPWORDS = STOPWORDS - {"no", "nor", "not"}
+# The pieces the tokenizer leaves of contractions and possessives ("what's", "don't",
+# "I'm") say nothing, and "s" would match any document with a possessive.
+STOPWORDS = (STOPWORDS - {"no", "nor", "not"}) | {"s", "t", "d", "ll", "m", "re", "ve"}
 
 
 _SNOWBALL = snowballstemmer.stemmer("english")
