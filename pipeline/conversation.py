@@ -85,8 +85,7 @@ def _tail(text: str, limit: int) -> str:
     """The last ``limit`` characters of ``text``, from a word's start."""
     if len(text) <= limit:
         return text
-    cut = text[-limit:]
-    return cut.split(None, 1)[-1] if " " in cut else cut
+    return text[-limit:].split(None, 1)[-1]  # without the word the cut went through
 
 
 def _first_sentence(text: str) -> str:

@@ -38,6 +38,7 @@ from ragpacer.retrieval.filters import normalise_filters
 # A conversation longer than this is token-counted for usage in a worker thread.
 LONG_USAGE_CHARS = 20_000
 
+
 def _quiet(message: str) -> None:
     pass
 

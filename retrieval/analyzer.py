@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 import snowballstemmer
+
+from ragpacer.retrieval.memo import ShortTextCache
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -147,19 +148,11 @@ STOPWORDS = (STOPWORDS - {"no", "nor", "not"}) | {"s", "t", "d", "ll", "m", "re"
 _SNOWBALL = snowballstemmer.stemmer("english")
 
 
-# Words longer than this are stemmed each time: the cache holds its keys, and a query of
-# one 2,000-letter "word" per request would fill it with half a gigabyte.
+# Words up to this long are cached (a vocabulary's words; not a 2,000-letter "word").
 CACHED_WORD_CHARS = 40
 
-
-def stem(word: str) -> str:
-    """Snowball (Porter 2) English stemming, cached per word."""
-    return _cached_stem(word) if len(word) <= CACHED_WORD_CHARS else _SNOWBALL.stemWord(word)
-
-
-@lru_cache(maxsize=262_144)
-def _cached_stem(word: str) -> str:
-    return _SNOWBALL.stemWord(word)
+# Snowball (Porter 2) English stemming, cached per word.
+stem: ShortTextCache[str] = ShortTextCache(_SNOWBALL.stemWord, 262_144, CACHED_WORD_CHARS)
 
 
 class Analyzer:

@@ -7,7 +7,6 @@ fight cost more than they give). ``embed_one`` is the latency path for a single 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from tokenizers import Tokenizer
 
 from ragpacer.pipeline.core.errors import EmbedderError
 from ragpacer.retrieval.embedder_prepare import embedder_checksum
+from ragpacer.retrieval.memo import ShortTextCache
 
 DIM = 384
 # Documents are embedded with up to this many tokens at ingest (abstract-length articles lose
@@ -46,13 +46,9 @@ class Embedder:
         # An encode costs about 0.1 ms; a cache hit's answer and question recur, so repeats
         # are looked up rather than tokenised again. Long texts are not kept: the cache holds
         # its keys, and 8,192 pasted pages would be gigabytes.
-        self._counted = functools.lru_cache(maxsize=8192)(self._count_tokens)
+        self.count_tokens = ShortTextCache(self._count_tokens, 8192, CACHED_TEXT_CHARS)
         self.variant = variant
         self.checksum = embedder_checksum(folder, variant)
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens of the text by this model's WordPiece tokenizer, whatever its length."""
-        return self._counted(text) if len(text) <= CACHED_TEXT_CHARS else self._count_tokens(text)
 
     def _count_tokens(self, text: str) -> int:
         """Tokens of the text by this model's WordPiece tokenizer, whatever its length."""

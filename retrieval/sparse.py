@@ -6,22 +6,16 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 
 from ragpacer.retrieval.analyzer import CACHED_WORD_CHARS, Analyzer
-
-
-def term_id(term: str) -> int:
-    return _cached_term_id(term) if len(term) <= CACHED_WORD_CHARS else _term_id(term)
-
-
-@lru_cache(maxsize=262_144)
-def _cached_term_id(term: str) -> int:  # the cache holds its keys: short terms only
-    return _term_id(term)
+from ragpacer.retrieval.memo import ShortTextCache
 
 
 def _term_id(term: str) -> int:
     return int.from_bytes(hashlib.blake2b(term.encode(), digest_size=4).digest(), "little")
+
+
+term_id: ShortTextCache[int] = ShortTextCache(_term_id, 262_144, CACHED_WORD_CHARS)
 
 
 def document_weights(tokenised: Sequence[list[str]], k1: float = 1.2,

@@ -137,6 +137,6 @@ def test_tokens_are_counted_whole_without_padding_or_truncation(embedder: Embedd
     """Usage of answers no LLM made is counted with this tokenizer: the text's own tokens."""
     assert embedder.count_tokens("hello world") == 2
     assert embedder.count_tokens("hello " * 300) == 300  # past the embedding's 128
-    cached = embedder._counted.cache_info().currsize
+    cached = embedder.count_tokens.cache_info().currsize
     assert embedder.count_tokens("hello " * 5000) == 5000  # a pasted page: counted, not kept
-    assert embedder._counted.cache_info().currsize == cached
+    assert embedder.count_tokens.cache_info().currsize == cached

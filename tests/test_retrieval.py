@@ -97,12 +97,12 @@ def test_long_words_are_analysed_without_filling_the_caches() -> None:
     must not grow them (only words a vocabulary could hold are kept)."""
     from ragpacer.retrieval import analyzer, sparse
 
-    stems, ids = analyzer._cached_stem.cache_info().currsize, \
-        sparse._cached_term_id.cache_info().currsize
+    stems, ids = analyzer.stem.cache_info().currsize, \
+        sparse.term_id.cache_info().currsize
     word = "transfers" + "x" * 1990
     assert Analyzer()(word) == [analyzer._SNOWBALL.stemWord(word)]
     assert sparse.term_id(word) == sparse._term_id(word)
-    assert analyzer._cached_stem.cache_info().currsize == stems
-    assert sparse._cached_term_id.cache_info().currsize == ids
+    assert analyzer.stem.cache_info().currsize == stems
+    assert sparse.term_id.cache_info().currsize == ids
     assert Analyzer()("transfers") == ["transfer"]  # a real word is cached as before
-    assert analyzer._cached_stem.cache_info().currsize >= 1
+    assert analyzer.stem.cache_info().currsize >= 1
