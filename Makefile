@@ -28,9 +28,12 @@ engine: models
 run: engine
 	$(BIN)/ragpacer serve
 
+# pytest's exit code 5 (no tests collected) is a failure, said as such.
 test: engine typecheck
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; \
+	  exit $$rc
 
 # The inner loop: no LLM engine, no fault proxy, no soak, no notebooks, no server processes.
 test-fast: models
