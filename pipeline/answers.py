@@ -28,7 +28,7 @@ def decline(reason: DeclineReason, ctx: RunContext) -> Update:
 
 def select(selector: SentenceSelector, state: RequestState, ctx: RunContext) -> Selection:
     return selector.select(state["query"], state.get("query_vector"), state.get("sources", []),
-                           ctx.settings.answers.max_sentences)
+                           ctx.settings.answers.max_sentences, state.get("sub_queries", ()))
 
 
 def lacks_evidence(selection: Selection, state: RequestState, ctx: RunContext) -> bool:

@@ -219,7 +219,9 @@ def assemble(settings: Settings, llm: LLMClient, index: BM25Index,
     stages: dict[str, Stage] = {
         "input_guardrails": InputGuardrails(),
         "intent": IntentRouter(classifier),
-        "retrieval": Retrieval(index, route_filters(settings), store),
+        "retrieval": Retrieval(index, route_filters(settings), store,
+                               classifier.aembed if isinstance(classifier, VectorIntentClassifier)
+                               else None),
         "tools": ToolsStage(registry),
         "generation": Generation(llm, registry, selector, count),
         "grounding": Grounding(selector),

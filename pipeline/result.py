@@ -52,6 +52,9 @@ class Result:
     # How well the sources answer: the best source sentence's score, which the evidence bar
     # (answers.min_evidence, or the route's) judges. None: nothing was searched or scored.
     evidence: float | None = None
+    # The questions a message that asks several was split into, each searched and answered on
+    # its own (retrieval.questions); empty for a message that asks one.
+    questions: list[str] = field(default_factory=list)
 
     @classmethod
     def from_state(cls, final: Mapping[str, Any], deadline: Deadline,
@@ -84,6 +87,7 @@ class Result:
             usage=final.get("usage", {}),
             llm_call=final.get("llm_call"),
             evidence=final.get("evidence"),
+            questions=[q for q, _ in final.get("sub_queries", ())],
         )
 
     @classmethod
@@ -128,6 +132,7 @@ class Result:
             "intent_confidence": self.intent_confidence,
             "low_confidence": self.low_confidence,
             "evidence": self.evidence,
+            "questions": self.questions,
             "finish_reason": self.finish_reason,
             "model": self.model,
             "truncated": self.truncated,

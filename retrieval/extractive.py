@@ -144,7 +144,25 @@ class SentenceSelector:
         self.idf = idf or (lambda term: 1.0)  # rare query terms say more than common ones
 
     def select(self, query: str, vector: np.ndarray | None, sources: Sequence[Hit],
-               max_sentences: int = 2) -> Selection:
+               max_sentences: int = 2,
+               questions: Sequence[tuple[str, np.ndarray]] = ()) -> Selection:
+        """The sentences that answer ``query``; with ``questions`` (the several a message
+        asks, each with its vector), each question's best sentence first."""
+        scored = self._scored(query, vector, sources)
+        calibrated = vector is not None and self.index is not None
+        if not scored:
+            return Selection((), 0.0 if calibrated else None)
+        scored.sort(key=lambda s: -s.score)
+        # Each question's best sentence, if it answers that question about as well as the
+        # best one answers the whole message.
+        floor = KEEP_RELATIVE * scored[0].score
+        firsts = [self._best(q, v, sources, scored, floor) for q, v in questions]
+        chosen = list(dict.fromkeys(s for s in firsts if s is not None))
+        return Selection(_diverse(scored, max_sentences, chosen[:max_sentences]),
+                         scored[0].score if calibrated else None, tuple(scored))
+
+    def _scored(self, query: str, vector: np.ndarray | None,
+                sources: Sequence[Hit]) -> list[Sentence]:
         weights = {t: self.idf(t) for t in self.analyzer(query)}
         total = sum(weights.values())
         scored: list[Sentence] = []
@@ -156,12 +174,17 @@ class SentenceSelector:
                 cosine = self._cosine(hit.title, text, vector)
                 score = cosine + LEXICAL_WEIGHT * lexical - RANK_PENALTY * rank
                 scored.append(Sentence(text, rank + 1, pos, score))
-        calibrated = vector is not None and self.index is not None
-        if not scored:
-            return Selection((), 0.0 if calibrated else None)
-        scored.sort(key=lambda s: -s.score)
-        return Selection(_diverse(scored, max_sentences), scored[0].score if calibrated else None,
-                         tuple(scored))
+        return scored
+
+    def _best(self, question: str, vector: np.ndarray, sources: Sequence[Hit],
+              whole: list[Sentence], floor: float) -> Sentence | None:
+        """The sentence that best answers one question of several if it scores ``floor`` for
+        that question, as it scores for the whole message (the evidence bar and the ranking
+        stay the whole message's)."""
+        best = max(self._scored(question, vector, sources), key=lambda s: s.score, default=None)
+        if best is None or best.score < floor:
+            return None
+        return next(s for s in whole if (s.source, s.position) == (best.source, best.position))
 
     def _cosine(self, title: str, sentence: str, vector: np.ndarray | None) -> float:
         if vector is None or self.index is None:
@@ -170,11 +193,13 @@ class SentenceSelector:
         return 0.0 if v is None else float(v @ vector)
 
 
-def _diverse(ranked: list[Sentence], k: int) -> tuple[Sentence, ...]:
-    """The best sentence, then the best of the rest with a sentence from a source already
-    quoted counting for less: a question about two things often needs two articles."""
-    chosen = [ranked[0]]
-    rest = [s for s in ranked[1:] if s.score >= KEEP_RELATIVE * ranked[0].score]
+def _diverse(ranked: list[Sentence], k: int,
+             chosen: list[Sentence] | None = None) -> tuple[Sentence, ...]:
+    """The best sentence (or those already ``chosen``), then the best of the rest with a
+    sentence from a source already quoted counting for less: a question about two things
+    often needs two articles."""
+    chosen = list(chosen or ranked[:1])
+    rest = [s for s in ranked if s not in chosen and s.score >= KEEP_RELATIVE * ranked[0].score]
     while rest and len(chosen) < k:
         quoted = {s.source for s in chosen}
         best = max(rest, key=lambda s: s.score - (SAME_SOURCE_PENALTY if s.source in quoted

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
 
 from ragpacer.pipeline.core.context import RunContext
 from ragpacer.pipeline.core.stage import FallbackKind, StageBase, Update
 from ragpacer.pipeline.core.state import RequestState
 from ragpacer.retrieval.bm25 import BM25Index
 from ragpacer.retrieval.filters import BOOST_RANKS, Filters, boost, merge_filters
+from ragpacer.retrieval.questions import sub_questions
 from ragpacer.retrieval.sparse import SparseQuery
 from ragpacer.retrieval.stores import Store
+from ragpacer.retrieval.types import Hit
+
+# Embeds a text within the stage's cut-off (the intent classifier's own embedder).
+Embed = Callable[[str, Any], Awaitable[np.ndarray]]
 
 
 class Retrieval(StageBase):
@@ -20,10 +28,11 @@ class Retrieval(StageBase):
     fallbacks: ClassVar[frozenset[FallbackKind]] = frozenset({"cheaper"})
 
     def __init__(self, index: BM25Index, route_filters: dict[str, Filters],
-                 store: Store | None = None) -> None:
+                 store: Store | None = None, embed: Embed | None = None) -> None:
         self.index = index  # BM25 in memory: the search without a query vector or a store
         self.route_filters = route_filters
         self.store = store
+        self.embed = embed  # for the questions of a message that asks several
 
     def _plan(self, state: RequestState,
               ctx: RunContext) -> tuple[Filters, Filters, int, int]:
@@ -39,23 +48,39 @@ class Retrieval(StageBase):
             return merge_filters(route, request), {}, top_k, top_k
         return request, route, top_k + BOOST_RANKS * 2, top_k
 
-    def _sparse(self, state: RequestState, ctx: RunContext) -> SparseQuery:
+    def _sparse(self, query: str, ctx: RunContext) -> SparseQuery:
         cfg = ctx.settings.retrieval
         if not cfg.feedback_docs:
-            return state["query"]
-        return self.index.feedback_terms(state["query"], cfg.feedback_docs, cfg.feedback_terms)
+            return query
+        return self.index.feedback_terms(query, cfg.feedback_docs, cfg.feedback_terms)
+
+    async def _search(self, query: str, vector: np.ndarray, fetch: int, search: Filters,
+                      ctx: RunContext) -> list[Hit]:
+        assert self.store is not None
+        cfg = ctx.settings.retrieval
+        return await self.store.search(self._sparse(query, ctx), vector, fetch, search,
+                                       cfg.mode, cfg.candidates, cfg.fusion)
 
     async def __call__(self, state: RequestState, ctx: RunContext) -> Update:
         search, preferred, fetch, top_k = self._plan(state, ctx)
         vector = state.get("query_vector")
-        sparse = self._sparse(state, ctx)
         if self.store is None or vector is None:
-            hits = self.index.search(sparse, fetch, search)
-        else:
-            cfg = ctx.settings.retrieval
-            hits = await self.store.search(sparse, vector, fetch, search, cfg.mode,
-                                           cfg.candidates, cfg.fusion)
-        return {"sources": boost(hits, preferred, top_k)}
+            hits = self.index.search(self._sparse(state["query"], ctx), fetch, search)
+            return {"sources": boost(hits, preferred, top_k)}
+        hits = await self._search(state["query"], vector, fetch, search, ctx)
+        asked = await self._questions(state["query"], ctx)
+        if not asked:
+            return {"sources": boost(hits, preferred, top_k)}
+        each = [await self._search(q, v, fetch, search, ctx) for q, v in asked]
+        return {"sources": boost(answering_each(hits, each), preferred, top_k),
+                "sub_queries": asked}
+
+    async def _questions(self, query: str, ctx: RunContext) -> list[tuple[str, np.ndarray]]:
+        """The questions of a message that asks several, each with its vector; else []."""
+        if self.embed is None or not ctx.settings.retrieval.split_questions:
+            return []
+        return [(q, await self.embed(q, ctx.cutoff))
+                for q in sub_questions(query, self.index.analyzer)]
 
     def fallback(self, kind: FallbackKind, state: RequestState, ctx: RunContext) -> Update:
         """BM25 only, on the same corpus the main path searches."""
@@ -64,3 +89,13 @@ class Retrieval(StageBase):
         if hits is None:
             hits = self.index.search(state["query"], fetch, search)
         return {"sources": boost(hits, preferred, top_k)}
+
+
+def answering_each(hits: list[Hit], each: Sequence[list[Hit]]) -> list[Hit]:
+    """The whole message's best source, then each question's best, then the rest of the whole
+    message's ranking: a source that answers one half is not outranked by two that answer
+    the other."""
+    merged: dict[str, Hit] = {}
+    for hit in [*hits[:1], *(h[0] for h in each if h), *hits[1:]]:
+        merged.setdefault(hit.id, hit)
+    return list(merged.values())

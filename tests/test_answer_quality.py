@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,9 @@ from ragpacer.pipeline.conversation import is_follow_up, standalone_query
 from ragpacer.pipeline.core.stage import Outcome
 from ragpacer.pipeline.grounding import claims, complete_sentences, judge, strip_markup, unsupported
 from ragpacer.pipeline.sdk import Pipeline
+from ragpacer.retrieval.analyzer import Analyzer
 from ragpacer.retrieval.bm25 import BM25Index
+from ragpacer.retrieval.questions import sub_questions
 from ragpacer.retrieval.types import Document
 from tests.conftest import ROOT, make_settings
 from tests.scripted_llm import Script, ScriptedLLM
@@ -228,6 +231,51 @@ async def test_the_extractive_answer_quotes_the_sentence_that_answers(scripted) 
         assert not unsupported(result.answer, [s.text for s in result.sources])
     finally:
         await p.aclose()
+
+
+@pytest.mark.parametrize(("message", "questions"), [
+    ("What does a business account cost a month and how many expense cards can it issue?",
+     ["What does a business account cost a month", "how many expense cards can it issue"]),
+    ("What is the SWIFT fee? And how long does a transfer take?",
+     ["What is the SWIFT fee", "how long does a transfer take"]),
+    ("What does it cost to send money abroad and to receive money from abroad?",
+     ["What does it cost to send money abroad", "to receive money from abroad"]),
+    ("I lost my job, can I pause my loan payments?", []),  # context, then one question
+    ("What's the contactless limit and the daily card payment limit?", []),  # one question
+    ("Can I freeze and unfreeze my card?", []),
+    ("How do I close my account and why?", []),  # "why" asks nothing searchable alone
+])
+def test_a_message_is_split_only_into_questions_that_stand_alone(
+        message: str, questions: list[str]) -> None:
+    assert sub_questions(message, Analyzer()) == questions
+
+
+async def test_each_question_of_a_message_that_asks_two_is_answered(scripted) -> None:
+    """The whole message's vector sits nearer the virtual-cards article: without searching
+    and answering each question, the contactless limit is left out."""
+    p = answering(scripted.url, "extractive")
+    try:
+        result = await p.arun(
+            "How many virtual cards can I create, and what is the contactless limit?")
+        assert result.questions == ["How many virtual cards can I create",
+                                    "what is the contactless limit"]
+        assert "up to five virtual cards" in result.answer and "50 EUR" in result.answer
+        cited = {result.sources[int(n) - 1].id.split("#")[0]
+                 for n in re.findall(r"\[(\d)\]", result.answer)}
+        assert {"cards-virtual", "cards-contactless"} <= cited
+        assert result.as_dict()["questions"] == result.questions
+        one = await p.arun("How many virtual cards can I create?")
+        assert one.questions == [] and "50 EUR" not in one.answer
+    finally:
+        await p.aclose()
+    off = Pipeline(make_settings(scripted.url, answer="extractive", cache={"enabled": False},
+                                 retrieval={"split_questions": False}), resources=RESOURCES)
+    try:
+        whole = await off.arun(
+            "How many virtual cards can I create, and what is the contactless limit?")
+        assert whole.questions == [] and "50 EUR" not in whole.answer
+    finally:
+        await off.aclose()
 
 
 async def test_a_route_filter_ranks_its_documents_first_without_hiding_the_rest(

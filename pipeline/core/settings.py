@@ -383,6 +383,10 @@ class RetrievalSettings(_Model):
     # and hurt the second).
     feedback_docs: int = Field(default=1, ge=0, le=20)
     feedback_terms: int = Field(default=20, ge=0, le=100)
+    # A message that asks two or three questions ("what does X cost and how many Y can I
+    # have?"): each is embedded and searched too, and its best sentence answers it. Costs one
+    # embedding and one search per question, on those messages only.
+    split_questions: bool = True
     # auto: the Qdrant Edge index `ragpacer ingest` built ({home}/index/current) when it
     # exists, else the knowledge base in memory. edge: require the index. memory: never.
     backend: Literal["auto", "edge", "memory", "server"] = "auto"

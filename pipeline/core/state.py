@@ -22,6 +22,8 @@ class RequestState(TypedDict, total=False):
     intent_confidence: float
     low_confidence: bool
     query_vector: Any  # numpy vector of the query, computed once by the intent stage
+    # A message that asks several questions: each with its vector (retrieval.questions).
+    sub_queries: list[tuple[str, Any]]
     question: str  # the caller's own last message (``query`` may be its standalone form)
     query_form: str  # asked | carried (a follow-up with the previous turn's words) | rewritten
     history: list[dict[str, str]]  # earlier turns ({"role", "content"}) the prompt may carry
