@@ -28,13 +28,14 @@ class Script:
 
 
 class ScriptedLLM:
-    def __init__(self, script: Script | None = None) -> None:
+    def __init__(self, script: Script | None = None, port: int = 0) -> None:
         self.script = script or Script()
+        self.model_lists = 0  # GET /v1/models: health polls
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []  # each request's headers, names lowercased
         self.disconnects = 0
         self.completed = 0
-        self.port = 0
+        self.port = port  # 0: any free port
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -72,7 +73,7 @@ class ScriptedLLM:
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", 0)
+            asyncio.start_server(self._handle, "127.0.0.1", self.port)
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
@@ -85,6 +86,10 @@ class ScriptedLLM:
                 headers = dict(line.split(":", 1) for line in head.decode().split("\r\n")[1:]
                                if ":" in line)
                 headers = {k.strip().lower(): v.strip() for k, v in headers.items()}
+                if head.startswith(b"GET ") and b"/models " in head.split(b"\r\n", 1)[0]:
+                    self.model_lists += 1  # a health poll, not a completion request
+                    await self._list_models(writer)
+                    continue
                 self.headers.append(headers)
                 length = int(headers.get("content-length", 0))
                 body = json.loads(await reader.readexactly(length)) if length else {}
@@ -95,6 +100,15 @@ class ScriptedLLM:
             return
         finally:
             writer.close()
+
+    async def _list_models(self, writer: asyncio.StreamWriter) -> None:
+        """OpenAI's model list, with the script's status (a failing engine fails this too)."""
+        status = self.script.status
+        payload = json.dumps({"object": "list", "data": [{"id": "smollm2", "object": "model"}]}
+                             if status == 200 else {"error": {"message": "down"}}).encode()
+        writer.write(f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
+                     f"content-length: {len(payload)}\r\n\r\n".encode() + payload)
+        await writer.drain()
 
     async def _respond(self, reader, writer, body) -> bool:  # type: ignore[no-untyped-def]
         s = self.script

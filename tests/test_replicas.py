@@ -57,6 +57,46 @@ async def test_a_dead_replica_is_ejected_then_probed_back() -> None:
         await client.aclose()
 
 
+async def test_a_restarted_replica_is_readmitted_when_it_answers_not_after_its_backoff() -> None:
+    """An engine that went down and came back up takes calls again once its model list
+    answers, not after the rest of its breaker's backoff (up to 30 s)."""
+    port = free_port()
+    with ScriptedLLM(Script()) as live:
+        model = model_with([f"http://127.0.0.1:{port}/v1", live.url])
+        client = LLMClient()
+        down = client.replicas(model).replicas[0]
+        for _ in range(30):  # each probe fails: the backoff doubles to its 30 s ceiling
+            if down.failures == 6:
+                break
+            down.breaker._open_until = time.monotonic()
+            await client.complete(model, MESSAGES, deadline=Deadline.after_ms(3000))
+        assert down.failures == 6 and down.breaker.retry_in_s() > 20
+        with ScriptedLLM(Script(), port=port) as restarted:
+            for _ in range(100):  # polled once a second
+                if down.breaker.closed:
+                    break
+                await asyncio.sleep(0.1)
+            assert down.breaker.closed and down.readmitted == 1 and restarted.model_lists
+            answers = [await client.complete(model, MESSAGES, deadline=Deadline.after_ms(3000))
+                       for _ in range(4)]
+        await client.aclose()
+    assert {c.replica for c in answers} == {down.url, live.url}
+    assert len(restarted.requests) == 2
+
+
+async def test_a_replica_listing_its_models_but_failing_calls_stays_ejected() -> None:
+    with ScriptedLLM(Script(status=503)) as broken, ScriptedLLM(Script()) as live:
+        model = model_with([broken.url, live.url])
+        client = LLMClient()
+        client.replicas(model)._turn = len(model.endpoints) - 1  # the failing one goes first
+        await client.complete(model, MESSAGES, deadline=Deadline.after_ms(3000))
+        down = client.replicas(model).replicas[0]
+        broken.script.status = 200  # its model list now answers; calls would too
+        await asyncio.sleep(2.5)  # two polls
+        assert not down.breaker.closed and down.readmitted == 0, "never seen down by a poll"
+        await client.aclose()
+
+
 async def test_a_replica_answering_5xx_is_ejected_and_the_result_names_the_failover() -> None:
     with ScriptedLLM(Script(status=503)) as broken, ScriptedLLM(Script()) as live:
         p = Pipeline(make_settings(live.url, cache={"enabled": False}, llm={"models": [

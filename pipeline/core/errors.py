@@ -20,6 +20,8 @@
     ├── ToolArgumentError      a tool call's arguments break its schema (told to the model)
     └── LLMError               the LLM server could not be used
         ├── LLMUnavailable     connection refused, DNS, wrong URL, 5xx
+        │   ├── LLMUnreachable   refused or reset: the engine is down
+        │   └── LLMBusy          every replica holds max_in_flight calls
         └── LLMTimeout         no first token before the budget ran out
 
 Foreign errors (httpx, pydantic, yaml) are translated at the boundary and chained with ``from``.
@@ -139,6 +141,10 @@ class LLMError(RagpacerError):
 
 class LLMUnavailable(LLMError):
     pass
+
+
+class LLMUnreachable(LLMUnavailable):
+    """The engine could not be reached at all (refused, reset): down, not failing."""
 
 
 class LLMBusy(LLMUnavailable):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -19,9 +20,17 @@ import httpx
 
 from ragpacer.pipeline.core.context import AnswerOptions
 from ragpacer.pipeline.core.deadline import Deadline
-from ragpacer.pipeline.core.errors import LLMBusy, LLMError, LLMTimeout, LLMUnavailable
+from ragpacer.pipeline.core.errors import (
+    LLMBusy,
+    LLMError,
+    LLMTimeout,
+    LLMUnavailable,
+    LLMUnreachable,
+)
 from ragpacer.pipeline.core.settings import ModelSettings
 from ragpacer.pipeline.llm.replicas import Replica, ReplicaSet
+
+log = logging.getLogger("ragpacer.llm")
 
 # Stop reading at least this long before the cut-off, so the runner's hard timeout never
 # races us; on a busy loop the client aims earlier by how late its cuts have been landing.
@@ -34,6 +43,8 @@ PROBE_AFTER_S = 2.0
 # Prompts shorter than this say little about prefill speed (the first token's wait is mostly
 # queueing and one decode step).
 PREFILL_SAMPLE_TOKENS = 64
+# How often an ejected replica's model list is polled (and how long each poll may take).
+HEALTH_POLL_S = 1.0
 
 
 @dataclass(slots=True)
@@ -109,6 +120,10 @@ class LLMClient:
         self.cut_lag_s = CUT_MARGIN_S
 
     async def aclose(self) -> None:
+        for found in self._replicas.values():
+            for replica in found.replicas:
+                if replica.watch is not None:
+                    replica.watch.cancel()
         await self._http.aclose()
 
     def rates(self, model: ModelSettings) -> _Rates:
@@ -212,9 +227,10 @@ class LLMClient:
                                                   on_token)
             answered = True
             return completion
-        except LLMUnavailable:
+        except LLMUnavailable as exc:
             replica.failures += 1
             replica.breaker.failure()
+            self._watch(model, replica, down=isinstance(exc, LLMUnreachable))
             raise
         finally:
             replica.in_flight -= 1
@@ -222,6 +238,34 @@ class LLMClient:
                 replica.breaker.success()
             else:  # cut, refused or cancelled: no verdict; a pending probe is handed on
                 replica.breaker.release()
+
+    def _watch(self, model: ModelSettings, replica: Replica, down: bool) -> None:
+        """Poll an ejected replica until it is back (with one replica there is nothing to
+        readmit it among: every call goes to it anyway). ``down``: it could not be reached."""
+        if len(model.endpoints) > 1 and (replica.watch is None or replica.watch.done()):
+            replica.watch = asyncio.create_task(self._readmit_when_back(model, replica, down))
+
+    async def _readmit_when_back(self, model: ModelSettings, replica: Replica,
+                                 seen_down: bool) -> None:
+        """Readmit an ejected replica as soon as its model list answers after it could not be
+        reached: a restarted engine takes calls when it is up, not up to MAX_EJECT_S later.
+        One that lists its models but fails calls (5xx) is left to its breaker's backoff."""
+        headers = ({"Authorization": f"Bearer {model.api_key.get_secret_value()}"}
+                   if model.api_key is not None else {})
+        while not replica.breaker.closed:
+            await asyncio.sleep(HEALTH_POLL_S)
+            try:
+                response = await self._http.get(f"{replica.url.rstrip('/')}/models",
+                                                headers=headers, timeout=HEALTH_POLL_S)
+                up = response.status_code == 200
+            except httpx.HTTPError:
+                up = False
+            if up and seen_down and not replica.breaker.closed:
+                replica.breaker.success()
+                replica.readmitted += 1
+                log.info("%s: replica %s answers again; readmitted", model.name, replica.url)
+                return
+            seen_down = seen_down or not up
 
     async def _timed_stream(self, model: ModelSettings, url: str, body: dict[str, Any],
                             headers: dict[str, str], deadline: Deadline,
@@ -285,7 +329,7 @@ class LLMClient:
                 finally:
                     c.text = "".join(parts)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
-            raise LLMUnavailable(f"{model.name} at {url}: {type(exc).__name__}: {exc}") from exc
+            raise LLMUnreachable(f"{model.name} at {url}: {type(exc).__name__}: {exc}") from exc
         except httpx.ReadTimeout as exc:
             raise TimeoutError from exc
         except (httpx.HTTPError, json.JSONDecodeError) as exc:

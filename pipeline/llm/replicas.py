@@ -3,11 +3,14 @@
 Each call goes to the replica with the fewest calls in flight among those that are not
 ejected. A replica that cannot be reached or answers 5xx is ejected by its own circuit
 breaker (1 s, doubling to 30 s while it keeps failing), then probed back by exactly one call.
-One event loop drives a set, so it needs no lock.
+Meanwhile its model list is polled: a replica that stopped answering and answers again (a
+restarted engine) is readmitted at once instead of after the rest of its backoff. One event
+loop drives a set, so it needs no lock.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +27,8 @@ class Replica:
     calls: int = 0
     failures: int = 0
     breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(EJECT_S, MAX_EJECT_S))
+    readmitted: int = 0  # times its model list answered again while it was ejected
+    watch: asyncio.Task[None] | None = None  # polls its model list while it is ejected
 
 
 class ReplicaSet:
