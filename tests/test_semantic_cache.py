@@ -28,6 +28,14 @@ def test_polarity_tells_different_numbers_apart() -> None:
     assert polarity("can I withdraw 600 EUR a day") == polarity("may I withdraw 600 EUR daily")
 
 
+def test_polarity_tells_one_question_from_two() -> None:
+    one = "How many virtual cards can I create?"
+    assert polarity(one) != polarity(
+        "How many virtual cards can I create, and what is the contactless limit?")
+    assert polarity(one) == polarity("How many virtual cards can I make?")
+    assert polarity(one) == polarity("I lost my job, can I create virtual cards?")
+
+
 def test_lookup_needs_scope_similarity_and_polarity() -> None:
     cache = SemanticCache(threshold=0.5)
     v = unit(1)
@@ -36,6 +44,8 @@ def test_lookup_needs_scope_similarity_and_polarity() -> None:
     assert cache.lookup("security|{}", v, "how do I disable 2FA") is None  # same vector!
     cache.add("k2", "cards|{}", v, "can I withdraw 600 EUR a day")
     assert cache.lookup("cards|{}", v, "can I withdraw 400 EUR a day") is None
+    assert cache.lookup("cards|{}", v, "can I withdraw 600 EUR a day and what does it cost "
+                                       "abroad") is None  # asks one more question
     assert cache.lookup("cards|{}", v, "how can I enable 2FA") is None  # other scope
     assert cache.lookup("security|{}", unit(2), "how can I enable 2FA") is None  # far away
 

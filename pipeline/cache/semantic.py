@@ -2,7 +2,8 @@
 
 Same intent and filter scope, cosine of the shared query embedding above a threshold, and the
 same *polarity*: embeddings put "enable 2FA" and "disable 2FA" close together, so a query is
-only matched to a cached one whose antonym choices, negations and numbers agree.
+only matched to a cached one whose antonym choices, negations and numbers agree, and that
+asks as many questions ("what does X cost?" is near "what does X cost and how many Y?").
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import re
 from collections import OrderedDict
 
 import numpy as np
+
+from ragpacer.retrieval.analyzer import Analyzer
+from ragpacer.retrieval.questions import sub_questions
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _NUMBER = re.compile(r"(?<![a-z0-9.,])\d+(?:[.,]\d+)*(?![a-z0-9])")  # 600, 1,000, 0.5; not 2fa
@@ -64,17 +68,22 @@ NEGATIONS = frozenset(
 )
 
 
-def polarity(text: str) -> tuple[tuple[int, ...], int, tuple[str, ...]]:
+_ANALYZER = Analyzer()
+
+
+def polarity(text: str) -> tuple[tuple[int, ...], int, tuple[str, ...], int]:
     """For each antonym group: 0 absent, 1 first side, 2 second side (3 both); negation parity;
     the numbers the text names ("can I withdraw 600 EUR?" and "... 400 EUR?" embed alike, and
-    their answers differ)."""
+    their answers differ); how many questions it asks (the answer to one of them is not the
+    answer to both)."""
     lowered = text.lower()
     words = set(_WORD.findall(lowered))
     sides = []
     for first, second in ANTONYMS:
         sides.append((1 if words & first else 0) | (2 if words & second else 0))
     numbers = sorted({n.replace(",", "") for n in _NUMBER.findall(lowered)})
-    return tuple(sides), len(words & NEGATIONS) % 2, tuple(numbers)
+    asked = max(1, len(sub_questions(text, _ANALYZER)))
+    return tuple(sides), len(words & NEGATIONS) % 2, tuple(numbers), asked
 
 
 # A scope larger than this is searched through its sign codes first: a full scan of 384-float
