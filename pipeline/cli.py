@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ragpacer.pipeline.core.errors import ConfigError, RagpacerError
@@ -121,6 +122,8 @@ def ask(
     console.print()
     for i, hit in enumerate(result.sources, 1):
         console.print(f"[dim][{i}] {hit.title} ({hit.id}, score {hit.score:.2f})[/]")
+    for q in result.questions:  # a message that asks several: each searched and answered
+        console.print(f"[dim]question: {escape(q)}[/]")
     console.print(
         f"[dim]route={result.route} intent={result.intent} "
         f"({result.intent_confidence:.2f}{', low' if result.low_confidence else ''}) "

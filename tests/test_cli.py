@@ -24,6 +24,16 @@ def test_ask_prints_answer_sources_and_timings() -> None:
     assert "output_guardrails" in res.output and "elapsed ms" in res.output
 
 
+def test_ask_names_the_questions_of_a_message_that_asks_two() -> None:
+    res = runner.invoke(app, ["ask", "What does a business account cost a month and how many "
+                              "expense cards can it issue?", "-c", str(ROOT / "ragpacer.yaml")],
+                        env=ENV)
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())  # the console wraps long lines
+    assert "question: how many expense cards can it issue" in text
+    assert "7 EUR a month" in text and "up to 20 expense cards" in text
+
+
 def test_ask_json() -> None:
     res = runner.invoke(app, ["ask", "hello", "--json", "-c", str(ROOT / "ragpacer.yaml")], env=ENV)
     assert res.exit_code == 0, res.output
