@@ -68,19 +68,22 @@ class Retrieval(StageBase):
             hits = self.index.search(self._sparse(state["query"], ctx), fetch, search)
             return {"sources": boost(hits, preferred, top_k)}
         hits = await self._search(state["query"], vector, fetch, search, ctx)
-        asked = await self._questions(state["query"], ctx)
+        asked = await self._questions(state, ctx)
         if not asked:
             return {"sources": boost(hits, preferred, top_k)}
         each = [await self._search(q, v, fetch, search, ctx) for q, v in asked]
         return {"sources": boost(answering_each(hits, each), preferred, top_k),
                 "sub_queries": asked}
 
-    async def _questions(self, query: str, ctx: RunContext) -> list[tuple[str, np.ndarray]]:
-        """The questions of a message that asks several, each with its vector; else []."""
-        if self.embed is None or not ctx.settings.retrieval.split_questions:
+    async def _questions(self, state: RequestState,
+                         ctx: RunContext) -> list[tuple[str, np.ndarray]]:
+        """The questions of a message that asks several, each with its vector; else []. Not
+        of a follow-up carried with the previous turn: that turn was answered already."""
+        if (self.embed is None or not ctx.settings.retrieval.split_questions
+                or state.get("query_form", "asked") == "carried"):
             return []
         return [(q, await self.embed(q, ctx.cutoff))
-                for q in sub_questions(query, self.index.analyzer)]
+                for q in sub_questions(state["query"], self.index.analyzer)]
 
     def fallback(self, kind: FallbackKind, state: RequestState, ctx: RunContext) -> Update:
         """BM25 only, on the same corpus the main path searches."""

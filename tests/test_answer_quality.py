@@ -278,6 +278,22 @@ async def test_each_question_of_a_message_that_asks_two_is_answered(scripted) ->
         await off.aclose()
 
 
+async def test_a_carried_follow_up_is_not_split_into_the_previous_turns_question(
+        make_pipeline, scripted) -> None:
+    """The previous turn was answered already: only the caller's own message is split."""
+    p = make_pipeline(scripted.url)
+    stage = p.stages["retrieval"]
+    query = "What is a SWIFT transfer? How much does a SWIFT transfer cost?"
+    ctx = type("Ctx", (), {"settings": p.settings, "cutoff": None})()
+    state = {"route": "rag", "query": query, "filters": {},
+             "query_vector": p.stages["intent"].classifier.embed(query)}
+    asked = await stage(state | {"query_form": "asked"}, ctx)
+    assert [q for q, _ in asked["sub_queries"]] == ["What is a SWIFT transfer",
+                                                    "How much does a SWIFT transfer cost"]
+    carried = await stage(state | {"query_form": "carried"}, ctx)
+    assert "sub_queries" not in carried and carried["sources"]
+
+
 async def test_a_route_filter_ranks_its_documents_first_without_hiding_the_rest(
         make_pipeline, scripted) -> None:
     """A savings question the intent head sends to `fees` (doc_type: fees) must still find
