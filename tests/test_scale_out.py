@@ -166,8 +166,9 @@ def test_two_workers_two_replicas_survive_kills_under_load() -> None:
         else:
             raise AssertionError(httpx.get(f"{url}/readyz", timeout=5).text)
         assert not _group_alive(victim_group), "the killed replica left a process behind"
-        # Each worker's breaker may still eject the replica for what is left of its last
-        # ejection (doubling while the engine was down, up to MAX_EJECT_S); then it probes.
+        # Each worker readmits the replica once its model list answers again (or after what
+        # is left of its breaker's backoff, up to MAX_EJECT_S, if it did not see it down); its
+        # calls go to the LLM again once the TTFT it learned under the load allows.
         before = replica_calls(url, URLS[0])
         give_up = time.monotonic() + MAX_EJECT_S + 30
         i = 0
