@@ -102,6 +102,15 @@ class Sentence:
 
 
 @dataclass(frozen=True, slots=True)
+class _Candidate:
+    rank: int  # 0-based position of its source
+    position: int
+    title: str
+    text: str
+    words: frozenset[str]  # its terms and its title's
+
+
+@dataclass(frozen=True, slots=True)
 class Selection:
     sentences: tuple[Sentence, ...]
     # The best sentence's score: how well the sources answer the question. None without a
@@ -148,43 +157,52 @@ class SentenceSelector:
                questions: Sequence[tuple[str, np.ndarray]] = ()) -> Selection:
         """The sentences that answer ``query``; with ``questions`` (the several a message
         asks, each with its vector), each question's best sentence first."""
-        scored = self._scored(query, vector, sources)
+        candidates = self._candidates(sources)
+        scored = self._scored(query, vector, candidates)
         calibrated = vector is not None and self.index is not None
         if not scored:
             return Selection((), 0.0 if calibrated else None)
-        scored.sort(key=lambda s: -s.score)
         # Each question's best sentence, if it answers that question about as well as the
         # best one answers the whole message.
-        floor = KEEP_RELATIVE * scored[0].score
-        firsts = [self._best(q, v, sources, scored, floor) for q, v in questions]
+        floor = KEEP_RELATIVE * max(s.score for s in scored)
+        firsts = [self._best(q, v, candidates, scored, floor) for q, v in questions]
         chosen = list(dict.fromkeys(s for s in firsts if s is not None))
+        scored.sort(key=lambda s: -s.score)
         return Selection(_diverse(scored, max_sentences, chosen[:max_sentences]),
                          scored[0].score if calibrated else None, tuple(scored))
 
-    def _scored(self, query: str, vector: np.ndarray | None,
-                sources: Sequence[Hit]) -> list[Sentence]:
-        weights = {t: self.idf(t) for t in self.analyzer(query)}
-        total = sum(weights.values())
-        scored: list[Sentence] = []
+    def _candidates(self, sources: Sequence[Hit]) -> list[_Candidate]:
+        """The top sources' sentences with their terms (and their title's), analysed once for
+        the message and each of its questions."""
+        out: list[_Candidate] = []
         for rank, hit in enumerate(sources[:SOURCES_CONSIDERED]):
             title_terms = set(self.analyzer(hit.title))
             for pos, text in enumerate(split_sentences(hit.text)):
-                words = set(self.analyzer(text)) | title_terms
-                lexical = sum(w for t, w in weights.items() if t in words) / total if total else 0
-                cosine = self._cosine(hit.title, text, vector)
-                score = cosine + LEXICAL_WEIGHT * lexical - RANK_PENALTY * rank
-                scored.append(Sentence(text, rank + 1, pos, score))
+                out.append(_Candidate(rank, pos, hit.title, text,
+                                      frozenset(self.analyzer(text)) | title_terms))
+        return out
+
+    def _scored(self, query: str, vector: np.ndarray | None,
+                candidates: Sequence[_Candidate]) -> list[Sentence]:
+        """Each candidate in source order, scored for ``query``."""
+        weights = {t: self.idf(t) for t in self.analyzer(query)}
+        total = sum(weights.values())
+        scored: list[Sentence] = []
+        for c in candidates:
+            lexical = sum(w for t, w in weights.items() if t in c.words) / total if total else 0
+            score = (self._cosine(c.title, c.text, vector) + LEXICAL_WEIGHT * lexical
+                     - RANK_PENALTY * c.rank)
+            scored.append(Sentence(c.text, c.rank + 1, c.position, score))
         return scored
 
-    def _best(self, question: str, vector: np.ndarray, sources: Sequence[Hit],
+    def _best(self, question: str, vector: np.ndarray, candidates: Sequence[_Candidate],
               whole: list[Sentence], floor: float) -> Sentence | None:
         """The sentence that best answers one question of several if it scores ``floor`` for
         that question, as it scores for the whole message (the evidence bar and the ranking
-        stay the whole message's)."""
-        best = max(self._scored(question, vector, sources), key=lambda s: s.score, default=None)
-        if best is None or best.score < floor:
-            return None
-        return next(s for s in whole if (s.source, s.position) == (best.source, best.position))
+        stay the whole message's). ``whole`` is in the candidates' order."""
+        ranked = self._scored(question, vector, candidates)
+        i = max(range(len(ranked)), key=lambda i: ranked[i].score, default=None)
+        return None if i is None or ranked[i].score < floor else whole[i]
 
     def _cosine(self, title: str, sentence: str, vector: np.ndarray | None) -> float:
         if vector is None or self.index is None:

@@ -47,6 +47,12 @@ PREFILL_SAMPLE_TOKENS = 64
 HEALTH_POLL_S = 1.0
 
 
+def _auth(model: ModelSettings) -> dict[str, str]:
+    """The model's bearer key as a header, if it has one."""
+    key = model.api_key
+    return {"Authorization": f"Bearer {key.get_secret_value()}"} if key is not None else {}
+
+
 @dataclass(slots=True)
 class Completion:
     model: str
@@ -189,9 +195,7 @@ class LLMClient:
             **(options.sampling() if options is not None else {}),
             **(extra or {}),
         }
-        headers = {"traceparent": traceparent} if traceparent else {}
-        if model.api_key is not None:
-            headers["Authorization"] = f"Bearer {model.api_key.get_secret_value()}"
+        headers = _auth(model) | ({"traceparent": traceparent} if traceparent else {})
         replicas = self.replicas(model)
         tried: list[Replica] = []
         while True:
@@ -250,8 +254,7 @@ class LLMClient:
         """Readmit an ejected replica as soon as its model list answers after it could not be
         reached: a restarted engine takes calls when it is up, not up to MAX_EJECT_S later.
         One that lists its models but fails calls (5xx) is left to its breaker's backoff."""
-        headers = ({"Authorization": f"Bearer {model.api_key.get_secret_value()}"}
-                   if model.api_key is not None else {})
+        headers = _auth(model)
         while not replica.breaker.closed:
             await asyncio.sleep(HEALTH_POLL_S)
             try:
