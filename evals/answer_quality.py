@@ -80,7 +80,7 @@ def main() -> None:
     result = asyncio.run(run())
     keys = ("gold_at_3", "fact_accuracy", "unsupported_rate", "decline_rate_out_of_scope",
             "decline_rate_unanswerable", "false_decline_rate", "wrong_answer_rate",
-            "mid_sentence_rate")
+            "unanswered_said_rate", "answerable_said_unanswered_rate", "mid_sentence_rate")
     for path, rep in result["paths"].items():
         o = rep["overall"]
         rates = ", ".join(f"{k} {o[k]:.1%}" for k in keys if o[k] is not None)

@@ -608,6 +608,8 @@ QUALITY_METRICS = (
     ("decline_rate_unanswerable", "unanswerable declined", True),
     ("false_decline_rate", "answerable but declined", True),
     ("wrong_answer_rate", "answerable but answered wrong", True),
+    ("unanswered_said_rate", "part it cannot answer said so", True),
+    ("answerable_said_unanswered_rate", "answerable part said unanswered", True),
     ("mid_sentence_rate", "answers cut mid-sentence", True),
     ("p50_ms", "latency p50 ms", False),
     ("p95_ms", "latency p95 ms", False),

@@ -13,7 +13,7 @@ from ragpacer.retrieval.types import Hit
 
 # The fields a cache hit reuses.
 _CACHED = ("answer", "answer_kind", "decline", "sources", "route", "intent",
-           "intent_confidence", "model", "evidence")
+           "intent_confidence", "model", "evidence", "unanswered")
 
 
 @dataclass(slots=True)
@@ -55,6 +55,9 @@ class Result:
     # The questions a message that asks several was split into, each searched and answered on
     # its own (retrieval.questions); empty for a message that asks one.
     questions: list[str] = field(default_factory=list)
+    # The questions of the message the help centre does not answer (each below the evidence
+    # bar while another is above it): the answer says so of each and answers the rest.
+    unanswered: list[str] = field(default_factory=list)
 
     @classmethod
     def from_state(cls, final: Mapping[str, Any], deadline: Deadline,
@@ -88,6 +91,7 @@ class Result:
             llm_call=final.get("llm_call"),
             evidence=final.get("evidence"),
             questions=[q for q, _ in final.get("sub_queries", ())],
+            unanswered=list(final.get("unanswered", ())),
         )
 
     @classmethod
@@ -114,6 +118,7 @@ class Result:
             decline=payload.get("decline"),
             model=payload.get("model"),
             evidence=payload.get("evidence"),
+            unanswered=list(payload.get("unanswered", ())),
             cached=True,
             cache_hit=cache_hit,
         )
@@ -133,6 +138,7 @@ class Result:
             "low_confidence": self.low_confidence,
             "evidence": self.evidence,
             "questions": self.questions,
+            "unanswered": self.unanswered,
             "finish_reason": self.finish_reason,
             "model": self.model,
             "truncated": self.truncated,

@@ -42,6 +42,9 @@ class Case:
     gold: tuple[str, ...] = ()
     facts: tuple[tuple[str, ...], ...] = ()
     expect: str = "answer"  # answer | decline
+    # Questions of the message the help centre does not answer: the answer must say so of
+    # each (and answer the rest).
+    unanswered: int = 0
     user: str | None = None  # the customer asking (personal questions)
     # That customer's recent transactions, written to the transaction store before the run.
     transactions: tuple[dict[str, Any], ...] = ()
@@ -67,7 +70,8 @@ def load_cases(path: Path) -> list[Case]:
                 id=obj["id"], kind=obj["kind"], messages=tuple(messages),
                 gold=tuple(obj.get("gold", ())),
                 facts=tuple(tuple(f) for f in obj.get("facts", ())),
-                expect=obj.get("expect", "answer"), user=obj.get("user"),
+                expect=obj.get("expect", "answer"), unanswered=int(obj.get("unanswered", 0)),
+                user=obj.get("user"),
                 transactions=tuple(obj.get("transactions", ()))))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}:{n}: not an answer-quality case ({exc})") from exc
@@ -124,14 +128,19 @@ def score(case: Case, answer: Answer) -> dict[str, Any]:
     evidence += tool_evidence(answer.detail.get("tool_results", []))
     stated = [states(answer.text, f) for f in case.facts]
     claims = [] if declined else unsupported(answer.text, evidence)
+    # The questions the answer says it cannot answer: each one it should, and no other.
+    said = len(answer.detail.get("unanswered") or ())
+    right = case.expect == "answer" and not declined and all(stated) and said == case.unanswered
     return {
         "id": case.id, "kind": case.kind, "expect": case.expect, "route": answer.route,
         "answer_kind": answer.kind, "declined": declined,
         "gold_at_3": any(g in top3 for g in case.gold) if case.gold else None,
         "facts_stated": sum(stated), "facts": len(stated),
-        "correct": case.expect == "answer" and not declined and all(stated),
-        # Answered, but without what the customer asked: worse than a decline.
-        "wrong": case.expect == "answer" and not declined and not all(stated),
+        "correct": right,
+        # Answered, but without what the customer asked (or without saying what it cannot
+        # answer): worse than a decline.
+        "wrong": case.expect == "answer" and not declined and not right,
+        "unanswered_expected": case.unanswered, "unanswered_said": said,
         "unsupported": claims,
         "mid_sentence": not declined and ends_mid_sentence(answer.text),
         "elapsed_ms": round(answer.elapsed_ms, 2), "degraded": answer.degraded,
@@ -147,13 +156,21 @@ def failure(row: dict[str, Any]) -> str | None:
         return f"declined ({row.get('decline') or 'no reason'})"
     if row["unsupported"]:
         return "unsupported: " + ", ".join(row["unsupported"])
-    if row["wrong"]:
+    if row["unanswered_said"] > row["unanswered_expected"]:
+        return "said it cannot answer a question it can"
+    if row["wrong"] and row["facts_stated"] < row["facts"]:
         return f"wrong: {row['facts_stated']} of {row['facts']} facts"
+    if row["wrong"]:
+        return "did not say what it cannot answer"
     return None
 
 
 def _rate(rows: list[dict[str, Any]], key: str) -> float | None:
     return round(sum(bool(r[key]) for r in rows) / len(rows), 4) if rows else None
+
+
+def _share(rows: list[dict[str, Any]], test: Callable[[dict[str, Any]], bool]) -> float | None:
+    return round(sum(test(r) for r in rows) / len(rows), 4) if rows else None
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -178,6 +195,13 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             [r for r in rows if r["kind"] == "unanswerable"], "declined"),
         "false_decline_rate": _rate(answerable, "declined"),
         "wrong_answer_rate": _rate(answerable, "wrong"),
+        # Messages with a question the help centre does not answer: the answer said so.
+        "unanswered_said_rate": _share([r for r in answerable if r["unanswered_expected"]],
+                                       lambda r: r["unanswered_said"] >= r["unanswered_expected"]),
+        # Messages the help centre answers whole: the answer said it cannot answer a part.
+        "answerable_said_unanswered_rate": _share(
+            [r for r in answerable if not r["unanswered_expected"]],
+            lambda r: r["unanswered_said"] > 0),
         "mid_sentence_rate": _rate(answered, "mid_sentence"),
         "p50_ms": _percentile(times, 0.50),
         "p95_ms": _percentile(times, 0.95),
@@ -245,7 +269,8 @@ def sdk_target(pipeline: Any, deadline_ms: float | None, history: bool = True) -
                       list(r.degraded), {"decline": r.decline, "finish_reason": r.finish_reason,
                                          "query": r.query, "query_form": r.query_form,
                                          "llm_call": r.llm_call, "evidence": r.evidence,
-                                         "tool_results": r.tool_results})
+                                         "tool_results": r.tool_results,
+                                         "unanswered": r.unanswered})
 
     return call
 
@@ -274,7 +299,8 @@ def http_target(client: Any, url: str, model: str, deadline_ms: float | None,
         return Answer(data["choices"][0]["message"]["content"] or "",
                       block.get("answer_kind", "llm"), block.get("route"), sources, elapsed,
                       list(block.get("degraded", [])),
-                      {"decline": block.get("decline"), "evidence": block.get("evidence")})
+                      {"decline": block.get("decline"), "evidence": block.get("evidence"),
+                       "unanswered": block.get("unanswered", [])})
 
     return call
 

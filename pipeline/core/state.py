@@ -33,6 +33,8 @@ class RequestState(TypedDict, total=False):
     tool_results: list[dict[str, Any]]
     # The best source sentence's score, which the evidence bar (answers.min_evidence) judges.
     evidence: float | None
+    # Questions of the message the sources do not answer while they answer the others.
+    unanswered: list[str]
     answer: str
     answer_kind: str  # llm | extractive | template | decline
     decline: DeclineReason  # why the request is declined
