@@ -60,13 +60,7 @@ class IntentRouter(StageBase):
                 return update
         else:
             intent, confidence = self.classifier.classify(state["query"])
-        route = routing.default_route if intent is None else routing.intents.get(
-            intent, routing.default_route)
-        # A route may ask for more certainty than the rest (one that declines outright).
-        bar = max(routing.min_confidence, routing.routes[route].min_confidence or 0.0)
-        low = intent is None or confidence < bar
-        if low:
-            route = routing.default_route
+        route, low = routing.route_of(intent, confidence)
         update.update(intent=intent, intent_confidence=round(confidence, 4),
                       low_confidence=low, route=route)
         return update

@@ -37,15 +37,38 @@ def lacks_evidence(selection: Selection, state: RequestState, ctx: RunContext) -
     return not state.get("tool_results") and sources_lack_evidence(selection, state, ctx)
 
 
+def evidence_bar(state: RequestState, ctx: RunContext) -> float:
+    """The route's evidence bar, else answers.min_evidence."""
+    route = ctx.settings.routing.routes.get(state.get("route") or "")
+    bar = route.min_evidence if route is not None else None
+    return ctx.settings.answers.min_evidence if bar is None else bar
+
+
 def sources_lack_evidence(selection: Selection, state: RequestState, ctx: RunContext) -> bool:
     """The sources' best sentences do not answer the question (the route's evidence bar)."""
     if not selection.sentences:
         return True
-    if selection.evidence is None:
-        return False
-    route = ctx.settings.routing.routes.get(state.get("route") or "")
-    bar = route.min_evidence if route is not None else None
-    return selection.evidence < (ctx.settings.answers.min_evidence if bar is None else bar)
+    return selection.evidence is not None and selection.evidence < evidence_bar(state, ctx)
+
+
+def in_part(selection: Selection, state: RequestState,
+            ctx: RunContext) -> tuple[Selection, tuple[str, ...]]:
+    """A message whose questions the sources answer only in part: the selection for the
+    answered ones, and the others (see ``Selection.answering``); else the selection, and none.
+    Not beside a tool result: a question the sources do not answer may be the tool's."""
+    if state.get("tool_results") or not selection.asked:
+        return selection, ()
+    return selection.answering(question_bars(state, ctx), ctx.settings.answers.max_sentences)
+
+
+def question_bars(state: RequestState, ctx: RunContext) -> list[float]:
+    """The evidence each question of the message needs: its own route's bar ("do you sell
+    gift cards" routes where only strong evidence answers), else the message's."""
+    routes = state.get("sub_routes")
+    if not routes:
+        return [evidence_bar(state, ctx)] * len(state.get("sub_queries", ()))
+    default = ctx.settings.answers.min_evidence
+    return [ctx.settings.routing.evidence_bar(r, default) for r in routes]
 
 
 def tool_statements(state: RequestState) -> list[str]:
@@ -61,15 +84,18 @@ def evidence(selection: Selection, state: RequestState) -> Update:
 
 def extractive(selection: Selection, state: RequestState, ctx: RunContext) -> Update:
     """The tools' statements (the customer's own data), then the sources' sentences that
-    answer; a decline when neither does. A tool result is never a reason to quote sources
-    that do not answer."""
+    answer, then the questions of the message they do not answer; a decline when neither
+    does. A tool result is never a reason to quote sources that do not answer."""
     parts = tool_statements(state)
-    if not sources_lack_evidence(selection, state, ctx):
+    # In part: what is quoted passed its own questions' bars, not the whole message's.
+    selection, unanswered = in_part(selection, state, ctx)
+    if unanswered or not sources_lack_evidence(selection, state, ctx):
         parts.append(selection.answer())
     if not parts:
         return decline("no_evidence", ctx) | evidence(selection, state)
+    parts += [ctx.settings.answers.unanswered_part.format(question=q) for q in unanswered]
     return {"answer": " ".join(parts), "answer_kind": "extractive", "model": None,
-            **evidence(selection, state)}
+            "unanswered": list(unanswered), **evidence(selection, state)}
 
 
 def within_limits(answer: str, options: AnswerOptions) -> tuple[str, str | None]:

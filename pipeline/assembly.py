@@ -219,9 +219,7 @@ def assemble(settings: Settings, llm: LLMClient, index: BM25Index,
     stages: dict[str, Stage] = {
         "input_guardrails": InputGuardrails(),
         "intent": IntentRouter(classifier),
-        "retrieval": Retrieval(index, route_filters(settings), store,
-                               classifier.aembed if isinstance(classifier, VectorIntentClassifier)
-                               else None),
+        "retrieval": retrieval_stage(settings, index, store, classifier),
         "tools": ToolsStage(registry),
         "generation": Generation(llm, registry, selector, count),
         "grounding": Grounding(selector),
@@ -232,6 +230,16 @@ def assemble(settings: Settings, llm: LLMClient, index: BM25Index,
     vectors = classifier if isinstance(classifier, VectorIntentClassifier) else None
     return Assembly(stages, vectors, store, store.index_id if store else index_version(index),
                     count, follow_up_rewrite(settings, llm, index))
+
+
+def retrieval_stage(settings: Settings, index: BM25Index, store: Store | None,
+                    classifier: IntentClassifier) -> Retrieval:
+    """With an embedding classifier, the stage embeds and routes each question of a message
+    that asks several."""
+    if isinstance(classifier, VectorIntentClassifier):
+        return Retrieval(index, route_filters(settings), store, classifier.aembed,
+                         classifier.classify_vector)
+    return Retrieval(index, route_filters(settings), store)
 
 
 def follow_up_rewrite(settings: Settings, llm: LLMClient,

@@ -111,12 +111,49 @@ class _Candidate:
 
 
 @dataclass(frozen=True, slots=True)
+class Asked:
+    """One question of a message that asks several, and how well the sources answer it."""
+
+    text: str
+    evidence: float  # its best sentence's score for it alone
+    ranked: tuple[Sentence, ...]  # every sentence scored for it alone, best first
+
+
+@dataclass(frozen=True, slots=True)
 class Selection:
     sentences: tuple[Sentence, ...]
     # The best sentence's score: how well the sources answer the question. None without a
     # query vector (the lexical classifier), when there is nothing calibrated to compare.
     evidence: float | None
     ranked: tuple[Sentence, ...] = ()  # every scored sentence, best first
+    asked: tuple[Asked, ...] = ()  # a message that asks several questions: each of them
+
+    def answering(self, bars: Sequence[float], k: int) -> tuple[Selection, tuple[str, ...]]:
+        """For a message whose questions the sources answer only in part (some at or above
+        their evidence bar in ``bars`` alone, some below): the selection of at most ``k``
+        sentences for the answered ones, and the others, to be said unanswered instead of
+        answered with what is nearest. Otherwise this selection, and none."""
+        passes = [a.evidence >= bar for a, bar in zip(self.asked, bars, strict=True)]
+        answered = [a for a, ok in zip(self.asked, passes, strict=True) if ok]
+        if self.evidence is None or not answered or len(answered) == len(self.asked):
+            return self, ()
+        best: dict[tuple[int, int], Sentence] = {}
+        for a in answered:  # each sentence at its best score for any answered question
+            for s in a.ranked:
+                if _at(s) not in best or s.score > best[_at(s)].score:
+                    best[_at(s)] = s
+        ranked = sorted(best.values(), key=lambda s: -s.score)
+        firsts = [best[_at(a.ranked[0])] for a in answered]
+        chosen = _diverse(ranked, k, list(dict.fromkeys(firsts))[:k])
+        # A question whose best sentence is quoted for another is answered as well as the
+        # sources can: it is not said to be unanswered next to its own answer.
+        quoted = {_at(s) for s in chosen}
+        unanswered = tuple(a.text for a, ok in zip(self.asked, passes, strict=True)
+                           if not ok and _at(a.ranked[0]) not in quoted)
+        if not unanswered:
+            return self, ()
+        return (Selection(chosen, max(a.evidence for a in answered), tuple(ranked),
+                          tuple(answered)), unanswered)
 
     def excerpts(self, budget: int, count: Callable[[str], int]) -> dict[int, list[str]]:
         """What a prompt quotes of each source: the chosen sentences, then the next best
@@ -163,13 +200,15 @@ class SentenceSelector:
         if not scored:
             return Selection((), 0.0 if calibrated else None)
         # Each question's best sentence, if it answers that question about as well as the
-        # best one answers the whole message.
+        # best one answers the whole message (the evidence bar and the ranking stay the
+        # whole message's).
         floor = KEEP_RELATIVE * max(s.score for s in scored)
-        firsts = [self._best(q, v, candidates, scored, floor) for q, v in questions]
-        chosen = list(dict.fromkeys(s for s in firsts if s is not None))
+        asked = tuple(self._asked(q, v, candidates) for q, v in questions)
+        at = {_at(s): s for s in scored}
+        chosen = list(dict.fromkeys(at[_at(a.ranked[0])] for a in asked if a.evidence >= floor))
         scored.sort(key=lambda s: -s.score)
         return Selection(_diverse(scored, max_sentences, chosen[:max_sentences]),
-                         scored[0].score if calibrated else None, tuple(scored))
+                         scored[0].score if calibrated else None, tuple(scored), asked)
 
     def _candidates(self, sources: Sequence[Hit]) -> list[_Candidate]:
         """The top sources' sentences with their terms (and their title's), analysed once for
@@ -195,20 +234,22 @@ class SentenceSelector:
             scored.append(Sentence(c.text, c.rank + 1, c.position, score))
         return scored
 
-    def _best(self, question: str, vector: np.ndarray, candidates: Sequence[_Candidate],
-              whole: list[Sentence], floor: float) -> Sentence | None:
-        """The sentence that best answers one question of several if it scores ``floor`` for
-        that question, as it scores for the whole message (the evidence bar and the ranking
-        stay the whole message's). ``whole`` is in the candidates' order."""
-        ranked = self._scored(question, vector, candidates)
-        i = max(range(len(ranked)), key=lambda i: ranked[i].score, default=None)
-        return None if i is None or ranked[i].score < floor else whole[i]
+    def _asked(self, question: str, vector: np.ndarray,
+               candidates: Sequence[_Candidate]) -> Asked:
+        """One question of several, scored alone (``candidates`` are never empty here)."""
+        ranked = sorted(self._scored(question, vector, candidates), key=lambda s: -s.score)
+        return Asked(question, ranked[0].score, tuple(ranked))
 
     def _cosine(self, title: str, sentence: str, vector: np.ndarray | None) -> float:
         if vector is None or self.index is None:
             return 0.0
         v = self.index.vector(title, sentence)
         return 0.0 if v is None else float(v @ vector)
+
+
+def _at(sentence: Sentence) -> tuple[int, int]:
+    """Where a sentence is (a sentence scored for another question is the same sentence)."""
+    return sentence.source, sentence.position
 
 
 def _diverse(ranked: list[Sentence], k: int,

@@ -19,6 +19,8 @@ from ragpacer.retrieval.types import Hit
 
 # Embeds a text within the stage's cut-off (the intent classifier's own embedder).
 Embed = Callable[[str, Any], Awaitable[np.ndarray]]
+# The intent of a vector and its confidence (the intent classifier's head).
+Classify = Callable[[np.ndarray], tuple[str, float]]
 
 
 class Retrieval(StageBase):
@@ -28,11 +30,13 @@ class Retrieval(StageBase):
     fallbacks: ClassVar[frozenset[FallbackKind]] = frozenset({"cheaper"})
 
     def __init__(self, index: BM25Index, route_filters: dict[str, Filters],
-                 store: Store | None = None, embed: Embed | None = None) -> None:
+                 store: Store | None = None, embed: Embed | None = None,
+                 classify: Classify | None = None) -> None:
         self.index = index  # BM25 in memory: the search without a query vector or a store
         self.route_filters = route_filters
         self.store = store
         self.embed = embed  # for the questions of a message that asks several
+        self.classify = classify  # each of those questions' own route
 
     def _plan(self, state: RequestState,
               ctx: RunContext) -> tuple[Filters, Filters, int, int]:
@@ -72,8 +76,12 @@ class Retrieval(StageBase):
         if not asked:
             return {"sources": boost(hits, preferred, top_k)}
         each = [await self._search(q, v, fetch, search, ctx) for q, v in asked]
-        return {"sources": boost(answering_each(hits, each), preferred, top_k),
-                "sub_queries": asked}
+        update: Update = {"sources": boost(answering_each(hits, each), preferred, top_k),
+                          "sub_queries": asked}
+        if self.classify is not None:  # a question may be one the help centre cannot answer
+            routing = ctx.settings.routing
+            update["sub_routes"] = [routing.route_of(*self.classify(v))[0] for _, v in asked]
+        return update
 
     async def _questions(self, state: RequestState,
                          ctx: RunContext) -> list[tuple[str, np.ndarray]]:

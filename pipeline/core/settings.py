@@ -172,6 +172,24 @@ class RoutingSettings(_Model):
                 data = {**data, "routes": {**routes, name: dict(_DECLINE_ROUTE)}}
         return data
 
+    def route_of(self, intent: str | None, confidence: float) -> tuple[str, bool]:
+        """The route an intent takes at this confidence, and whether the confidence was too
+        low for it (then the default route)."""
+        route = self.default_route if intent is None else self.intents.get(
+            intent, self.default_route)
+        # A route may ask for more certainty than the rest (one that declines outright).
+        low = intent is None or confidence < max(self.min_confidence,
+                                                 self.routes[route].min_confidence or 0.0)
+        return (self.default_route if low else route), low
+
+    def evidence_bar(self, route: str, default: float) -> float:
+        """The evidence a route's answer needs: its own bar, else ``default``
+        (answers.min_evidence); a route that declines answers nothing."""
+        r = self.routes[route]
+        if r.decline is not None:
+            return float("inf")
+        return default if r.min_evidence is None else r.min_evidence
+
     @model_validator(mode="after")
     def _routes_exist(self) -> RoutingSettings:
         if self.default_route not in self.routes:
@@ -343,10 +361,21 @@ class AnswerSettings(_Model):
         "I don't have that information. Please chat with us in the app under Help, or call "
         "0800 123 4567."
     )
+    # Said of each question of a message the sources do not answer while they answer the
+    # others (the answered ones are answered first).
+    unanswered_part: str = 'I don\'t have information on "{question}".'
     injection: str = (
         "I can't help with that request. I can answer questions about Pacer Bank's cards, "
         "payments, accounts, savings, loans, security and the app."
     )
+
+    @model_validator(mode="after")
+    def _unanswered_part_formats(self) -> AnswerSettings:
+        try:
+            self.unanswered_part.format(question="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"unanswered_part may name only {{question}}: {exc!r}") from exc
+        return self
 
 
 class CacheSettings(_Model):

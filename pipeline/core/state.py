@@ -24,6 +24,7 @@ class RequestState(TypedDict, total=False):
     query_vector: Any  # numpy vector of the query, computed once by the intent stage
     # A message that asks several questions: each with its vector (retrieval.questions).
     sub_queries: list[tuple[str, Any]]
+    sub_routes: list[str]  # each of those questions' own route (the routing table's)
     question: str  # the caller's own last message (``query`` may be its standalone form)
     query_form: str  # asked | carried (a follow-up with the previous turn's words) | rewritten
     history: list[dict[str, str]]  # earlier turns ({"role", "content"}) the prompt may carry

@@ -13,6 +13,7 @@ from ragpacer.pipeline.answers import (
     decline_reason,
     evidence,
     extractive,
+    in_part,
     lacks_evidence,
     select,
 )
@@ -108,9 +109,10 @@ class Generation(StageBase):
             return {"answer": route.template, "answer_kind": "template", "model": None}
         selection = select(self.selector, state, ctx)
         searched = "retrieval" in route.stages  # a tools-only route has no sources to judge
-        if route.model is None or route.answer == "extractive" or (
-                searched and lacks_evidence(selection, state, ctx)):
-            # No LLM: the extractive answer, or a decline when the sources do not answer.
+        if route.model is None or route.answer == "extractive" or (searched and (
+                lacks_evidence(selection, state, ctx) or in_part(selection, state, ctx)[1])):
+            # No LLM: the extractive answer, a decline when the sources do not answer, or
+            # an answer that says which questions they do not answer.
             return extractive(selection, state, ctx)
         messages = build_messages(
             system_message(ctx.settings.llm.system_prompt, [
