@@ -10,11 +10,13 @@ import pytest
 
 from ragpacer.pipeline.bench import quality
 from ragpacer.pipeline.conversation import is_follow_up, standalone_query
+from ragpacer.pipeline.core.settings import AnswerSettings
 from ragpacer.pipeline.core.stage import Outcome
 from ragpacer.pipeline.grounding import claims, complete_sentences, judge, strip_markup, unsupported
 from ragpacer.pipeline.sdk import Pipeline
 from ragpacer.retrieval.analyzer import Analyzer
 from ragpacer.retrieval.bm25 import BM25Index
+from ragpacer.retrieval.extractive import Asked, Selection, Sentence
 from ragpacer.retrieval.questions import sub_questions
 from ragpacer.retrieval.types import Document
 from tests.conftest import ROOT, make_settings
@@ -278,6 +280,59 @@ async def test_each_question_of_a_message_that_asks_two_is_answered(scripted) ->
         await off.aclose()
 
 
+async def test_a_question_the_help_centre_cannot_answer_is_said_unanswered_beside_the_other(
+        scripted) -> None:
+    """The whole message routes to not_covered, whose bar its evidence misses: without
+    judging each question on its own, the overdraft rate would be declined with it; and the
+    nearest article (personal loans) must not stand in for business loans."""
+    p = answering(scripted.url, "extractive")
+    try:
+        mixed = await p.arun(
+            "Do you offer business loans and what is the overdraft interest rate?")
+        assert mixed.answer_kind == "extractive" and mixed.decline is None
+        assert mixed.unanswered == ["Do you offer business loans"]
+        assert "12.9%" in mixed.answer and "Personal loans" not in mixed.answer
+        assert mixed.answer.endswith('I don\'t have information on "Do you offer business loans".')
+        assert mixed.as_dict()["unanswered"] == mixed.unanswered
+        both = await p.arun("Where can I see my PIN, and what is the contactless limit?")
+        assert both.unanswered == [] and "Show PIN" in both.answer and "50 EUR" in both.answer
+    finally:
+        await p.aclose()
+
+
+async def test_a_message_answered_in_part_is_cached_as_such(make_pipeline, scripted) -> None:
+    p = make_pipeline(scripted.url, answer="extractive")
+    message = "Can I buy bitcoin in the app, and how do I freeze my card?"
+    first = await p.arun(message)
+    await p.caching.drain()  # the write is off the request's path
+    again = await p.arun(message)
+    assert first.unanswered == ["Can I buy bitcoin in the app"] and "Cards > Freeze" in first.answer
+    assert again.cached and (again.answer, again.unanswered) == (first.answer, first.unanswered)
+
+
+def test_a_selection_answers_the_questions_that_pass_their_own_bar() -> None:
+    def sentence(text: str, source: int, score: float) -> Sentence:
+        return Sentence(text, source, 0, score)
+
+    rate, loans = sentence("Interest is 12.9%.", 1, 0.99), sentence("Personal loans.", 2, 0.6)
+    asked = (Asked("do you offer business loans", 0.6, (loans, rate)),
+             Asked("what is the overdraft rate", 0.99, (rate, loans)))
+    whole = Selection((loans, rate), 0.7, (rate, loans), asked)
+    part, unanswered = whole.answering([0.75, 0.35], 3)
+    assert unanswered == ("do you offer business loans",)
+    assert [s.text for s in part.sentences] == ["Interest is 12.9%."] and part.evidence == 0.99
+    assert whole.answering([0.35, 0.35], 3) == (whole, ())  # both answered
+    assert whole.answering([0.75, 1.0], 3) == (whole, ())  # neither: the message's own bar
+    # The question's best sentence is quoted for the other: not said unanswered beside it.
+    near = (Asked("is there a limit", 0.5, (rate,)), asked[1])
+    assert Selection((rate,), 0.99, (rate,), near).answering([0.75, 0.35], 3)[1] == ()
+
+
+def test_the_unanswered_part_template_may_name_only_the_question() -> None:
+    with pytest.raises(ValueError, match="unanswered_part"):
+        AnswerSettings(unanswered_part="No {answer} for {question}")
+
+
 async def test_a_carried_follow_up_is_not_split_into_the_previous_turns_question(
         make_pipeline, scripted) -> None:
     """The previous turn was answered already: only the caller's own message is split."""
@@ -350,7 +405,8 @@ def test_the_case_set_is_large_and_covers_every_kind() -> None:
     kinds = {c.kind for c in cases}
     assert len(cases) >= 150 and len({c.id for c in cases}) == len(cases)
     assert kinds == {"fact", "paraphrase", "multi", "coverage", "unanswerable", "out_of_scope",
-                     "injection", "pii", "followup", "personal"}
+                     "injection", "pii", "followup", "personal", "mixed"}
+    assert all(c.unanswered for c in cases if c.kind == "mixed")
     assert all(c.facts for c in cases if c.expect == "answer")
     assert all(c.gold for c in cases if c.expect == "answer" and c.kind != "personal")
     assert all(c.user for c in cases if c.kind == "personal")
@@ -374,6 +430,28 @@ def test_scoring_counts_facts_declines_and_unsupported_claims() -> None:
         None, "unsupported: 7%", "declined (no reason)"]
     wrong["unsupported"] = []
     assert quality.failure(wrong) == "wrong: 1 of 2 facts"
+
+
+def test_scoring_a_message_with_a_question_the_help_centre_cannot_answer() -> None:
+    """Right only if the answer says it cannot answer that one and states the rest."""
+    case = quality.Case("m", "mixed", ({"role": "user", "content": "gift cards? fee?"},),
+                        ("transfers-international",), (("0.5%",),), unanswered=1)
+    src = [("transfers-international#0", "The fee is 0.5% of the amount.")]
+
+    def answer(unanswered: list[str]) -> quality.Answer:
+        return quality.Answer("The fee is 0.5%.", "extractive", "rag", src, 9,
+                              detail={"unanswered": unanswered})
+
+    said, silent = quality.score(case, answer(["gift cards"])), quality.score(case, answer([]))
+    assert said["correct"] and not silent["correct"] and silent["wrong"]
+    assert quality.failure(silent) == "did not say what it cannot answer"
+    whole = quality.Case("w", "multi", case.messages, case.gold, case.facts)
+    over = quality.score(whole, answer(["fee"]))
+    assert not over["correct"]
+    assert quality.failure(over) == "said it cannot answer a question it can"
+    summary = quality.summarise([said, silent, over])
+    assert summary["unanswered_said_rate"] == 0.5  # of the two with a part to say
+    assert summary["answerable_said_unanswered_rate"] == 1.0
 
 
 def test_the_evidence_sweep_turns_weak_answers_into_declines() -> None:

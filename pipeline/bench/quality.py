@@ -156,7 +156,7 @@ def failure(row: dict[str, Any]) -> str | None:
         return f"declined ({row.get('decline') or 'no reason'})"
     if row["unsupported"]:
         return "unsupported: " + ", ".join(row["unsupported"])
-    if row["unanswered_said"] > row["unanswered_expected"]:
+    if _said(row) > _expected(row):
         return "said it cannot answer a question it can"
     if row["wrong"] and row["facts_stated"] < row["facts"]:
         return f"wrong: {row['facts_stated']} of {row['facts']} facts"
@@ -167,6 +167,14 @@ def failure(row: dict[str, Any]) -> str | None:
 
 def _rate(rows: list[dict[str, Any]], key: str) -> float | None:
     return round(sum(bool(r[key]) for r in rows) / len(rows), 4) if rows else None
+
+
+def _expected(row: dict[str, Any]) -> int:
+    return int(row.get("unanswered_expected", 0))
+
+
+def _said(row: dict[str, Any]) -> int:
+    return int(row.get("unanswered_said", 0))
 
 
 def _share(rows: list[dict[str, Any]], test: Callable[[dict[str, Any]], bool]) -> float | None:
@@ -196,12 +204,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "false_decline_rate": _rate(answerable, "declined"),
         "wrong_answer_rate": _rate(answerable, "wrong"),
         # Messages with a question the help centre does not answer: the answer said so.
-        "unanswered_said_rate": _share([r for r in answerable if r["unanswered_expected"]],
-                                       lambda r: r["unanswered_said"] >= r["unanswered_expected"]),
+        "unanswered_said_rate": _share([r for r in answerable if _expected(r)],
+                                       lambda r: _said(r) >= _expected(r)),
         # Messages the help centre answers whole: the answer said it cannot answer a part.
         "answerable_said_unanswered_rate": _share(
-            [r for r in answerable if not r["unanswered_expected"]],
-            lambda r: r["unanswered_said"] > 0),
+            [r for r in answerable if not _expected(r)], lambda r: _said(r) > 0),
         "mid_sentence_rate": _rate(answered, "mid_sentence"),
         "p50_ms": _percentile(times, 0.50),
         "p95_ms": _percentile(times, 0.95),
