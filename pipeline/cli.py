@@ -124,6 +124,8 @@ def ask(
         console.print(f"[dim][{i}] {hit.title} ({hit.id}, score {hit.score:.2f})[/]")
     for q in result.questions:  # a message that asks several: each searched and answered
         console.print(f"[dim]question: {escape(q)}[/]")
+    for q in result.unanswered:  # ... and the help centre answers only some of them
+        console.print(f"[dim]not answered: {escape(q)}[/]")
     console.print(
         f"[dim]route={result.route} intent={result.intent} "
         f"({result.intent_confidence:.2f}{', low' if result.low_confidence else ''}) "

@@ -296,6 +296,9 @@ async def test_a_question_the_help_centre_cannot_answer_is_said_unanswered_besid
         assert mixed.as_dict()["unanswered"] == mixed.unanswered
         both = await p.arun("Where can I see my PIN, and what is the contactless limit?")
         assert both.unanswered == [] and "Show PIN" in both.answer and "50 EUR" in both.answer
+        text = p.metrics.render().decode()
+        assert 'ragpacer_answers_total{kind="extractive",reason="in_part"} 1.0' in text
+        assert f'ragpacer_unanswered_questions_total{{route="{mixed.route}"}} 1.0' in text
     finally:
         await p.aclose()
 

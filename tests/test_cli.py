@@ -32,6 +32,11 @@ def test_ask_names_the_questions_of_a_message_that_asks_two() -> None:
     text = " ".join(res.output.split())  # the console wraps long lines
     assert "question: how many expense cards can it issue" in text
     assert "7 EUR a month" in text and "up to 20 expense cards" in text
+    assert "not answered" not in text
+    res = runner.invoke(app, ["ask", "Do you sell gift cards and what is the contactless "
+                              "limit?", "-c", str(ROOT / "ragpacer.yaml")], env=ENV)
+    text = " ".join(res.output.split())
+    assert "50 EUR" in text and "not answered: Do you sell gift cards" in text
 
 
 def test_ask_json() -> None:

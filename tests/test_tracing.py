@@ -57,6 +57,22 @@ async def test_spans_parentage_and_attributes(scripted) -> None:
     rx.server.shutdown()
 
 
+async def test_a_message_answered_in_part_says_how_many_questions_on_its_spans(scripted) -> None:
+    rx = Receiver()
+    p = Pipeline(make_settings(scripted.url, answer="extractive", cache={"enabled": False},
+                               tracing={"exporter": "otlp",
+                                        "endpoint": f"http://127.0.0.1:{rx.port}/v1/traces"}),
+                 resources=RESOURCES)
+    result = await p.arun("Do you sell gift cards and what is the contactless limit?")
+    await p.aclose()  # flushes
+    spans = {s.name: attrs(s) for s in rx.spans()}
+    rx.server.shutdown()
+    assert result.unanswered == ["Do you sell gift cards"]
+    assert spans["stage.retrieval"]["ragpacer.questions"] == 2
+    assert spans["stage.generation"]["ragpacer.unanswered"] == 1
+    assert "gift" not in str(spans)  # counts, never the customer's words
+
+
 async def test_a_rewritten_follow_up_is_on_the_span_only_when_asked_for() -> None:
     seen = {}
     for capture in (False, True):

@@ -125,10 +125,14 @@ class Metrics:
         self.request_seconds = Histogram("ragpacer_request_duration_seconds",
                                          "End-to-end request time")
         # How answers were made: kind llm | extractive | template | decline; reason the
-        # decline's (out_of_scope, injection, no_evidence) or ungrounded (an LLM answer the
-        # grounding stage replaced).
+        # decline's (out_of_scope, injection, no_evidence), ungrounded (an LLM answer the
+        # grounding stage replaced) or in_part (a question of the message said unanswered).
         self.answers = Family("counter", "ragpacer_answers", "Answers by how they were made",
                               ["kind", "reason"])
+        # What customers ask that the help centre does not answer, beside what it does.
+        self.unanswered = Family("counter", "ragpacer_unanswered_questions",
+                                 "Questions said unanswered in messages answered in part",
+                                 ["route"])
         self.cache = Family("counter", "ragpacer_cache_lookups", "Response cache lookups",
                             ["result"])
         self.in_flight = Family("gauge", "ragpacer_requests_in_flight",
@@ -173,8 +177,11 @@ class Metrics:
         self.requests.inc(result.route or "", "true" if result.degraded else "false")
         self.request_seconds.observe(result.elapsed_ms / 1000.0)
         self.cache.inc(result.cache_hit or "miss")
-        reason = result.decline or ("ungrounded" if "grounding" in result.degraded else "")
+        reason = result.decline or ("ungrounded" if "grounding" in result.degraded else
+                                    "in_part" if result.unanswered else "")
         self.answers.inc(result.answer_kind, reason)
+        if result.unanswered:
+            self.unanswered.inc(result.route or "", by=len(result.unanswered))
         if result.evidence is not None:
             self.evidence.observe(result.evidence, result.route or "")
         call = result.llm_call

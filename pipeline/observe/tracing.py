@@ -180,6 +180,8 @@ class Tracing:
                 attrs["intent"] = result.intent or ""
             if rec.name == "retrieval" and result.questions:
                 attrs["ragpacer.questions"] = len(result.questions)
+            if rec.name == "generation" and result.unanswered:  # answered in part
+                attrs["ragpacer.unanswered"] = len(result.unanswered)
             if rec.name == "generation" and (result.llm_call or result.model):
                 attrs.update(_generation_attributes(result, begin))
             span = self.tracer.start_span(f"stage.{rec.name}", context=parent,
