@@ -64,9 +64,9 @@ def in_part(selection: Selection, state: RequestState,
 def question_bars(state: RequestState, ctx: RunContext) -> list[float]:
     """The evidence each question of the message needs: its own route's bar ("do you sell
     gift cards" routes where only strong evidence answers), else the message's."""
-    routes = state.get("sub_routes")
-    if not routes:
-        return [evidence_bar(state, ctx)] * len(state.get("sub_queries", ()))
+    routes, asked = state.get("sub_routes", ()), state.get("sub_queries", ())
+    if len(routes) != len(asked):  # not routed one by one (no embedding classifier)
+        return [evidence_bar(state, ctx)] * len(asked)
     default = ctx.settings.answers.min_evidence
     return [ctx.settings.routing.evidence_bar(r, default) for r in routes]
 
