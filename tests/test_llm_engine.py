@@ -171,6 +171,20 @@ async def test_deadline_abort_frees_the_request_on_the_server(vllm) -> None:  # 
     await client.aclose()
 
 
+async def test_a_models_extra_body_reaches_vllm(vllm) -> None:  # type: ignore[no-untyped-def]
+    """vLLM's own sampling fields from the config: `min_tokens` keeps a short reply going."""
+    model = vllm.settings.llm.model("smollm2").model_copy(update={"temperature": 0.0})
+    client = LLMClient()
+    msgs = [{"role": "user", "content": "Say hi."}]
+    try:
+        plain = await client.complete(model, msgs, deadline=Deadline.after_ms(20_000))
+        forced = await client.complete(model.model_copy(update={"extra_body": {"min_tokens": 60}}),
+                                       msgs, deadline=Deadline.after_ms(20_000))
+    finally:
+        await client.aclose()
+    assert plain.completion_tokens < 60 <= forced.completion_tokens, (plain, forced)
+
+
 async def test_sdk_end_to_end_against_vllm(vllm) -> None:  # type: ignore[no-untyped-def]
     # Room for a whole answer even at ~4 tokens/s (vLLM on a busy AVX2 CPU): not degraded,
     # and enough tokens that the answer is not cut before its first sentence ends. Greedy

@@ -9,6 +9,10 @@ from typing import Any
 import openai
 import pytest
 
+from ragpacer.pipeline.core.context import AnswerOptions
+from ragpacer.pipeline.core.deadline import Deadline
+from ragpacer.pipeline.core.settings import ModelSettings
+from ragpacer.pipeline.llm.client import LLMClient
 from ragpacer.pipeline.sdk import Pipeline
 from tests.conftest import make_settings
 from tests.scripted_llm import Script, ScriptedLLM
@@ -104,3 +108,23 @@ def test_stop_cuts_an_extractive_answer_at_the_sequence(clients) -> None:
     cut = ask(clients[1], stop=[word]).choices[0]
     assert cut.message.content == full[: full.index(word)].rstrip()
     assert cut.finish_reason == "stop"
+
+
+async def test_a_models_extra_body_goes_with_every_call_and_the_caller_wins(
+        llm: ScriptedLLM) -> None:
+    model = ModelSettings(name="smollm2", url=llm.url,
+                          extra_body={"repetition_penalty": 1.1, "top_p": 0.5})
+    client = LLMClient()
+    llm.requests.clear()
+    try:
+        await client.complete(model, [{"role": "user", "content": QUESTION}],
+                              deadline=Deadline.after_ms(5000), options=AnswerOptions(top_p=0.9))
+    finally:
+        await client.aclose()
+    body = llm.requests[-1]
+    assert (body["repetition_penalty"], body["top_p"]) == (1.1, 0.9)
+
+
+def test_extra_body_may_not_set_what_each_call_sets() -> None:
+    with pytest.raises(ValueError, match=r"extra_body may not set \['max_tokens', 'stream'\]"):
+        ModelSettings(name="m", extra_body={"max_tokens": 9000, "stream": False, "min_p": 0.1})

@@ -202,6 +202,12 @@ class RoutingSettings(_Model):
         return self
 
 
+# Request fields every engine call sets itself: the budget's token limit, the protocol's
+# streaming, the prompt, the tools offered.
+_SET_PER_CALL = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "stream",
+                           "stream_options", "tools", "tool_choice", "n"})
+
+
 class ModelSettings(_Model):
     name: str = Field(min_length=1)
     # OpenAI-compatible base URL ending in /v1.
@@ -221,6 +227,10 @@ class ModelSettings(_Model):
     max_in_flight: PositiveInt | None = None
     # Next model to try when this one is down or over budget.
     fallback: str | None = None
+    # Engine-specific fields sent with every call (vLLM's sampling parameters, such as
+    # `repetition_penalty`, `min_p` or `min_tokens`); a caller's own sampling fields win. Not
+    # the fields the budget and the protocol set (`max_tokens`, `stream`, ...).
+    extra_body: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def endpoints(self) -> list[str]:
@@ -231,6 +241,12 @@ class ModelSettings(_Model):
         for url in [self.url, *self.urls]:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"url must start with http:// or https://, got {url!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _extra_body_leaves_the_budget_alone(self) -> ModelSettings:
+        if taken := sorted(_SET_PER_CALL & set(self.extra_body)):
+            raise ValueError(f"extra_body may not set {taken}: each call sets them")
         return self
 
 

@@ -192,6 +192,7 @@ class LLMClient:
             "temperature": model.temperature,
             "stream": True,
             "stream_options": {"include_usage": True},
+            **model.extra_body,
             **(options.sampling() if options is not None else {}),
             **(extra or {}),
         }
