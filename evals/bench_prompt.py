@@ -14,6 +14,15 @@ two modes alternate (A B B A) so drift hits both; the prefix cache is emptied be
 pass (vLLM's development endpoint, enabled for this run only), so a pass never reuses an
 earlier pass's prompts, only what requests of the same pass share: the system prompt.
 Writes evals/results/bench_prompt.json.
+
+    .venv/bin/python -m evals.bench_prompt --capacity [--cases 30]
+
+How many completion tokens the default budget lets the model write, one request at a time:
+the model is told to ignore its end-of-sequence token (`extra_body: {ignore_eos: true}`), so
+each answer runs until the budget's token limit or the deadline stops it. Whole articles with
+nothing of the prompt reused (the prefix cache emptied before every request) against the
+sentences that answer with the system prompt in the prefix cache, alternating A B B A.
+Writes evals/results/bench_prompt_capacity.json.
 """
 
 from __future__ import annotations
@@ -34,12 +43,16 @@ from ragpacer.pipeline.sdk import Pipeline
 MODES = ("articles", "sentences")
 
 
-def _settings(mode: str, external: bool) -> Any:
+def _settings(mode: str, external: bool, run_on: bool = False) -> Any:
+    """``run_on``: the model ignores its end-of-sequence token (the capacity pass)."""
     base = settings_for({"cache": {"enabled": False}})
     over: dict[str, Any] = {"cache": {"enabled": False}, "llm": {"source_text": mode},
                             **quality.variant_overrides("llm", base.routing.routes)}
     if external:  # the engine the first pipeline started
         over["llm"]["engine"] = "external"
+    if run_on:
+        over["llm"]["models"] = [m.model_dump() | {"extra_body": {"ignore_eos": True}}
+                                 for m in base.llm.models]
     return settings_for(over)
 
 
@@ -111,6 +124,59 @@ async def main_async(n_cases: int, levels: list[int]) -> dict[str, Any]:
     return out
 
 
+async def capacity_async(n_cases: int) -> dict[str, Any]:
+    """Completion tokens within the default budget, per mode, one request at a time."""
+    cases = [c for c in eval_slice(None) if c.kind == "fact"][:n_cases]
+    os.environ["VLLM_SERVER_DEV_MODE"] = "1"  # /reset_prefix_cache, for this run's engine
+    owner = Pipeline(_settings("sentences", external=False, run_on=True))
+    await owner.astart(print)
+    base = owner.engine.base_url
+    pipes = {m: Pipeline(_settings(m, external=True, run_on=True), resources=owner.resources,
+                         llm=owner.llm) for m in MODES}
+    await quality.run_cases(quality.sdk_target(pipes["articles"], None), cases[:4])  # warm
+    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+    try:
+        for mode in (*MODES, *reversed(MODES)):
+            print(f"capacity {mode}", flush=True)
+            await asyncio.to_thread(reset_prefix_cache, base)
+            for case in cases:
+                if mode == "articles":  # nothing of the prompt reused
+                    await asyncio.to_thread(reset_prefix_cache, base)
+                rows[mode] += await quality.run_cases(
+                    quality.sdk_target(pipes[mode], None), [case])
+    finally:
+        for p in pipes.values():
+            await p.aclose()
+        await owner.aclose()
+    out: dict[str, Any] = {"cases": len(cases), "deadline_ms": owner.settings.deadline_ms}
+    for mode, got in rows.items():
+        calls = [r["llm_call"] for r in got if r.get("llm_call")]
+        out[mode] = {
+            "requests": len(got), "engine_calls": len(calls),
+            "completion_tokens": percentiles([c["completion_tokens"] for c in calls]),
+            "ttft_ms": percentiles([c["ttft_ms"] for c in calls if c["ttft_ms"] is not None]),
+            "prompt_tokens": percentiles([c["prompt_tokens"] for c in calls
+                                          if c["prompt_tokens"]]),
+            "cut_at_deadline": round(sum(bool(c["truncated"]) for c in calls)
+                                     / max(len(calls), 1), 4),
+            # How much of the deadline the request used: what the token limit left unused.
+            "e2e_ms": percentiles([r["elapsed_ms"] for r in got if r.get("llm_call")])}
+    return out
+
+
+def capacity_table(result: dict[str, Any]) -> str:
+    lines = ["| prompt | completion tokens p50 / p95 | TTFT p50 / p95 ms | prompt tokens p50 "
+             "| cut at the deadline | e2e p50 ms |", "|---" * 6 + "|"]
+    for mode in MODES:
+        s = result[mode]
+        lines.append(
+            f"| {mode} | {_ms(s['completion_tokens'], 'p50')} / "
+            f"{_ms(s['completion_tokens'], 'p95')} | {_ms(s['ttft_ms'], 'p50')} / "
+            f"{_ms(s['ttft_ms'], 'p95')} | {_ms(s['prompt_tokens'], 'p50')} | "
+            f"{s['cut_at_deadline']:.0%} | {_ms(s['e2e_ms'], 'p50')} |")
+    return "\n".join(lines)
+
+
 def _ms(figures: dict[str, float], key: str) -> str:
     return f"{figures[key]:.0f}" if key in figures else "-"  # no sample: none measured
 
@@ -135,7 +201,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=30)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--capacity", action="store_true",
+                    help="completion tokens the default budget allows (answers forced long)")
     args = ap.parse_args()
+    if args.capacity:
+        capacity = asyncio.run(capacity_async(args.cases))
+        print(f"wrote {save('bench_prompt_capacity', capacity)}")
+        print(capacity_table(capacity))
+        return
     result = asyncio.run(main_async(args.cases, args.concurrency))
     print(f"wrote {save('bench_prompt', result)}")
     print(table(result))
