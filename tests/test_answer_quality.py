@@ -303,6 +303,23 @@ async def test_a_question_the_help_centre_cannot_answer_is_said_unanswered_besid
         await p.aclose()
 
 
+async def test_a_message_answered_in_part_is_answered_without_the_llm(scripted) -> None:
+    """No model blurs which part is unanswered: even a route that answers with the LLM
+    answers such a message from the sources."""
+    p = grounded(scripted.url)
+    scripted.requests.clear()
+    try:
+        result = await p.arun("Do you sell gift cards and what is the contactless limit?")
+        asked = len(scripted.requests)
+        alone = await p.arun("What is the contactless limit?")
+    finally:
+        await p.aclose()
+    assert result.answer_kind == "extractive" and asked == 0
+    assert result.unanswered == ["Do you sell gift cards"] and "50 EUR" in result.answer
+    assert "generation" not in result.degraded
+    assert scripted.requests and alone.route == result.route  # that route asks the LLM
+
+
 async def test_a_message_answered_in_part_is_cached_as_such(make_pipeline, scripted) -> None:
     p = make_pipeline(scripted.url, answer="extractive")
     message = "Can I buy bitcoin in the app, and how do I freeze my card?"
