@@ -70,6 +70,26 @@ async def test_pipeline_semantic_hit_and_negation_guard(make_pipeline, scripted)
     assert len(scripted.requests) == 2
 
 
+async def test_an_answer_quoting_the_askers_words_is_not_matched_semantically(
+        make_pipeline, scripted) -> None:
+    """An answer said in part quotes the question it cannot answer: only the same text gets
+    it back, never a paraphrase (another customer's words would come with it)."""
+    p = make_pipeline(scripted.url, answer="extractive")
+    if p.caching.semantic is None:
+        pytest.skip("embedding classifier not prepared")
+    whole = "Where can I see my PIN and what is the contactless limit?"
+    in_part = "Do you sell gift cards and what is the contactless limit?"
+    for message in (whole, in_part):
+        await p.arun(message)
+    await p.caching.drain()
+    para_whole = await p.arun("where can i see my pin and what is the contactless limit please")
+    para_part = await p.arun("do you sell gift cards and what is the contactless limit please")
+    same = await p.arun(in_part)
+    assert para_whole.cache_hit == "semantic"  # a paraphrase this close is matched
+    assert not para_part.cached and para_part.unanswered == ["do you sell gift cards"]
+    assert same.cache_hit == "exact" and same.unanswered == ["Do you sell gift cards"]
+
+
 async def test_an_answer_is_matched_semantically_only_once_its_write_succeeded(
         make_pipeline, scripted) -> None:  # type: ignore[no-untyped-def]
     p = make_pipeline(scripted.url)

@@ -50,7 +50,9 @@ class Caching:
         answer may not be cached."""
         if not self.cacheable(result):
             return False
-        vector = final.get("query_vector")
+        # An answer that quotes the asker's own words (a question said unanswered) answers
+        # that text only: a paraphrase must not get another customer's words back.
+        vector = None if result.unanswered else final.get("query_vector")
 
         def written() -> None:  # off the request path
             self.lookup.stored(key)
