@@ -93,7 +93,8 @@ def extractive(selection: Selection, state: RequestState, ctx: RunContext) -> Up
         parts.append(selection.answer())
     if not parts:
         return decline("no_evidence", ctx) | evidence(selection, state)
-    parts += [ctx.settings.answers.unanswered_part.format(question=q) for q in unanswered]
+    parts += [ctx.settings.answers.unanswered_part.format(question=q[:1].upper() + q[1:])
+              for q in unanswered]  # "... and do you offer X": a sentence of its own
     return {"answer": " ".join(parts), "answer_kind": "extractive", "model": None,
             "unanswered": list(unanswered), **evidence(selection, state)}
 

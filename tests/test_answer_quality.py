@@ -303,6 +303,14 @@ async def test_a_question_the_help_centre_cannot_answer_is_said_unanswered_besid
         await p.aclose()
 
 
+async def test_a_question_said_unanswered_reads_as_a_sentence_of_its_own(
+        make_pipeline, scripted) -> None:
+    p = make_pipeline(scripted.url, answer="extractive")
+    result = await p.arun("What interest does the Easy Saver pay, and do you offer a pension plan?")
+    assert result.unanswered == ["do you offer a pension plan"] and "2.1%" in result.answer
+    assert result.answer.endswith('I don\'t have information on "Do you offer a pension plan".')
+
+
 async def test_a_message_answered_in_part_is_answered_without_the_llm(scripted) -> None:
     """No model blurs which part is unanswered: even a route that answers with the LLM
     answers such a message from the sources."""
