@@ -39,9 +39,10 @@ def lacks_evidence(selection: Selection, state: RequestState, ctx: RunContext) -
 
 def evidence_bar(state: RequestState, ctx: RunContext) -> float:
     """The route's evidence bar, else answers.min_evidence."""
-    route = ctx.settings.routing.routes.get(state.get("route") or "")
-    bar = route.min_evidence if route is not None else None
-    return ctx.settings.answers.min_evidence if bar is None else bar
+    route, default = state.get("route"), ctx.settings.answers.min_evidence
+    if route is None or route not in ctx.settings.routing.routes:
+        return default
+    return ctx.settings.routing.evidence_bar(route, default)
 
 
 def sources_lack_evidence(selection: Selection, state: RequestState, ctx: RunContext) -> bool:
