@@ -90,14 +90,25 @@ def summary(rows: list[dict[str, Any]], cached_tokens: float,
     }
 
 
+async def _pipelines(run_on: bool = False) -> tuple[Pipeline, dict[str, Pipeline]]:
+    """The pipeline that starts the engine, and one per mode on that engine."""
+    os.environ["VLLM_SERVER_DEV_MODE"] = "1"  # /reset_prefix_cache, for this run's engine
+    owner = Pipeline(_settings("sentences", external=False, run_on=run_on))
+    await owner.astart(print)
+    return owner, {m: Pipeline(_settings(m, external=True, run_on=run_on),
+                               resources=owner.resources, llm=owner.llm) for m in MODES}
+
+
+async def _close(owner: Pipeline, pipes: dict[str, Pipeline]) -> None:
+    for p in pipes.values():
+        await p.aclose()
+    await owner.aclose()
+
+
 async def main_async(n_cases: int, levels: list[int]) -> dict[str, Any]:
     cases = [c for c in eval_slice(None) if c.kind == "fact"][:n_cases]
-    os.environ["VLLM_SERVER_DEV_MODE"] = "1"  # /reset_prefix_cache, for this run's engine
-    owner = Pipeline(_settings("sentences", external=False))
-    await owner.astart(print)
+    owner, pipes = await _pipelines()
     base = owner.engine.base_url
-    pipes = {m: Pipeline(_settings(m, external=True), resources=owner.resources,
-                         llm=owner.llm) for m in MODES}
     await quality.run_cases(quality.sdk_target(pipes["articles"], None), cases[:4],
                             concurrency=4)  # warm the engine and the client's estimates
     out: dict[str, Any] = {"cases": len(cases), "by_concurrency": {}}
@@ -118,21 +129,15 @@ async def main_async(n_cases: int, levels: list[int]) -> dict[str, Any]:
             out["by_concurrency"][str(level)] = {m: summary(rows[m], cached[m], read[m])
                                                  for m in MODES}
     finally:
-        for p in pipes.values():
-            await p.aclose()
-        await owner.aclose()
+        await _close(owner, pipes)
     return out
 
 
 async def capacity_async(n_cases: int) -> dict[str, Any]:
     """Completion tokens within the default budget, per mode, one request at a time."""
     cases = [c for c in eval_slice(None) if c.kind == "fact"][:n_cases]
-    os.environ["VLLM_SERVER_DEV_MODE"] = "1"  # /reset_prefix_cache, for this run's engine
-    owner = Pipeline(_settings("sentences", external=False, run_on=True))
-    await owner.astart(print)
+    owner, pipes = await _pipelines(run_on=True)
     base = owner.engine.base_url
-    pipes = {m: Pipeline(_settings(m, external=True, run_on=True), resources=owner.resources,
-                         llm=owner.llm) for m in MODES}
     await quality.run_cases(quality.sdk_target(pipes["articles"], None), cases[:4])  # warm
     rows: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
     try:
@@ -145,9 +150,7 @@ async def capacity_async(n_cases: int) -> dict[str, Any]:
                 rows[mode] += await quality.run_cases(
                     quality.sdk_target(pipes[mode], None), [case])
     finally:
-        for p in pipes.values():
-            await p.aclose()
-        await owner.aclose()
+        await _close(owner, pipes)
     out: dict[str, Any] = {"cases": len(cases), "deadline_ms": owner.settings.deadline_ms}
     for mode, got in rows.items():
         calls = [r["llm_call"] for r in got if r.get("llm_call")]

@@ -166,7 +166,7 @@ def failure(row: dict[str, Any]) -> str | None:
 
 
 def _rate(rows: list[dict[str, Any]], key: str) -> float | None:
-    return round(sum(bool(r[key]) for r in rows) / len(rows), 4) if rows else None
+    return _share(rows, lambda r: bool(r[key]))
 
 
 def _expected(row: dict[str, Any]) -> int:
